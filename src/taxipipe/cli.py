@@ -1,0 +1,134 @@
+"""The `taxipipe` command. Heavy libraries load only inside the commands that need them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from taxipipe import __version__
+from taxipipe.errors import TaxipipeError
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every pipeline command shares; each overrides one setting."""
+    group = parser.add_argument_group("settings (override config file and TAXIPIPE_* env)")
+    group.add_argument("--config", type=Path, help="TOML or YAML config file (or $TAXIPIPE_CONFIG)")
+    group.add_argument("--home", type=Path, help="home directory for data, state and the MLflow store")
+    group.add_argument("--color", choices=["green", "yellow"], help="taxi colour")
+    group.add_argument("--year", type=int, help="training year")
+    group.add_argument("--month", type=int, help="training month (validation is the next one)")
+    group.add_argument("--features", choices=["categorical", "onehot"], help="feature encoding")
+    group.add_argument("--preset", choices=["zoomcamp"], help="named model parameter preset")
+    group.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite in the home)")
+    group.add_argument("--url-template", help="URL, file:// URL or path template of TLC months")
+
+
+FLAG_KEYS = {
+    "home": ("home",),
+    "color": ("data", "color"),
+    "year": ("data", "year"),
+    "month": ("data", "month"),
+    "url_template": ("data", "url_template"),
+    "features": ("model", "features"),
+    "preset": ("model", "preset"),
+    "tracking_uri": ("mlflow", "tracking_uri"),
+}
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """Nested settings tables from the flags that were given."""
+    tables: dict[str, Any] = {}
+    for flag, path in FLAG_KEYS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        table = tables
+        for part in path[:-1]:
+            table = table.setdefault(part, {})
+        table[path[-1]] = value
+    return tables
+
+
+def settings_from(args: argparse.Namespace):
+    from taxipipe.config import load_settings
+
+    return load_settings(args.config, overrides_from(args))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from taxipipe.runners.simple import SimplePipeline, StepFailed
+
+    try:
+        SimplePipeline(settings_from(args)).run()
+    except StepFailed:
+        return 1
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from taxipipe.config import describe_settings
+
+    rows = describe_settings(args.config, overrides_from(args))
+    width = max(len(key) for key, _, _ in rows)
+    for key, value, origin in rows:
+        print(f"{key:<{width}}  {value!s:<50}  [{origin}]")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    (settings.home / "mlflow").mkdir(parents=True, exist_ok=True)
+    address = f"http://127.0.0.1:{args.port}"
+    print(f"📈 MLflow UI on {address} (store {settings.tracking_uri()}); Ctrl-C stops it", flush=True)
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", settings.tracking_uri(),
+               "--default-artifact-root", (settings.home / "mlflow" / "artifacts").as_uri(),
+               "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    os.execv(sys.executable, command)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taxipipe",
+        description="NYC taxi trip-duration pipeline: one ML job, many orchestration styles.",
+    )
+    parser.add_argument("--version", action="version", version=f"taxipipe {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the nine steps in order (the simple runner)")
+    add_settings_flags(run)
+    run.set_defaults(handler=cmd_run)
+
+    config = commands.add_parser("config", help="inspect the configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = config_commands.add_parser("show", help="effective settings and where each came from")
+    add_settings_flags(show)
+    show.set_defaults(handler=cmd_config_show)
+
+    ui = commands.add_parser("ui", help="start the MLflow UI on the store, bound to 127.0.0.1")
+    add_settings_flags(ui)
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=cmd_ui)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except TaxipipeError as exc:
+        from taxipipe import console
+
+        console.pipeline_failed(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Settings: defaults < config file < TAXIPIPE_* environment < command-line flags.
+
+One typed object (`Settings`) holds every knob; each part of the pipeline receives it
+explicitly. `load_settings` builds it and `describe_settings` says where each value came from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from taxipipe.errors import ConfigError
+from taxipipe.partition import Partition
+
+DEFAULT_URL_TEMPLATE = (
+    "https://d37ci6vzurychx.cloudfront.net/trip-data/{color}_tripdata_{year}-{month:02d}.parquet"
+)
+ENV_PREFIX = "TAXIPIPE_"
+CONFIG_ENV = "TAXIPIPE_CONFIG"
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "zoomcamp": {
+        "learning_rate": 0.09585355369315604,
+        "max_depth": 30,
+        "min_child_weight": 1.060597050922164,
+        "reg_alpha": 0.018060244040060163,
+        "reg_lambda": 0.011658731377413597,
+        "n_estimators": 30,
+        "random_state": 42,
+    }
+}
+
+
+class Section(BaseModel):
+    """A config table: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MlflowSettings(Section):
+    tracking_uri: str | None = Field(
+        default=None, description="None: a SQLite store in the home directory"
+    )
+    experiment_name: str = "orchestration-pipeline-{runner}"
+    model_name: str = "nyc-taxi-duration"
+
+
+class DataSettings(Section):
+    color: Literal["green", "yellow"] = "green"
+    year: int = Field(default=2023, ge=2009, le=2100)
+    month: int = Field(default=1, ge=1, le=12)
+    url_template: str = DEFAULT_URL_TEMPLATE
+    download_retries: int = Field(default=3, ge=0, le=10)
+    download_backoff_seconds: float = Field(default=1.0, ge=0)
+
+
+class ModelParams(Section):
+    max_depth: int = Field(default=6, ge=1)
+    learning_rate: float = Field(default=0.1, gt=0)
+    n_estimators: int = Field(default=100, ge=1)
+    random_state: int = 42
+    min_child_weight: float | None = None
+    reg_alpha: float | None = None
+    reg_lambda: float | None = None
+
+
+class ModelSettings(Section):
+    preset: Literal["zoomcamp"] | None = None
+    params: ModelParams = ModelParams()
+    early_stopping_rounds: int = Field(default=50, ge=1)
+    features: Literal["categorical", "onehot"] = "categorical"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """A preset fills the params that were not given explicitly."""
+        if isinstance(data, dict) and data.get("preset") in PRESETS:
+            params = dict(PRESETS[data["preset"]])
+            given = data.get("params") or {}
+            if isinstance(given, BaseModel):
+                given = given.model_dump(exclude_unset=True)
+            params.update(given)
+            data = {**data, "params": params}
+        return data
+
+
+class ValidationSettings(Section):
+    max_rmse: float = Field(default=8.0, gt=0)
+    min_rmse: float = Field(default=0.1, ge=0)
+    champion_tolerance: float = Field(
+        default=0.05, ge=0, description="minutes of RMSE a challenger may lose to the champion"
+    )
+    min_positive_duration_share: float = Field(default=0.9, ge=0, le=1)
+    max_invalid_row_share: float = Field(default=0.0, ge=0, le=1)
+
+
+class ArtifactSettings(Section):
+    keep_downloads: bool = True
+
+
+class Settings(BaseSettings):
+    """Every setting of the pipeline, one section per concern."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    home: Path = Field(default=Path("~/.taxipipe"), description="all local state lives here")
+    data: DataSettings = DataSettings()
+    model: ModelSettings = ModelSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    validation: ValidationSettings = ValidationSettings()
+    artifacts: ArtifactSettings = ArtifactSettings()
+
+    @model_validator(mode="after")
+    def _expand_home(self) -> Settings:
+        expanded = self.home.expanduser().absolute()
+        if expanded != self.home:
+            object.__setattr__(self, "home", expanded)
+        return self
+
+    @property
+    def partition(self) -> Partition:
+        """The training month."""
+        return Partition(self.data.color, self.data.year, self.data.month)
+
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI: the configured one, or the embedded SQLite store."""
+        return self.mlflow.tracking_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+
+    def experiment_name(self, runner: str) -> str:
+        return self.mlflow.experiment_name.format(runner=runner)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _FilteredEnvSource(settings_cls), _FileSource(settings_cls)
+
+
+class _FilteredEnvSource(EnvSettingsSource):
+    """TAXIPIPE_* variables, minus the ones that are not settings (TAXIPIPE_CONFIG...)."""
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in super().__call__().items() if k in Settings.model_fields}
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The config file chosen for this load (see `load_settings`)."""
+
+    values: dict[str, Any] = {}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a TOML or YAML config file into nested tables."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in {".yaml", ".yml"}:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = tomllib.loads(text)
+    except Exception as exc:
+        raise ConfigError(f"config file {path} cannot be parsed: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold tables of settings, not {type(data).__name__}")
+    return data
+
+
+def load_settings(
+    config_file: Path | str | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Build the settings: defaults < file (`config_file` or $TAXIPIPE_CONFIG) < env < overrides.
+
+    `overrides` are nested tables like the file's, e.g. {"data": {"month": 2}}.
+    """
+    path = config_file or os.environ.get(CONFIG_ENV)
+    _FileSource.values = read_config_file(Path(path)) if path else {}
+    try:
+        return Settings(**(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(exc, path)) from None
+    finally:
+        _FileSource.values = {}
+
+
+def _describe_validation_error(exc: ValidationError, path: Any) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"])
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{key}'")
+        else:
+            problems.append(f"'{key}': {err['msg']} (got {err.get('input')!r})")
+    where = f" (config file {path}, TAXIPIPE_* environment or flags)" if path else ""
+    return "invalid configuration" + where + ": " + "; ".join(problems)
+
+
+def flatten(tables: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in tables.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def get_value(settings: Settings, dotted_key: str) -> Any:
+    """The value of a dotted key such as `model.params.max_depth`."""
+    value: Any = settings
+    for part in dotted_key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def describe_settings(
+    config_file: Path | str | None = None, overrides: dict[str, Any] | None = None
+) -> list[tuple[str, Any, str]]:
+    """(key, effective value, origin) for every setting; origin is default|file|env|flag."""
+    settings = load_settings(config_file, overrides)
+    path = config_file or os.environ.get(CONFIG_ENV)
+    layers = [
+        ("file", flatten(read_config_file(Path(path)) if path else {})),
+        ("env", flatten(_FilteredEnvSource(Settings)())),
+        ("flag", flatten(overrides or {})),
+    ]
+    rows = []
+    for key, value in flatten(settings.model_dump(mode="json")).items():
+        origin = "default"
+        for name, layer in layers:
+            if key in layer:
+                origin = name
+        if key.startswith("model.params.") and origin == "default" and settings.model.preset:
+            origin = f"preset {settings.model.preset}"
+        rows.append((key, value, origin))
+    return rows

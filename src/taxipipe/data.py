@@ -1,0 +1,186 @@
+"""TLC sources: the URL template, download into a cache, and schema normalisation."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
+
+from taxipipe.errors import CorruptDataError, DataNotFoundError, NetworkError, SchemaError
+from taxipipe.layout import atomic_path
+from taxipipe.partition import Partition
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+URL_SETTING_HINT = "point data.url_template (--url-template or TAXIPIPE_DATA__URL_TEMPLATE) at a mirror"
+CHUNK_BYTES = 1 << 20
+
+#: The columns the model needs, by their name after normalisation, with their arrow types.
+PICKUP, DROPOFF = "pickup_datetime", "dropoff_datetime"
+LOCATION_COLUMNS = ("PULocationID", "DOLocationID")
+
+
+def source_url(template: str, partition: Partition) -> str:
+    """The URL (or local path) of one TLC month."""
+    return template.format(color=partition.color, year=partition.year, month=partition.month)
+
+
+def datetime_columns(color: str) -> tuple[str, str]:
+    """The pickup and dropoff column names of a colour's layout (lpep_ green, tpep_ yellow)."""
+    prefix = {"green": "lpep", "yellow": "tpep"}[color]
+    return f"{prefix}_pickup_datetime", f"{prefix}_dropoff_datetime"
+
+
+def fetch(url: str, dest: Path, retries: int = 3, backoff_seconds: float = 1.0) -> bool:
+    """Make `dest` a complete copy of `url`; return False when the cached copy was reused.
+
+    `url` is http(s), file:// or a local path. The copy lands atomically and is checked to
+    be a readable parquet file before it takes the real name.
+    """
+    if dest.exists():
+        try:
+            check_parquet(dest)
+            return False
+        except CorruptDataError:
+            dest.unlink()
+    with atomic_path(dest) as tmp:
+        scheme = urlparse(url).scheme
+        if scheme in {"http", "https"}:
+            _download(url, tmp, retries, backoff_seconds)
+        else:
+            _copy_local(url, tmp)
+        check_parquet(tmp, source=url)
+    return True
+
+
+def _copy_local(url: str, tmp: Path) -> None:
+    path = Path(unquote(urlparse(url).path)) if url.startswith("file://") else Path(url)
+    if not path.is_file():
+        raise DataNotFoundError(f"no TLC file at {path}; check data.url_template and the month")
+    shutil.copyfile(path, tmp)
+
+
+def _download(url: str, tmp: Path, retries: int, backoff_seconds: float) -> None:
+    """Stream `url` into `tmp`, retrying network errors and 5xx answers with backoff."""
+    import requests
+
+    for attempt in range(retries + 1):
+        try:
+            with requests.get(url, stream=True, timeout=(10, 60)) as response:
+                if response.status_code == 404:
+                    raise DataNotFoundError(
+                        f"there is no TLC file at {url} (HTTP 404): that colour and month "
+                        "is not published"
+                    )
+                if response.status_code >= 500:
+                    raise _Retryable(f"the server answered HTTP {response.status_code}")
+                if response.status_code != 200:
+                    raise NetworkError(f"download of {url} failed: HTTP {response.status_code}")
+                _stream_to_file(response, tmp)
+                return
+        except (requests.ConnectionError, requests.Timeout, _Retryable) as exc:
+            if attempt == retries:
+                reason = exc if isinstance(exc, _Retryable) else "the network or server is unreachable"
+                raise NetworkError(
+                    f"cannot download {url} after {retries + 1} attempts ({reason}); "
+                    f"check the network or {URL_SETTING_HINT}"
+                ) from None
+            delay = backoff_seconds * 2**attempt
+            print(f"⚠️  download failed ({exc.__class__.__name__}), retrying in {delay:.1f}s", file=sys.stderr)
+            time.sleep(delay)
+
+
+class _Retryable(Exception):
+    """A transient server answer worth another attempt."""
+
+
+def _stream_to_file(response, tmp: Path) -> None:
+    from tqdm import tqdm
+
+    import requests
+
+    expected = int(response.headers.get("Content-Length") or 0)
+    written = 0
+    try:
+        with open(tmp, "wb") as out, tqdm(
+            total=expected or None,
+            unit="B",
+            unit_scale=True,
+            desc=Path(urlparse(response.url).path).name,
+            disable=None,
+            file=sys.stderr,
+        ) as bar:
+            for chunk in response.iter_content(CHUNK_BYTES):
+                out.write(chunk)
+                written += len(chunk)
+                bar.update(len(chunk))
+    except requests.RequestException as exc:
+        raise _Retryable(f"the transfer broke off after {written} bytes") from exc
+    if expected and written != expected:
+        raise _Retryable(f"the transfer ended after {written} of {expected} bytes")
+
+
+def check_parquet(path: Path, source: str | None = None) -> None:
+    """Raise CorruptDataError unless `path` has a readable parquet footer."""
+    import pyarrow.parquet as pq
+
+    try:
+        pq.ParquetFile(path).metadata
+    except Exception:
+        raise CorruptDataError(
+            f"{source or path} is not a readable parquet file (truncated or corrupt); "
+            "delete it or fetch it again"
+        ) from None
+
+
+def read_trips(path: Path, color: str) -> pa.Table:
+    """Read the model's columns of a TLC month with one schema whatever the month's writer.
+
+    Returns columns pickup_datetime, dropoff_datetime (timestamp[us]), PULocationID,
+    DOLocationID (int32) and trip_distance (float64). Extra columns in the file are ignored.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    pickup, dropoff = datetime_columns(color)
+    wanted = {
+        pickup: (PICKUP, pa.timestamp("us")),
+        dropoff: (DROPOFF, pa.timestamp("us")),
+        "PULocationID": ("PULocationID", pa.int32()),
+        "DOLocationID": ("DOLocationID", pa.int32()),
+        "trip_distance": ("trip_distance", pa.float64()),
+    }
+    try:
+        schema = pq.read_schema(path)
+    except Exception:
+        raise CorruptDataError(f"{path} is not a readable parquet file (truncated or corrupt)") from None
+    missing = [name for name in wanted if name not in schema.names]
+    if missing:
+        raise SchemaError(
+            f"{path.name} lacks required column(s) {', '.join(missing)} for the {color} layout "
+            f"(it has {', '.join(schema.names)})"
+        )
+    try:
+        table = pq.read_table(path, columns=list(wanted))
+    except Exception as exc:
+        raise CorruptDataError(f"{path} cannot be read ({exc}); it is truncated or corrupt") from None
+    columns = []
+    for source_name, (name, arrow_type) in wanted.items():
+        column = table[source_name]
+        try:
+            if pa.types.is_timestamp(arrow_type) and pa.types.is_timestamp(column.type):
+                column = column.cast(arrow_type, safe=False)
+            else:
+                column = pc.cast(column, arrow_type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise SchemaError(
+                f"column {source_name} of {path.name} has type {column.type}, which cannot be "
+                f"read as {arrow_type}"
+            ) from None
+        columns.append(column)
+    return pa.table(columns, names=[name for name, _ in wanted.values()])

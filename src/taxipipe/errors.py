@@ -1,0 +1,33 @@
+"""Errors a user can cause: each carries one sentence that names the problem and the fix."""
+
+
+class TaxipipeError(Exception):
+    """Base of every error the CLI reports as one line and a non-zero exit."""
+
+
+class ConfigError(TaxipipeError):
+    """The configuration file, environment or flags hold an unknown key or a bad value."""
+
+
+class DataNotFoundError(TaxipipeError):
+    """The source has no file for the requested colour and month."""
+
+
+class NetworkError(TaxipipeError):
+    """The data source could not be reached."""
+
+
+class CorruptDataError(TaxipipeError):
+    """A file is not a readable parquet file (truncated or damaged)."""
+
+
+class SchemaError(TaxipipeError):
+    """A file lacks a required column or holds a type the pipeline cannot use."""
+
+
+class DataQualityError(TaxipipeError):
+    """The data broke one or more quality rules."""
+
+
+class PipelineStateError(TaxipipeError):
+    """A step was asked to run before the steps it depends on."""

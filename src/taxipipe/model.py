@@ -1,0 +1,70 @@
+"""XGBoost training and scoring on the encoded feature matrices."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from taxipipe.config import ModelSettings
+from taxipipe.features import Encoder
+
+if TYPE_CHECKING:
+    import numpy as np
+    import scipy.sparse as sp
+    import xgboost as xgb
+
+
+
+def booster_params(model: ModelSettings) -> dict[str, Any]:
+    """The XGBoost native-API parameters of the configured model."""
+    params = model.params
+    native: dict[str, Any] = {
+        "max_depth": params.max_depth,
+        "learning_rate": params.learning_rate,
+        "seed": params.random_state,
+        "objective": "reg:squarederror",
+    }
+    for optional in ("min_child_weight", "reg_alpha", "reg_lambda"):
+        value = getattr(params, optional)
+        if value is not None:
+            native[optional] = value
+    return native
+
+
+def to_dmatrix(encoder: Encoder, matrix: Any, target: Any = None, reference: Any = None) -> xgb.DMatrix:
+    """Wrap a feature matrix for XGBoost: categorical codes as native categoricals."""
+    import xgboost as xgb
+
+    if encoder.mode == "categorical":
+        kwargs = {"feature_names": encoder.feature_names, "feature_types": ["c", "c", "q"],
+                  "enable_categorical": True}
+        if reference is not None or target is not None:
+            return xgb.QuantileDMatrix(matrix, label=target, ref=reference, **kwargs)
+        return xgb.DMatrix(matrix, **kwargs)
+    return xgb.DMatrix(matrix, label=target)
+
+
+def train_booster(
+    model: ModelSettings, encoder: Encoder, train: tuple[Any, Any], validation: tuple[Any, Any]
+) -> tuple[xgb.Booster, np.ndarray]:
+    """Train with early stopping on the validation month; return the booster and its predictions."""
+    import xgboost as xgb
+
+    dtrain = to_dmatrix(encoder, *train)
+    dvalid = to_dmatrix(encoder, *validation, reference=dtrain if encoder.mode == "categorical" else None)
+    booster = xgb.train(
+        booster_params(model),
+        dtrain,
+        num_boost_round=model.params.n_estimators,
+        evals=[(dvalid, "validation")],
+        early_stopping_rounds=model.early_stopping_rounds,
+        verbose_eval=False,
+    )
+    return booster, booster.predict(dvalid)
+
+
+def rmse(actual: Any, predicted: Any) -> float:
+    """Root mean squared error in minutes."""
+    import numpy as np
+
+    difference = np.asarray(actual, dtype=np.float64) - np.asarray(predicted, dtype=np.float64)
+    return float(np.sqrt(np.mean(difference * difference)))

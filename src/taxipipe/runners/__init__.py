@@ -1,0 +1,1 @@
+"""Runners: each decides when and where the pipeline's steps run, never what they do."""

@@ -1,0 +1,341 @@
+"""The nine steps of the pipeline: plain functions, files in and files out.
+
+Each step takes the run's `StepContext` and the small records its upstream steps returned,
+writes its outputs atomically under the partition's directory, and returns a small,
+JSON-serialisable record (paths, row counts, metrics, run ids). No step hands a DataFrame
+to another, so every runner (simple, make, Airflow, Prefect) can carry the records.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from taxipipe.config import Settings
+from taxipipe.errors import DataQualityError, PipelineStateError
+from taxipipe.layout import Layout, atomic_path, write_text_atomic
+
+Record = dict[str, Any]
+Upstream = Mapping[str, Record]
+ROLES = ("train", "validation")
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What every step needs: the settings, which runner runs it, and extra run tags."""
+
+    settings: Settings
+    runner: str = "simple"
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.settings.home, self.settings.partition)
+
+    def raw_path(self, role: str) -> Path:
+        return self.layout.train_raw if role == "train" else self.layout.validation_raw
+
+    def clean_path(self, role: str) -> Path:
+        return self.layout.train_clean if role == "train" else self.layout.validation_clean
+
+    def features_path(self, role: str) -> Path:
+        return self.layout.train_features if role == "train" else self.layout.validation_features
+
+
+def _require(upstream: Upstream, step: str) -> Record:
+    if step not in upstream:
+        raise PipelineStateError(f"this step needs the record of step '{step}'; run it first")
+    return upstream[step]
+
+
+def extract_month(ctx: StepContext, role: str) -> Record:
+    """Download one month (the training month or the one after it) into the cache."""
+    from taxipipe.data import fetch, source_url
+
+    layout = ctx.layout
+    partition = layout.partition if role == "train" else layout.validation_partition
+    data = ctx.settings.data
+    url = source_url(data.url_template, partition)
+    path = layout.download(partition)
+    downloaded = fetch(url, path, data.download_retries, data.download_backoff_seconds)
+    return {"role": role, "partition": partition.key, "path": str(path),
+            "bytes": path.stat().st_size, "downloaded": downloaded}
+
+
+def extract(ctx: StepContext, upstream: Upstream) -> Record:
+    """Both months, one after the other (runners that can, call `extract_month` in parallel)."""
+    return combine_extracts([extract_month(ctx, role) for role in ROLES])
+
+
+def combine_extracts(months: list[Record]) -> Record:
+    """The extract record of two `extract_month` records."""
+    record: Record = {month["role"]: month for month in months}
+    record["summary"] = ", ".join(
+        f"{m['partition']} {'downloaded' if m['downloaded'] else 'cached'} ({m['bytes']:,} bytes)"
+        for m in months
+    )
+    return record
+
+
+def validate_data(ctx: StepContext, upstream: Upstream) -> Record:
+    """Check both months against the quality rules; fail naming every broken rule."""
+    from taxipipe.checks import check_trips
+    from taxipipe.data import read_trips
+
+    rules = ctx.settings.validation
+    reports = {}
+    for role in ROLES:
+        path = ctx.raw_path(role)
+        frame = read_trips(path, ctx.settings.data.color).to_pandas()
+        reports[role] = check_trips(
+            frame, path.name, rules.min_positive_duration_share, rules.max_invalid_row_share
+        )
+    failed = [f"{report.source}: {report.summary()}" for report in reports.values() if not report.passed]
+    if failed:
+        raise DataQualityError("data quality rules failed: " + " | ".join(failed))
+    record: Record = {role: report.as_record() for role, report in reports.items()}
+    checked = len(next(iter(reports.values())).rules)
+    record["summary"] = f"{checked} rules passed on " + ", ".join(
+        f"{r.source} ({r.rows:,} rows)" for r in reports.values()
+    )
+    return record
+
+
+def transform(ctx: StepContext, upstream: Upstream) -> Record:
+    """Duration in minutes, rides of 1..60 minutes, the model's columns."""
+    import pyarrow.parquet as pq
+
+    from taxipipe.data import read_trips
+    from taxipipe.features import add_duration
+
+    record: Record = {}
+    for role in ROLES:
+        trips = read_trips(ctx.raw_path(role), ctx.settings.data.color)
+        rides = add_duration(trips)
+        with atomic_path(ctx.clean_path(role)) as tmp:
+            pq.write_table(rides, tmp)
+        record[role] = {"path": str(ctx.clean_path(role)), "rows_in": trips.num_rows,
+                        "rows": rides.num_rows}
+    record["summary"] = ", ".join(
+        f"{role}: {record[role]['rows']:,} of {record[role]['rows_in']:,} rides kept" for role in ROLES
+    )
+    return record
+
+
+def features(ctx: StepContext, upstream: Upstream) -> Record:
+    """Fit the encoder on the training month and encode both months."""
+    import pandas as pd
+
+    from taxipipe.features import TARGET, Encoder, save_matrix
+
+    mode = ctx.settings.model.features
+    frames = {role: pd.read_parquet(ctx.clean_path(role)) for role in ROLES}
+    encoder = Encoder.fit(mode, frames["train"])
+    for role, frame in frames.items():
+        with atomic_path(ctx.features_path(role)) as tmp:
+            save_matrix(tmp, encoder.transform(frame), frame[TARGET].to_numpy())
+    write_text_atomic(ctx.layout.encoder, encoder.to_json())
+    width = len(encoder.feature_names)
+    return {"mode": mode, "features": width, "encoder": str(ctx.layout.encoder),
+            "rows": {role: len(frame) for role, frame in frames.items()},
+            "summary": f"{mode}: {width:,} features"}
+
+
+def train(ctx: StepContext, upstream: Upstream) -> Record:
+    """Train XGBoost with early stopping inside one MLflow run that records everything."""
+    from taxipipe import tracking
+    from taxipipe.features import Encoder, load_matrix
+    from taxipipe.model import booster_params, rmse, train_booster
+
+    settings, layout = ctx.settings, ctx.layout
+    encoder = Encoder.load(layout.encoder)
+    train_set = load_matrix(layout.train_features)
+    validation_set = load_matrix(layout.validation_features)
+    booster, predictions = train_booster(settings.model, encoder, train_set, validation_set)
+    score = rmse(validation_set[1], predictions)
+    with atomic_path(layout.booster) as tmp:
+        booster.save_model(tmp)
+
+    client = tracking.client(settings)
+    experiment = tracking.experiment_id(settings, client, ctx.runner)
+    partition = settings.partition
+    tags = {"runner": ctx.runner, "partition": partition.key, "feature_mode": encoder.mode,
+            "validation_partition": layout.validation_partition.key, **ctx.tags}
+    commit = tracking.git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    run = client.create_run(experiment, tags=tags, run_name=f"{ctx.runner}-{partition.color}-{partition.label}")
+    run_id = run.info.run_id
+    params = {**booster_params(settings.model), "num_boost_round": settings.model.params.n_estimators,
+              "early_stopping_rounds": settings.model.early_stopping_rounds,
+              "feature_mode": encoder.mode, "preset": settings.model.preset,
+              "color": partition.color, "year": partition.year, "month": partition.month}
+    _log(client, run_id, params=params, metrics={
+        "rmse": score, "train_rows": train_set[1].shape[0], "validation_rows": validation_set[1].shape[0],
+        "features": len(encoder.feature_names), "best_iteration": booster.best_iteration,
+    })
+    client.set_terminated(run_id)
+    return {"run_id": run_id, "experiment_id": experiment, "rmse": score,
+            "best_iteration": booster.best_iteration, "booster": str(layout.booster),
+            "summary": f"RMSE {score:.4f} (MLflow run {run_id})"}
+
+
+def _log(client: Any, run_id: str, params: Record | None = None, metrics: Record | None = None,
+         tags: Record | None = None) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None],
+        params=[Param(k, str(v)) for k, v in (params or {}).items()],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+    )
+
+
+def validate_model(ctx: StepContext, upstream: Upstream) -> Record:
+    """Gate the model: RMSE within bounds, and not worse than the champion beyond tolerance."""
+    from taxipipe import tracking
+
+    trained = _require(upstream, "train")
+    settings, rules = ctx.settings, ctx.settings.validation
+    score = trained["rmse"]
+    client = tracking.client(settings)
+    champion = tracking.champion_version(client, settings.mlflow.model_name)
+    champion_rmse = _score_champion(ctx) if champion is not None else None
+
+    if not rules.min_rmse <= score <= rules.max_rmse:
+        promotable, reason = False, (
+            f"RMSE {score:.4f} is outside the allowed range [{rules.min_rmse}, {rules.max_rmse}]"
+        )
+    elif champion_rmse is None:
+        promotable, reason = True, "no champion yet"
+    elif score <= champion_rmse + rules.champion_tolerance:
+        promotable, reason = True, (
+            f"RMSE {score:.4f} vs champion v{champion.version} {champion_rmse:.4f} "
+            f"(tolerance {rules.champion_tolerance})"
+        )
+    else:
+        promotable, reason = False, (
+            f"RMSE {score:.4f} is worse than champion v{champion.version} {champion_rmse:.4f} "
+            f"by more than {rules.champion_tolerance}"
+        )
+    _log(client, trained["run_id"],
+         metrics={"champion_rmse": champion_rmse},
+         tags={"validation.promotable": promotable, "validation.reason": reason})
+    return {"run_id": trained["run_id"], "rmse": score, "promotable": promotable, "reason": reason,
+            "champion_rmse": champion_rmse,
+            "champion_version": champion.version if champion is not None else None,
+            "summary": ("promotable: " if promotable else "not promotable: ") + reason}
+
+
+def _score_champion(ctx: StepContext) -> float:
+    """The current champion's RMSE on this run's validation month."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from taxipipe.features import MODEL_COLUMNS, TARGET
+    from taxipipe.model import rmse
+
+    champion = mlflow.pyfunc.load_model(f"models:/{ctx.settings.mlflow.model_name}@champion")
+    rides = pd.read_parquet(ctx.layout.validation_clean)
+    return rmse(rides[TARGET], champion.predict(rides[MODEL_COLUMNS]))
+
+
+def save(ctx: StepContext, upstream: Upstream) -> Record:
+    """Log the pyfunc model (encoder + booster) and a predicted-vs-actual plot to the run."""
+    import mlflow
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    import taxipipe
+    from taxipipe import tracking
+    from taxipipe.features import MODEL_COLUMNS, TARGET
+    from taxipipe.serving import TripDurationModel
+
+    run_id = _require(upstream, "train")["run_id"]
+    layout = ctx.layout
+    tracking.client(ctx.settings)
+    rides = pd.read_parquet(layout.validation_clean)
+    example = rides[MODEL_COLUMNS].head(5).astype({"PULocationID": "int64", "DOLocationID": "int64"})
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=TripDurationModel(),
+            artifacts={"encoder": str(layout.encoder), "booster": str(layout.booster)},
+            code_paths=[str(Path(taxipipe.__file__).parent)],
+            pip_requirements=tracking.pip_requirements(),
+            signature=infer_signature(example, rides[TARGET].head(5).to_numpy()),
+        )
+        model = mlflow.pyfunc.load_model(info.model_uri)
+        sample = rides.sample(n=min(5000, len(rides)), random_state=0)
+        predictions = model.predict(sample[MODEL_COLUMNS])
+        mlflow.log_figure(_prediction_plot(sample[TARGET], predictions), "plots/predicted_vs_actual.png")
+    return {"run_id": run_id, "model_uri": info.model_uri, "model_id": info.model_id,
+            "summary": f"model logged as {info.model_uri}"}
+
+
+def _prediction_plot(actual: Any, predicted: Any) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 6))
+    axes.scatter(actual, predicted, s=3, alpha=0.3)
+    axes.plot([0, 60], [0, 60], color="black", linewidth=1)
+    axes.set(xlabel="actual minutes", ylabel="predicted minutes", title="Predicted vs actual duration",
+             xlim=(0, 60), ylim=(0, 60))
+    plt.close(figure)
+    return figure
+
+
+def deploy(ctx: StepContext, upstream: Upstream) -> Record:
+    """Register the model version; move `champion` to it only when validate_model allowed it."""
+    import mlflow
+
+    from taxipipe import tracking
+
+    verdict = _require(upstream, "validate_model")
+    saved = _require(upstream, "save")
+    settings = ctx.settings
+    client = tracking.client(settings)
+    name = settings.mlflow.model_name
+    version = mlflow.register_model(saved["model_uri"], name, tags={
+        "run_id": saved["run_id"], "rmse": f"{verdict['rmse']:.6f}", "partition": settings.partition.key,
+        "runner": ctx.runner,
+    }).version
+    if verdict["promotable"]:
+        client.set_registered_model_alias(name, tracking.CHAMPION, version)
+        outcome = f"version {version} is now '{tracking.CHAMPION}' ({verdict['reason']})"
+    else:
+        outcome = f"version {version} registered; champion unchanged: {verdict['reason']}"
+    record = {"model_name": name, "version": int(version), "champion": verdict["promotable"],
+              "reason": verdict["reason"], "run_id": saved["run_id"], "rmse": verdict["rmse"],
+              "partition": settings.partition.key, "runner": ctx.runner,
+              "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_text_atomic(ctx.layout.deployment_record, json.dumps(record, indent=2) + "\n")
+    return {**record, "record": str(ctx.layout.deployment_record), "summary": outcome}
+
+
+def cleanup(ctx: StepContext, upstream: Upstream) -> Record:
+    """Remove the partition's intermediates (and its downloads if asked); report what went."""
+    layout = ctx.layout
+    targets = [layout.workdir]
+    if not ctx.settings.artifacts.keep_downloads:
+        targets += [layout.train_raw, layout.validation_raw]
+    removed, freed = [], 0
+    for target in targets:
+        if not target.exists():
+            continue
+        files = [p for p in target.rglob("*") if p.is_file()] if target.is_dir() else [target]
+        freed += sum(p.stat().st_size for p in files)
+        removed += [str(p) for p in files]
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    return {"removed": removed, "bytes_freed": freed,
+            "summary": f"removed {len(removed)} file(s), {freed:,} bytes"}

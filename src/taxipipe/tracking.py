@@ -1,0 +1,86 @@
+"""MLflow: the store, experiments, runs, the pyfunc model and the registry's champion alias."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from taxipipe.config import Settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+CHAMPION = "champion"
+
+
+def client(settings: Settings) -> MlflowClient:
+    """An MLflow client on the configured store (the embedded SQLite one by default)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    if settings.mlflow.tracking_uri is None:
+        (settings.home / "mlflow").mkdir(parents=True, exist_ok=True)
+    uri = settings.tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(uri, registry_uri=uri)
+
+
+def experiment_id(settings: Settings, mlflow_client: MlflowClient, runner: str) -> str:
+    """The runner's experiment, created on first use with artifacts in the home directory."""
+    from mlflow.exceptions import MlflowException
+
+    name = settings.experiment_name(runner)
+    existing = mlflow_client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = None
+    if settings.mlflow.tracking_uri is None:
+        location = (settings.home / "mlflow" / "artifacts").as_uri()
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        return mlflow_client.get_experiment_by_name(name).experiment_id
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout this package runs from, if it is one."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+            capture_output=True, text=True, timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def log_step_seconds(mlflow_client: MlflowClient, run_id: str, timings: dict[str, float]) -> None:
+    """Record how long each step took as metrics `step_seconds.<step>`."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"step_seconds.{step}", seconds, now, 0) for step, seconds in timings.items()]
+    mlflow_client.log_batch(run_id, metrics=metrics)
+
+
+def champion_version(mlflow_client: MlflowClient, model_name: str) -> Any | None:
+    """The registered version behind the `champion` alias, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of the served model: what `taxipipe.serving` imports."""
+    from importlib.metadata import version
+
+    packages = ["mlflow", "xgboost-cpu", "pandas", "numpy", "scipy", "pyarrow", "pydantic",
+                "pydantic-settings"]
+    return [f"{name}=={version(name)}" for name in packages]

@@ -1,0 +1,43 @@
+# The two commands: `make run` (the pipeline) and `make test` (the suite).
+# Both create the environment (.venv, from the committed uv.lock) when it is missing.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml | cksum | cut -d' ' -f1)
+ARGS ?=
+
+.PHONY: env run test bench mlflow-ui clean help
+
+help:
+	@echo "make run        run the pipeline (simple runner; ARGS='--year 2021 --month 1 ...')"
+	@echo "make test       run the test suite"
+	@echo "make bench      run the benchmarks against the reference pipeline"
+	@echo "make mlflow-ui  start the MLflow UI on the embedded store (127.0.0.1:5000)"
+	@echo "make env        create or update the environment only"
+	@echo "make clean      remove the environment and caches (not ~/.taxipipe)"
+
+env: $(STAMP)
+
+$(STAMP): uv.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --all-extras --compile-bytecode
+	@rm -f $(VENV)/.synced-* && touch $@
+
+run: env
+	$(BIN)/taxipipe run $(ARGS)
+
+test: env
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: env
+	$(BIN)/python benchmarks/run_all.py $(ARGS)
+
+mlflow-ui: env
+	$(BIN)/taxipipe ui $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache build dist
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

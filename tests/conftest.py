@@ -1,0 +1,133 @@
+"""Shared fixtures: real TLC months, a real HTTP server on 127.0.0.1, a fresh home per test."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from taxipipe.config import DEFAULT_URL_TEMPLATE, Settings, load_settings
+from taxipipe.partition import Partition
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN, VALIDATION = Partition("green", 2021, 1), Partition("green", 2021, 2)
+TEST_MONTHS = (TRAIN, VALIDATION, Partition("green", 2021, 3))
+
+
+def _data_dir() -> Path:
+    """Real TLC months: $TAXIPIPE_TEST_DATA, ../shared/data/tlc, or a cache filled from the TLC."""
+    given = os.environ.get("TAXIPIPE_TEST_DATA")
+    if given:
+        return Path(given)
+    shared = REPO.parent / "shared" / "data" / "tlc"
+    if shared.is_dir():
+        return shared
+    from taxipipe.data import fetch, source_url
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "taxipipe" / "test-data"
+    for partition in TEST_MONTHS:
+        name = f"{partition.color}_tripdata_{partition.label}.parquet"
+        fetch(source_url(DEFAULT_URL_TEMPLATE, partition), cache / name)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tlc_dir() -> Path:
+    return _data_dir()
+
+
+class TlcServer:
+    """Serves a directory over HTTP; tests can make the next answers for a file fail."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.faults: dict[str, list[int]] = defaultdict(list)
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def do_GET(self) -> None:
+                name = self.path.lstrip("/")
+                server.requests.append(name)
+                if server.faults.get(name):
+                    self.send_error(server.faults[name].pop(0))
+                    return
+                super().do_GET()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url_template(self) -> str:
+        return f"http://127.0.0.1:{self.port}/{{color}}_tripdata_{{year}}-{{month:02d}}.parquet"
+
+    def fail_next(self, name: str, *statuses: int) -> None:
+        """Answer the next requests for `name` with these HTTP statuses, then serve normally."""
+        self.faults[name].extend(statuses)
+
+    def hits(self, name: str) -> int:
+        return self.requests.count(name)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def tlc_server(tlc_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlcServer]:
+    """The real months (linked) plus room for files a test crafts, served on 127.0.0.1."""
+    root = tmp_path_factory.mktemp("served")
+    for source in tlc_dir.glob("*.parquet"):
+        (root / source.name).symlink_to(source)
+    server = TlcServer(root)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def make_settings(home: Path, tlc_server: TlcServer):
+    """Settings on a fresh home, green 2021-01 -> 2021-02 served over HTTP, plus overrides."""
+
+    def build(**sections: dict[str, Any]) -> Settings:
+        tables: dict[str, Any] = {"home": str(home),
+                                  "data": {"year": 2021, "month": 1, "url_template": tlc_server.url_template,
+                                           "download_backoff_seconds": 0.01}}
+        for section, values in sections.items():
+            tables.setdefault(section, {}).update(values)
+        return load_settings(overrides=tables)
+
+    return build
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run `taxipipe ARGS` as a user would, in a child process."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TAXIPIPE_")}
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "taxipipe.cli", *args], capture_output=True,
+                          text=True, env=environment, cwd=cwd, timeout=timeout)
+
+
+def cli_data_flags(home: Path, server: TlcServer, year: int = 2021, month: int = 1) -> list[str]:
+    return ["--home", str(home), "--url-template", server.url_template,
+            "--year", str(year), "--month", str(month)]

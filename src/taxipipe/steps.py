@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from taxipipe.config import Settings
-from taxipipe.errors import DataQualityError, PipelineStateError
+from taxipipe.errors import DataQualityError, PipelineStateError, TaxipipeError
 from taxipipe.layout import Layout, atomic_path, write_text_atomic
 
 Record = dict[str, Any]
@@ -90,13 +91,23 @@ def validate_data(ctx: StepContext, upstream: Upstream) -> Record:
     reports = {}
     for role in ROLES:
         path = ctx.raw_path(role)
-        frame = read_trips(path, ctx.settings.data.color).to_pandas()
+        try:
+            frame = read_trips(path, ctx.settings.data.color).to_pandas()
+        except TaxipipeError as exc:
+            path.unlink(missing_ok=True)
+            raise type(exc)(f"{exc} (removed from the download cache)") from None
         reports[role] = check_trips(
             frame, path.name, rules.min_positive_duration_share, rules.max_invalid_row_share
         )
-    failed = [f"{report.source}: {report.summary()}" for report in reports.values() if not report.passed]
+    failed = [report for report in reports.values() if not report.passed]
     if failed:
-        raise DataQualityError("data quality rules failed: " + " | ".join(failed))
+        for role, report in reports.items():
+            if not report.passed:
+                ctx.raw_path(role).unlink(missing_ok=True)
+        raise DataQualityError(
+            "data quality rules failed (files removed from the download cache): "
+            + " | ".join(f"{report.source}: {report.summary()}" for report in failed)
+        )
     record: Record = {role: report.as_record() for role, report in reports.items()}
     checked = len(next(iter(reports.values())).rules)
     record["summary"] = f"{checked} rules passed on " + ", ".join(
@@ -263,7 +274,8 @@ def save(ctx: StepContext, upstream: Upstream) -> Record:
     tracking.client(ctx.settings)
     rides = pd.read_parquet(layout.validation_clean)
     example = rides[MODEL_COLUMNS].head(5).astype({"PULocationID": "int64", "DOLocationID": "int64"})
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=TripDurationModel(),

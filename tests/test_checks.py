@@ -1,0 +1,45 @@
+"""The data quality rules and their report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from taxipipe.checks import check_trips
+from taxipipe.data import read_trips
+
+
+def sample(tlc_dir: Path, rows: int = 200) -> pd.DataFrame:
+    return read_trips(tlc_dir / "green_tripdata_2021-01.parquet", "green").to_pandas().head(rows).copy()
+
+
+def test_real_month_passes_every_rule(tlc_dir: Path) -> None:
+    frame = read_trips(tlc_dir / "green_tripdata_2021-01.parquet", "green").to_pandas()
+    report = check_trips(frame, "2021-01", 0.9, 0.0)
+    assert report.passed and report.rows == 76_518
+    assert len(report.rules) >= 8
+
+
+def test_failed_rules_are_named_with_counts(tlc_dir: Path) -> None:
+    frame = sample(tlc_dir)
+    frame.loc[:4, "PULocationID"] = 300
+    frame.loc[:2, "trip_distance"] = -1.0
+    frame.loc[10:11, "dropoff_datetime"] = pd.NaT
+    report = check_trips(frame, "bad", 0.9, 0.0)
+    assert not report.passed
+    failed = {rule.rule: rule.failed_rows for rule in report.failures()}
+    assert failed == {"PULocationID in 1..265": 5, "trip_distance not negative": 3, "dropoff_datetime not null": 2}
+    assert "PULocationID in 1..265: 5 of 200 rows" in report.summary()
+
+
+def test_tolerated_share_and_frame_rules(tlc_dir: Path) -> None:
+    frame = sample(tlc_dir)
+    frame.loc[:1, "DOLocationID"] = 0
+    assert check_trips(frame, "x", 0.9, 0.05).passed
+    frame["dropoff_datetime"] = frame["pickup_datetime"]
+    report = check_trips(frame, "x", 0.9, 0.05)
+    assert [rule.rule for rule in report.failures()] == ["positive duration in at least 90% of rows"]
+    assert report.failures()[0].failed_rows == 200
+    empty = check_trips(frame.head(0), "empty", 0.9, 0.0)
+    assert "non-empty" in [rule.rule for rule in empty.failures()]

@@ -1,0 +1,81 @@
+"""Bad input: one clear sentence, a non-zero exit, no traceback, nothing left to trust."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import TlcServer, cli_data_flags, run_cli
+
+FAST_RETRIES = {"TAXIPIPE_DATA__DOWNLOAD_BACKOFF_SECONDS": "0.01"}
+
+
+def assert_clean_failure(result, home: Path, *phrases: str) -> None:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    message = result.stdout + result.stderr
+    for phrase in phrases:
+        assert phrase in message
+    downloads = home / "downloads"
+    leftovers = [p.name for p in downloads.iterdir()] if downloads.exists() else []
+    assert not [name for name in leftovers if name.endswith(".part.parquet")]
+    assert not (home / "partitions").exists() or not any((home / "partitions").rglob("*.parquet"))
+
+
+def crafted_template(server: TlcServer, folder: str) -> str:
+    return f"http://127.0.0.1:{server.port}/{folder}/{{color}}_tripdata_{{year}}-{{month:02d}}.parquet"
+
+
+def test_month_that_does_not_exist(home: Path, tlc_server: TlcServer) -> None:
+    result = run_cli("run", *cli_data_flags(home, tlc_server, year=2030, month=1), env=FAST_RETRIES)
+    assert_clean_failure(result, home, "❌", "HTTP 404", "green_tripdata_2030-01.parquet")
+    assert not (home / "downloads").exists() or not list((home / "downloads").iterdir())
+
+
+def test_refused_connection(home: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    template = f"http://127.0.0.1:{port}/{{color}}_tripdata_{{year}}-{{month:02d}}.parquet"
+    result = run_cli("run", "--home", str(home), "--url-template", template, env=FAST_RETRIES)
+    assert_clean_failure(result, home, "unreachable", "url_template")
+
+
+def test_truncated_parquet(home: Path, tlc_server: TlcServer, tlc_dir: Path) -> None:
+    folder = tlc_server.root / "truncated"
+    folder.mkdir(exist_ok=True)
+    data = (tlc_dir / "green_tripdata_2021-01.parquet").read_bytes()
+    (folder / "green_tripdata_2021-01.parquet").write_bytes(data[: len(data) - 5000])
+    result = run_cli("run", "--home", str(home), "--year", "2021", "--month", "1",
+                     "--url-template", crafted_template(tlc_server, "truncated"), env=FAST_RETRIES)
+    assert_clean_failure(result, home, "not a readable parquet file")
+    assert not (home / "downloads" / "green_tripdata_2021-01.parquet").exists()
+
+
+@pytest.mark.parametrize("dropped", ["PULocationID", "lpep_dropoff_datetime"])
+def test_missing_required_column(home: Path, tlc_server: TlcServer, tlc_dir: Path, dropped: str) -> None:
+    folder = tlc_server.root / f"without-{dropped}"
+    folder.mkdir(exist_ok=True)
+    for label in ("2021-01", "2021-02"):
+        table = pq.read_table(tlc_dir / f"green_tripdata_{label}.parquet")
+        pq.write_table(table.drop_columns([dropped]), folder / f"green_tripdata_{label}.parquet")
+    result = run_cli("run", "--home", str(home), "--year", "2021", "--month", "1",
+                     "--url-template", crafted_template(tlc_server, f"without-{dropped}"), env=FAST_RETRIES)
+    assert_clean_failure(result, home, "❌ Task 'validate_data' failed", f"lacks required column(s) {dropped}")
+    assert not (home / "downloads" / "green_tripdata_2021-01.parquet").exists()
+
+
+def test_invalid_config_file(home: Path, tmp_path: Path) -> None:
+    config = tmp_path / "taxipipe.toml"
+    config.write_text("[data]\nmonth = 2\ncolour = 'green'\n")
+    result = run_cli("run", "--home", str(home), "--config", str(config))
+    assert_clean_failure(result, home, "unknown key 'data.colour'")
+    assert not home.exists()
+
+
+def test_bad_flag_value_is_rejected_by_the_parser(home: Path) -> None:
+    result = run_cli("run", "--home", str(home), "--month", "13")
+    assert_clean_failure(result, home, "'data.month'", "less than or equal to 12")

@@ -1,0 +1,111 @@
+"""Settings: precedence, file formats, presets, errors naming the key, and `config show`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from taxipipe.config import PRESETS, describe_settings, load_settings
+from taxipipe.errors import ConfigError
+from tests.conftest import run_cli
+
+
+def test_defaults_match_the_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TAXIPIPE_HOME", raising=False)
+    settings = load_settings()
+    assert (settings.data.color, settings.data.year, settings.data.month) == ("green", 2023, 1)
+    assert settings.model.params.max_depth == 6 and settings.model.params.n_estimators == 100
+    assert settings.model.features == "categorical"
+    assert settings.experiment_name("airflow") == "orchestration-pipeline-airflow"
+    assert settings.home == Path("~/.taxipipe").expanduser()
+    assert settings.tracking_uri() == f"sqlite:///{settings.home}/mlflow/mlflow.db"
+
+
+def test_precedence_file_env_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "taxipipe.toml"
+    config.write_text("[data]\nyear = 2021\nmonth = 3\n[model.params]\nmax_depth = 7\nlearning_rate = 0.2\n")
+    monkeypatch.setenv("TAXIPIPE_MODEL__PARAMS__MAX_DEPTH", "8")
+    monkeypatch.setenv("TAXIPIPE_HOME", str(tmp_path / "env-home"))
+    settings = load_settings(config, {"data": {"month": 4}})
+    assert settings.data.year == 2021  # file
+    assert settings.data.month == 4  # flag beats file
+    assert settings.model.params.max_depth == 8  # env beats file
+    assert settings.model.params.learning_rate == 0.2  # file
+    assert settings.home == tmp_path / "env-home"
+
+
+def test_yaml_file_and_config_env_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "taxipipe.yaml"
+    config.write_text("model:\n  features: onehot\nvalidation:\n  max_rmse: 9.5\n")
+    monkeypatch.setenv("TAXIPIPE_CONFIG", str(config))
+    settings = load_settings()
+    assert settings.model.features == "onehot" and settings.validation.max_rmse == 9.5
+
+
+def test_preset_fills_params_not_given(tmp_path: Path) -> None:
+    settings = load_settings(overrides={"model": {"preset": "zoomcamp", "params": {"max_depth": 12}}})
+    assert settings.model.params.max_depth == 12
+    assert settings.model.params.learning_rate == PRESETS["zoomcamp"]["learning_rate"]
+    assert settings.model.params.n_estimators == 30
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[model.params]\nmax_dept = 7\n", "model.params.max_dept"),
+        ("[data]\nmonth = 'june'\n", "data.month"),
+        ("[data]\nmonth = 13\n", "data.month"),
+        ("[nonsense]\nkey = 1\n", "nonsense"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, text: str, named: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_settings(config)
+
+
+def test_unparseable_and_missing_files(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[data\nyear = ")
+    with pytest.raises(ConfigError, match="cannot be parsed"):
+        load_settings(broken)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "absent.toml")
+
+
+def test_describe_settings_names_origins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[data]\nyear = 2021\n")
+    monkeypatch.setenv("TAXIPIPE_DATA__MONTH", "5")
+    origins = {key: origin for key, _, origin in describe_settings(config, {"model": {"features": "onehot"}})}
+    assert origins["data.year"] == "file"
+    assert origins["data.month"] == "env"
+    assert origins["model.features"] == "flag"
+    assert origins["data.color"] == "default"
+
+
+def test_cli_config_show_and_unknown_key(tmp_path: Path) -> None:
+    shown = run_cli("config", "show", "--year", "2022", "--home", str(tmp_path))
+    assert shown.returncode == 0, shown.stderr
+    assert any(line.startswith("data.year") and "2022" in line and "[flag]" in line
+               for line in shown.stdout.splitlines())
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\ncolour = 'green'\n")
+    failed = run_cli("run", "--config", str(bad), "--home", str(tmp_path))
+    assert failed.returncode == 1
+    assert "unknown key 'model.colour'" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert not (tmp_path / "downloads").exists()
+
+
+def test_help_and_version_are_fast() -> None:
+    import time
+
+    started = time.perf_counter()
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("taxipipe ")
+    assert time.perf_counter() - started < 5
+    help_text = run_cli("--help")
+    assert help_text.returncode == 0 and "run" in help_text.stdout

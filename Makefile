@@ -13,7 +13,7 @@ ARGS ?=
 help:
 	@echo "make run        run the pipeline (simple runner; ARGS='--year 2021 --month 1 ...')"
 	@echo "make test       run the test suite"
-	@echo "make bench      run the benchmarks against the reference pipeline"
+	@echo "make bench      the benchmarks against the reference pipeline (BENCH='green scaled')"
 	@echo "make mlflow-ui  start the MLflow UI on the embedded store (127.0.0.1:5000)"
 	@echo "make env        create or update the environment only"
 	@echo "make clean      remove the environment and caches (not ~/.taxipipe)"
@@ -32,8 +32,10 @@ run: env
 test: env
 	$(BIN)/python -m pytest $(ARGS)
 
+BENCH ?= green green-onehot scaled
+
 bench: env
-	$(BIN)/python benchmarks/run_all.py $(ARGS)
+	for scenario in $(BENCH); do $(BIN)/python benchmarks/bench_pipeline.py $$scenario || exit 1; done
 
 mlflow-ui: env
 	$(BIN)/taxipipe ui $(ARGS)

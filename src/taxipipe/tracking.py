@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,13 @@ CHAMPION = "champion"
 
 
 def client(settings: Settings) -> MlflowClient:
-    """An MLflow client on the configured store (the embedded SQLite one by default)."""
+    """An MLflow client on the configured store (the embedded SQLite one by default).
+
+    Served models carry explicit pip requirements, so MLflow is told not to copy the
+    project's uv files into them, and not to draw download progress bars.
+    """
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOG_UV_FILES", "false")
     import mlflow
     from mlflow import MlflowClient
 

@@ -1,0 +1,76 @@
+"""A real MLflow tracking server: `taxipipe ui` serves the store, the pipeline logs through HTTP."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TlcServer, cli_data_flags
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early: {process.stdout.read()}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not become healthy in {seconds}s")
+
+
+@pytest.fixture
+def ui_server(tmp_path: Path):
+    port = free_port()
+    server_home = tmp_path / "server-home"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "taxipipe.cli", "ui", "--home", str(server_home), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process)
+        yield url, server_home, process
+    finally:
+        process.terminate()
+        try:
+            output = process.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output = process.communicate()[0]
+    assert f"MLflow UI on {url}" in output
+
+
+def test_pipeline_through_a_tracking_server(ui_server, home: Path, tlc_server: TlcServer) -> None:
+    url, server_home, _ = ui_server
+    result = subprocess.run(
+        [sys.executable, "-m", "taxipipe.cli", "run", *cli_data_flags(home, tlc_server), "--tracking-uri", url],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    run_id = result.stdout.split("🆔 Model run ID: ")[1].split()[0]
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(url, registry_uri=url)
+    run = client.get_run(run_id)
+    assert run.data.metrics["rmse"] < 6.2
+    champion = client.get_model_version_by_alias("nyc-taxi-duration", "champion")
+    assert champion.run_id == run_id
+    assert (server_home / "mlflow" / "mlflow.db").exists()
+    assert not (home / "mlflow").exists()

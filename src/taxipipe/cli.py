@@ -91,6 +91,17 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from taxipipe.compare import report
+
+    text, status = report(settings_from(args), latest_only=not args.all, as_machine=args.json,
+                          plot_path=args.plot, check=args.check)
+    print(text)
+    if args.plot is not None:
+        print(f"🖼️  plot written to {args.plot}", file=sys.stderr)
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taxipipe",
@@ -113,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(ui)
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=cmd_ui)
+    compare = commands.add_parser("compare", help="compare the runs each runner recorded in MLflow")
+    add_settings_flags(compare)
+    compare.add_argument("--all", action="store_true", help="every run, not only each runner's latest")
+    compare.add_argument("--json", action="store_true", help="print JSON for machines")
+    compare.add_argument("--plot", type=Path, metavar="FILE.png", help="draw RMSE and step times")
+    compare.add_argument("--check", action="store_true",
+                         help="exit 1 if runs on the same data and config disagree on RMSE")
+    compare.set_defaults(handler=cmd_compare)
     return parser
 
 

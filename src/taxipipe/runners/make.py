@@ -15,6 +15,7 @@ Two refinements, both from GNU Make:
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -276,7 +277,7 @@ class MakeRun:
                    for path in step.writes(self.layout)}
         outputs = {key: state for key, state in written.items() if state is not None}
         fingerprint = value_fingerprint({"outputs": {key: state.sha256 for key, state in outputs.items()},
-                                         "record": _essential(record)})
+                                         "record": _essential(record, f"{self.home}{os.sep}")})
         self.state.steps[step.name] = Entry(
             finished_at=_now(), code=check.code, config=check.config,
             inputs={key: state for key, state in check.inputs.items() if state is not None},
@@ -311,10 +312,15 @@ def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             for key in sorted(old.keys() | new.keys()) if old.get(key, unset) != new.get(key, unset)]
 
 
-def _essential(value: Any) -> Any:
-    """A record without its circumstantial fields: what identifies the step's output."""
+def _essential(value: Any, home: str) -> Any:
+    """A record without its circumstantial fields and with home-relative paths: what
+    identifies the step's output wherever the home directory lives."""
     if isinstance(value, dict):
-        return {key: _essential(item) for key, item in value.items() if key not in CIRCUMSTANTIAL}
+        return {key: _essential(item, home) for key, item in value.items() if key not in CIRCUMSTANTIAL}
+    if isinstance(value, list):
+        return [_essential(item, home) for item in value]
+    if isinstance(value, str) and value.startswith(home):
+        return value[len(home):]
     return value
 
 

@@ -298,3 +298,28 @@ def test_months_are_separate_partitions(built_home: Path, make: Callable[..., Bu
     assert february.returncode == 0, february.stderr
     assert (home / "state/green/2021-02.lock.json").is_file()
     assert make("--dry-run").would_run == {}
+
+
+def test_code_fingerprint_follows_the_step_and_its_helpers(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from taxipipe.hashing import code_fingerprint
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    versions: list[str] = []
+
+    def fingerprints(helper_body: str, other_body: str) -> tuple[str, str]:
+        name = f"steps_v{len(versions)}"
+        versions.append(name)
+        (tmp_path / f"{name}.py").write_text(
+            f"def _helper():\n    return {helper_body}\n\n\n"
+            "def step(ctx, upstream):\n    return [_helper() for _ in range(1)]\n\n\n"
+            f"def other(ctx, upstream):\n    return {other_body}\n")
+        module = importlib.import_module(name)
+        return code_fingerprint(module.step), code_fingerprint(module.other)
+
+    step, other = fingerprints("1", "2")
+    assert fingerprints("1", "3")[0] == step, "editing another step leaves this one alone"
+    assert fingerprints("5", "2")[0] != step, "a helper called from a comprehension counts"
+    assert fingerprints("1", "2") == (step, other)

@@ -5,6 +5,7 @@ step's code, and of JSON-able values. The make runner compares them to decide wh
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -67,6 +68,7 @@ def value_fingerprint(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@functools.cache
 def code_fingerprint(func: Callable[..., Any]) -> str:
     """A hash of what decides a step's behaviour.
 

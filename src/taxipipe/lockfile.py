@@ -75,17 +75,17 @@ class LockFile:
         """The recorded state; an empty one when there is none or another version wrote it."""
         try:
             data = json.loads(path.read_text())
+            if data.get("version") != LOCK_VERSION:
+                return cls(path, partition.key)
+            steps = {name: Entry.from_json(entry) for name, entry in data["steps"].items()}
+            return cls(path, partition.key, steps, dict(data["running"]))
         except FileNotFoundError:
             return cls(path, partition.key)
-        except (OSError, ValueError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise PipelineStateError(
                 f"the state file {path} is unreadable; remove it (or run `taxipipe make --clean`) "
                 "and the next run rebuilds the partition"
             ) from None
-        if data.get("version") != LOCK_VERSION:
-            return cls(path, partition.key)
-        steps = {name: Entry.from_json(entry) for name, entry in data["steps"].items()}
-        return cls(path, partition.key, steps, data.get("running", {}))
 
     def save(self) -> None:
         data = {"version": LOCK_VERSION, "partition": self.partition,

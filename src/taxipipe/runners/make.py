@@ -172,8 +172,8 @@ class MakeRun:
             for step in self.chain:
                 if reasons[step.name]:
                     continue
-                found = [f"upstream '{name}' will run" for name in step.upstream if reasons[name]]
-                found += [] if found else self._upstream_changes(step, recorded)
+                found = ([f"upstream '{name}' will run" for name in step.upstream if reasons[name]]
+                         or self._upstream_changes(step, recorded))
                 found += self._needed_by(step, checks[step.name].removed_by, reasons)
                 if found:
                     reasons[step.name] = found

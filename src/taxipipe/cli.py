@@ -68,6 +68,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_make(args: argparse.Namespace) -> int:
+    from taxipipe.runners import make
+    from taxipipe.runners.simple import StepFailed
+
+    if args.list:
+        make.list_targets()
+        return 0
+    settings = settings_from(args)
+    target = args.target or make.DEFAULT_TARGET
+    if args.dry_run:
+        make.MakeRun(settings, target, args.force, args.jobs).dry_run()
+        return 0
+    if args.clean:
+        make.clean(settings, wait_for_lock=not args.no_wait)
+        if args.target is None:
+            return 0
+    try:
+        make.make(settings, target, args.force, args.jobs, wait_for_lock=not args.no_wait)
+    except StepFailed:
+        return 1
+    return 0
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     from taxipipe.config import describe_settings
 
@@ -113,6 +136,27 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the nine steps in order (the simple runner)")
     add_settings_flags(run)
     run.set_defaults(handler=cmd_run)
+
+    make = commands.add_parser(
+        "make", help="build a target incrementally: rerun only the steps whose inputs, config or code changed",
+        description="Build TARGET (default deploy) and what it depends on, running only the steps that are "
+                    "out of date. State lives in HOME/state/{color}/{YYYY-MM}.lock.json.")
+    make.add_argument("target", nargs="?", metavar="TARGET",
+                      help="a step name, or 'validate' for validate_model (default: deploy)")
+    modes = make.add_mutually_exclusive_group()
+    modes.add_argument("--list", action="store_true", help="list the targets and what each depends on")
+    modes.add_argument("--clean", action="store_true",
+                       help="remove the partition's downloads, intermediates and state (not the MLflow "
+                            "store); with a TARGET, build it afterwards")
+    modes.add_argument("--dry-run", "-n", action="store_true",
+                       help="say for every step whether it is up to date or why it would run")
+    make.add_argument("--force", action="store_true", help="rebuild the target's whole chain")
+    make.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+                      help="run up to N independent steps at once (e.g. the two monthly downloads)")
+    make.add_argument("--no-wait", action="store_true",
+                      help="stop at once when another make run holds the home, instead of waiting")
+    add_settings_flags(make)
+    make.set_defaults(handler=cmd_make)
 
     config = commands.add_parser("config", help="inspect the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")

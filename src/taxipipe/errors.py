@@ -31,3 +31,11 @@ class DataQualityError(TaxipipeError):
 
 class PipelineStateError(TaxipipeError):
     """A step was asked to run before the steps it depends on."""
+
+
+class UsageError(TaxipipeError):
+    """A command was given an unknown target or options that do not fit together."""
+
+
+class BusyError(TaxipipeError):
+    """Another run holds the home directory's lock."""

@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from taxipipe.partition import Partition
 
@@ -100,3 +101,16 @@ def write_text_atomic(target: Path, text: str) -> None:
     """Write a small text file atomically."""
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+def remove(targets: Iterable[Path]) -> dict[Path, int]:
+    """Delete files and directory trees; return every file removed with its size in bytes."""
+    removed: dict[Path, int] = {}
+    for target in targets:
+        if target.is_dir():
+            removed.update({path: path.stat().st_size for path in target.rglob("*") if path.is_file()})
+            shutil.rmtree(target)
+        elif target.exists():
+            removed[target] = target.stat().st_size
+            target.unlink()
+    return removed

@@ -9,7 +9,6 @@ to another, so every runner (simple, make, Airflow, Prefect) can carry the recor
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any, Mapping
 
 from taxipipe.config import Settings
 from taxipipe.errors import DataQualityError, PipelineStateError, TaxipipeError
-from taxipipe.layout import Layout, atomic_path, write_text_atomic
+from taxipipe.layout import Layout, atomic_path, remove, write_text_atomic
 
 Record = dict[str, Any]
 Upstream = Mapping[str, Record]
@@ -341,13 +340,7 @@ def cleanup(ctx: StepContext, upstream: Upstream) -> Record:
     targets = [layout.workdir]
     if not ctx.settings.artifacts.keep_downloads:
         targets += [layout.train_raw, layout.validation_raw]
-    removed, freed = [], 0
-    for target in targets:
-        if not target.exists():
-            continue
-        files = [p for p in target.rglob("*") if p.is_file()] if target.is_dir() else [target]
-        freed += sum(p.stat().st_size for p in files)
-        removed += [str(p) for p in files]
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
-    return {"removed": removed, "bytes_freed": freed,
+    removed = remove(targets)
+    freed = sum(removed.values())
+    return {"removed": [str(path) for path in removed], "bytes_freed": freed,
             "summary": f"removed {len(removed)} file(s), {freed:,} bytes"}

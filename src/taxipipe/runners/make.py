@@ -1,0 +1,360 @@
+"""The make runner: build a target, running only the steps whose dependencies changed.
+
+A step reruns exactly when, since its last successful run, an output is missing or no longer
+holds what the step wrote, an input file's content changed, a config key the step declares
+changed, the step's code changed, or an upstream step now has other output. Each decision is
+explained (`--dry-run` prints them without running anything). What a step saw and made is
+recorded in the partition's lock file (see `taxipipe.lockfile`) only after it succeeded.
+
+Two refinements, both from GNU Make:
+- A step without upstream steps (extract) fetches source data: its outputs only need to
+  exist. Their content is an input of the steps that read them, which rerun when it changes.
+- Outputs a later step removed on purpose (cleanup) are intermediates: their absence is no
+  reason to rebuild them, unless a step that reads them has to run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from taxipipe import console, steps
+from taxipipe.config import Settings, flatten, get_value
+from taxipipe.errors import TaxipipeError, UsageError
+from taxipipe.hashing import FileHasher, FileState, code_fingerprint, value_fingerprint
+from taxipipe.layout import Layout, remove
+from taxipipe.lockfile import Entry, LockFile, hold_home, lock_path
+from taxipipe.pipeline import BY_NAME, STEPS, Step, chain, run_step
+from taxipipe.runners.simple import StepFailed
+from taxipipe.steps import Record, StepContext
+
+RUNNER = "make"
+DEFAULT_TARGET = "deploy"
+ALIASES = {"validate": "validate_model"}
+#: Record fields that describe how a run went rather than what it produced.
+CIRCUMSTANTIAL = frozenset({"seconds", "timings", "summary", "downloaded", "deployed_at"})
+
+
+def resolve_target(name: str) -> Step:
+    """The step a target names (`validate` is the seed's name of `validate_model`)."""
+    step = BY_NAME.get(ALIASES.get(name, name))
+    if step is None:
+        raise UsageError(f"there is no target '{name}'; `taxipipe make --list` shows the targets")
+    return step
+
+
+def list_targets() -> None:
+    """Each target, the steps it depends on and what it does."""
+    console.say(f"📋 Targets of `taxipipe make [TARGET]` (default: {DEFAULT_TARGET})")
+    console.say(f"  {'TARGET':<15} {'DEPENDS ON':<24} WHAT IT DOES")
+    for step in STEPS:
+        console.say(f"  {step.name:<15} {', '.join(step.upstream) or '-':<24} {step.description}")
+    for alias, name in ALIASES.items():
+        console.say(f"  {alias:<15} {name:<24} alias of {name}")
+
+
+def clean(settings: Settings, wait_for_lock: bool = True) -> dict[Path, int]:
+    """Remove the partition's downloads, intermediates, deployment record and lock file.
+
+    The MLflow store and the model registry stay as they are.
+    """
+    layout = Layout(settings.home, settings.partition)
+    with hold_home(settings.home, f"--clean {settings.partition}", wait_for_lock):
+        removed = remove([layout.train_raw, layout.validation_raw, layout.workdir,
+                          layout.deployment_record, lock_path(settings.home, settings.partition)])
+    console.say(f"🧹 Cleaning {settings.partition} in {settings.home}")
+    for path, size in removed.items():
+        console.say(f"   removed {path.relative_to(settings.home)} ({size:,} bytes)")
+    console.say(f"🧹 Removed {len(removed)} file(s), {sum(removed.values()):,} bytes"
+                if removed else "🧹 Nothing to remove")
+    return removed
+
+
+@dataclass
+class Check:
+    """Why a step has to run, as far as its own inputs, outputs, config and code tell."""
+
+    step: Step
+    reasons: list[str]
+    inputs: dict[str, FileState | None]
+    config: dict[str, Any]
+    code: str
+    removed_by: str | None
+
+
+class MakeRun:
+    """One `taxipipe make` invocation on one partition."""
+
+    def __init__(self, settings: Settings, target: str = DEFAULT_TARGET, force: bool = False,
+                 jobs: int = 1) -> None:
+        if jobs < 1:
+            raise UsageError(f"-j needs at least 1 job, not {jobs}")
+        self.settings, self.target, self.force, self.jobs = settings, target, force, jobs
+        self.chain = chain(resolve_target(target).name)
+        self.context = StepContext(settings, runner=RUNNER)
+        self.layout = self.context.layout
+        self.home = settings.home
+        self.state = LockFile.load(lock_path(self.home, settings.partition), settings.partition)
+        self.hasher = FileHasher(self.state.known_files())
+        self.records: dict[str, Record] = {}
+        self.fingerprints: dict[str, str] = {}
+        self.ran: set[str] = set()
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def _key(self, path: Path) -> str:
+        return path.relative_to(self.home).as_posix()
+
+    def _config(self, step: Step) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for key in step.config_keys:
+            value = get_value(self.settings, key)
+            if hasattr(value, "model_dump"):
+                values.update(flatten(value.model_dump(mode="json"), key + "."))
+            else:
+                values[key] = value
+        return values
+
+    def _removed_files(self) -> set[str]:
+        return {key for entry in self.state.steps.values() if entry.removed_by for key in entry.outputs}
+
+    def inspect(self, step: Step) -> Check:
+        """The reasons `step` must run that its own dependencies give (upstream aside)."""
+        entry = self.state.steps.get(step.name)
+        inputs = {self._key(path): self.hasher.state(self._key(path), path) for path in step.reads(self.layout)}
+        check = Check(step, ["--force"] if self.force else [], inputs, self._config(step),
+                      code_fingerprint(step.run), None)
+        if entry is None:
+            started = self.state.running.get(step.name, {}).get("started_at")
+            check.reasons.append(f"it was interrupted (started {started})" if started else "it has never run")
+            return check
+        check.reasons += _config_changes(entry.config, check.config)
+        if entry.code != check.code:
+            check.reasons.append("its code changed")
+        removed = self._removed_files()
+        for key, state in inputs.items():
+            if state is None and key not in removed:
+                check.reasons.append(f"input {key} is missing")
+            elif state is not None and (key not in entry.inputs or entry.inputs[key].sha256 != state.sha256):
+                check.reasons.append(f"input {key} changed")
+        for path in step.writes(self.layout):
+            key = self._key(path)
+            state = self.hasher.state(key, path)
+            if state is None and entry.removed_by:
+                check.removed_by = entry.removed_by
+            elif state is None:
+                check.reasons.append(f"output {key} is missing")
+            elif step.upstream and (key not in entry.outputs or entry.outputs[key].sha256 != state.sha256):
+                check.reasons.append(f"output {key} no longer holds what the step wrote")
+        return check
+
+    def _upstream_changes(self, step: Step, fingerprints: dict[str, str]) -> list[str]:
+        entry = self.state.steps[step.name]
+        return [f"upstream '{name}' {'produced new output' if name in self.ran else 'changed since it last ran'}"
+                for name in step.upstream if fingerprints.get(name) != entry.upstream.get(name)]
+
+    def plan(self) -> dict[str, list[str]]:
+        """Every step of the chain and the reasons it will run (none: up to date).
+
+        This assumes that a step which runs changes its output; the build itself looks at
+        the output a step actually produced, so it may run fewer steps than planned.
+        """
+        checks = {step.name: self.inspect(step) for step in self.chain}
+        reasons = {name: list(check.reasons) for name, check in checks.items()}
+        recorded = {name: entry.fingerprint for name, entry in self.state.steps.items()}
+        changed = True
+        while changed:
+            changed = False
+            for step in self.chain:
+                if reasons[step.name]:
+                    continue
+                found = ([f"upstream '{name}' will run" for name in step.upstream if reasons[name]]
+                         or self._upstream_changes(step, recorded))
+                found += self._needed_by(step, checks[step.name].removed_by, reasons)
+                if found:
+                    reasons[step.name] = found
+                    changed = True
+        return reasons
+
+    def _needed_by(self, step: Step, removed_by: str | None, reasons: dict[str, list[str]]) -> list[str]:
+        """Why outputs removed on purpose must come back: a step that reads them will run."""
+        if removed_by is None:
+            return []
+        written = set(step.writes(self.layout))
+        readers = [other.name for other in self.chain
+                   if reasons[other.name] and written & set(other.reads(self.layout))]
+        return [f"'{readers[0]}' needs the outputs that '{removed_by}' removed"] if readers else []
+
+    # -- dry run ----------------------------------------------------------------------------
+
+    def dry_run(self) -> dict[str, list[str]]:
+        """Print, for every step of the chain, "up to date" or why it would run; run nothing."""
+        console.header(RUNNER, self.settings, self.target, self.force)
+        console.say("🔍 Dry run: nothing is executed")
+        reasons = self.plan()
+        for step in self.chain:
+            if reasons[step.name]:
+                console.say(f"🔨 Task '{step.name}' would run: {'; '.join(reasons[step.name])}")
+            else:
+                console.task_up_to_date(step.name)
+        return reasons
+
+    # -- building ---------------------------------------------------------------------------
+
+    def build(self) -> dict[str, Record]:
+        """Bring the target up to date; return every step's record (recorded or new).
+
+        The caller holds the home's run lock (see `make`).
+        """
+        console.header(RUNNER, self.settings, self.target, self.force)
+        planned = self.plan()
+        pending = list(self.chain)
+        running: dict[Future[Record], tuple[Check, set[str]]] = {}
+        failure: StepFailed | None = None
+        with _executor(self.jobs) as pool:
+            while pending or running:
+                if failure is not None:
+                    pending.clear()
+                for step in [step for step in pending if all(name in self.records for name in step.upstream)]:
+                    pending.remove(step)
+                    check = self._decide(step, planned)
+                    if check.reasons:
+                        running[self._start(pool, check)] = (check, self._present_outputs())
+                    else:
+                        self._skip(step)
+                if running:
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        check, present = running.pop(future)
+                        failure = self._finish(check, present, future) or failure
+        if self.state.refresh(self.hasher.rehashed):
+            self.state.save()
+        if failure is not None:
+            raise failure
+        console.final_summary(self.records)
+        return self.records
+
+    def _decide(self, step: Step, planned: dict[str, list[str]]) -> Check:
+        check = self.inspect(step)
+        if not check.reasons:
+            check.reasons = self._upstream_changes(step, self.fingerprints)
+        if not check.reasons and check.removed_by:
+            check.reasons = self._needed_by(step, check.removed_by, planned)
+        return check
+
+    def _skip(self, step: Step) -> None:
+        entry = self.state.steps[step.name]
+        self.records[step.name] = entry.record
+        self.fingerprints[step.name] = entry.fingerprint
+        console.task_up_to_date(step.name)
+
+    def _start(self, pool: Any, check: Check) -> Future[Record]:
+        step = check.step
+        console.task_started(step.name)
+        console.say(f"   ↳ because {'; '.join(check.reasons)}")
+        self.state.running[step.name] = {"started_at": _now(), "reasons": check.reasons}
+        self.state.save()
+        if step.name == "extract" and self.jobs > 1:
+            step = replace(step, run=_parallel_extract(self.jobs))
+        upstream = {name: self.records[name] for name in step.upstream}
+        return pool.submit(run_step, step, self.context, upstream)
+
+    def _finish(self, check: Check, present: set[str], future: Future[Record]) -> StepFailed | None:
+        """Record a finished step; return the failure a user-facing error became."""
+        step = check.step
+        del self.state.running[step.name]
+        try:
+            record = future.result()
+        except TaxipipeError as exc:
+            self.state.save()
+            console.task_failed(step.name, str(exc))
+            return StepFailed(step.name, str(exc))
+        written = {self._key(path): self.hasher.state(self._key(path), path, trust_stat=False)
+                   for path in step.writes(self.layout)}
+        outputs = {key: state for key, state in written.items() if state is not None}
+        fingerprint = value_fingerprint({"outputs": {key: state.sha256 for key, state in outputs.items()},
+                                         "record": _essential(record, f"{self.home}{os.sep}")})
+        self.state.steps[step.name] = Entry(
+            finished_at=_now(), code=check.code, config=check.config,
+            inputs={key: state for key, state in check.inputs.items() if state is not None},
+            outputs=outputs, upstream={name: self.fingerprints[name] for name in step.upstream},
+            fingerprint=fingerprint, record=record)
+        for name in present - self._present_outputs():
+            self.state.steps[name].removed_by = step.name
+        self.state.save()
+        self.records[step.name] = record
+        self.fingerprints[step.name] = fingerprint
+        self.ran.add(step.name)
+        console.task_done(step.name, record["seconds"], record.get("summary"))
+        return None
+
+    def _present_outputs(self) -> set[str]:
+        """The steps whose recorded outputs all exist."""
+        return {name for name, entry in self.state.steps.items()
+                if entry.outputs and all((self.home / key).exists() for key in entry.outputs)}
+
+
+def make(settings: Settings, target: str = DEFAULT_TARGET, force: bool = False, jobs: int = 1,
+         wait_for_lock: bool = True) -> dict[str, Record]:
+    """Build `target` for the configured partition, holding the home's run lock."""
+    resolve_target(target)
+    with hold_home(settings.home, f"target {target}, {settings.partition}", wait_for_lock):
+        return MakeRun(settings, target, force, jobs).build()
+
+
+def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    unset = "<unset>"
+    return [f"config {key} changed ({old.get(key, unset)!r} -> {new.get(key, unset)!r})"
+            for key in sorted(old.keys() | new.keys()) if old.get(key, unset) != new.get(key, unset)]
+
+
+def _essential(value: Any, home: str) -> Any:
+    """A record without its circumstantial fields and with home-relative paths: what
+    identifies the step's output wherever the home directory lives."""
+    if isinstance(value, dict):
+        return {key: _essential(item, home) for key, item in value.items() if key not in CIRCUMSTANTIAL}
+    if isinstance(value, list):
+        return [_essential(item, home) for item in value]
+    if isinstance(value, str) and value.startswith(home):
+        return value[len(home):]
+    return value
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _parallel_extract(jobs: int) -> Callable[[StepContext, Any], Record]:
+    """extract with both months downloaded at once."""
+
+    def extract(ctx: StepContext, upstream: Any) -> Record:
+        with ThreadPoolExecutor(min(jobs, len(steps.ROLES))) as pool:
+            return steps.combine_extracts(list(pool.map(lambda role: steps.extract_month(ctx, role), steps.ROLES)))
+
+    return extract
+
+
+class _Inline:
+    """An executor that runs each job at once in this thread (for -j 1)."""
+
+    def submit(self, fn: Callable[..., Record], *args: Any) -> Future[Record]:
+        future: Future[Record] = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _executor(jobs: int) -> Any:
+    return _Inline() if jobs == 1 else ThreadPoolExecutor(jobs)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import REPO, TlcServer, cli_data_flags, run_cli
+from tests.conftest import REPO, TlcServer, cli_data_flags, run_cli
 
 LOCK = Path("state/green/2021-01.lock.json")
 RAW_VALIDATION = Path("downloads/green_tripdata_2021-02.parquet")

@@ -19,10 +19,11 @@ def client(settings: Settings) -> MlflowClient:
     """An MLflow client on the configured store (the embedded SQLite one by default).
 
     Served models carry explicit pip requirements, so MLflow is told not to copy the
-    project's uv files into them, and not to draw download progress bars.
+    project's uv files into them, not to draw download progress bars, and to log warnings only.
     """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOG_UV_FILES", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     import mlflow
     from mlflow import MlflowClient
 

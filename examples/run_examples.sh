@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The orchestration examples behind one menu.
+#
+#   examples/run_examples.sh            interactive menu
+#   examples/run_examples.sh 5          run one item and exit with its status (also --all)
+#
+# Settings come from TAXIPIPE_* variables or a TAXIPIPE_CONFIG file, e.g.
+#   TAXIPIPE_DATA__URL_TEMPLATE='../shared/data/tlc/{color}_tripdata_{year}-{month:02d}.parquet'
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="$ROOT/.venv/bin/python"
+TAXIPIPE="$ROOT/.venv/bin/taxipipe"
+
+require_env() {
+    if [ ! -x "$PY" ] || [ ! -x "$TAXIPIPE" ]; then
+        echo "❌ No environment in $ROOT/.venv. Create it with: make -C \"$ROOT\" env"
+        exit 1
+    fi
+}
+
+months() {
+    "$PY" -c 'from taxipipe.config import load_settings as l; s = l(); print(f"--year {s.data.year} --month {s.data.month}")'
+}
+
+# run LABEL COMMAND...: run a command, then report ✅ or ❌ with the step that failed.
+run() {
+    local label="$1"; shift
+    local log; log="$(mktemp)"
+    echo "▶️  $label"
+    "$@" 2>&1 | tee "$log"
+    local status=${PIPESTATUS[0]}
+    if [ "$status" -eq 0 ]; then
+        echo "✅ $label succeeded"
+    else
+        local step
+        step="$(grep -o "Task '[a-z_]*' failed" "$log" | tail -1 | cut -d"'" -f2)"
+        echo "❌ $label failed${step:+ at step '$step'} (exit $status)"
+    fi
+    rm -f "$log"
+    return "$status"
+}
+
+simple()  { run "Simple runner" "$PY" "$ROOT/examples/simple_pipeline.py"; }
+airflow() { run "Airflow runner" "$PY" "$ROOT/examples/airflow_pipeline.py" $(months); }
+prefect() { run "Prefect runner" "$PY" "$ROOT/examples/prefect_pipeline.py" $(months); }
+makelike() { run "Make-like runner" "$PY" "$ROOT/examples/make_pipeline.py" deploy; }
+
+run_all() {
+    local failed=0
+    simple || failed=1
+    airflow || failed=1
+    prefect || failed=1
+    makelike || failed=1
+    run "Comparison of the runners" "$TAXIPIPE" compare --check || failed=1
+    return "$failed"
+}
+
+install_optional() { run "Install optional dependencies (Airflow, Prefect)" make -C "$ROOT" env; }
+
+clean() {
+    local home
+    home="$("$PY" -c 'from taxipipe.config import load_settings; print(load_settings().home)')"
+    run "Clean caches and temporary files" bash -c '
+        "$1" make --clean &&
+        rm -rf "$2/partitions" "$2/prefect/results" &&
+        find "$3" -name __pycache__ -type d -prune -not -path "*/.venv/*" -exec rm -rf {} + &&
+        rm -rf "$3/.pytest_cache" &&
+        echo "removed intermediates under $2 and Python caches under $3"' _ "$TAXIPIPE" "$home" "$ROOT"
+}
+
+show_config() { run "Configuration" "$TAXIPIPE" config show; }
+check_components() { run "Component check" "$PY" "$ROOT/examples/check_components.py"; }
+
+menu() {
+    cat <<'MENU'
+
+🚕 taxipipe: one pipeline, many orchestrators
+  1) Simple runner
+  2) Airflow runner
+  3) Prefect runner
+  4) Make-like runner
+  5) Run all in sequence (then compare)
+  6) Install optional dependencies
+  7) Clean caches and temporary files
+  8) Show the configuration
+  9) Test individual components
+  0) Exit
+MENU
+}
+
+dispatch() {
+    case "$1" in
+        1) simple ;;
+        2) airflow ;;
+        3) prefect ;;
+        4) makelike ;;
+        5|--all) run_all ;;
+        6) install_optional ;;
+        7) clean ;;
+        8) show_config ;;
+        9) check_components ;;
+        *) echo "❓ Unknown choice '$1': pick 0-9"; return 2 ;;
+    esac
+}
+
+require_env
+if [ $# -gt 0 ]; then
+    dispatch "$1"
+    exit $?
+fi
+while true; do
+    menu
+    printf "Choose [0-9]: "
+    read -r choice || exit 0
+    [ "$choice" = "0" ] && { echo "👋 Bye"; exit 0; }
+    dispatch "$choice"
+done

@@ -1,0 +1,42 @@
+"""examples/run_examples.sh: the menu through stdin, one item non-interactively."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from tests.conftest import REPO, TlcServer
+
+SCRIPT = REPO / "examples" / "run_examples.sh"
+
+
+def menu_env(home: Path, server: TlcServer) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAXIPIPE_")}
+    env.update({"TAXIPIPE_HOME": str(home), "TAXIPIPE_DATA__URL_TEMPLATE": server.url_template,
+                "TAXIPIPE_DATA__YEAR": "2021", "TAXIPIPE_DATA__MONTH": "1"})
+    return env
+
+
+def test_menu_through_stdin(home: Path, tlc_server: TlcServer, tmp_path: Path) -> None:
+    result = subprocess.run(["bash", str(SCRIPT)], input="8\n9\n4\n0\n", capture_output=True, text=True,
+                            env=menu_env(home, tlc_server), cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert out.count("Choose [0-9]:") == 4
+    assert "✅ Configuration succeeded" in out and "data.year" in out
+    assert "✅ all 9 steps work on 5,000-row samples" in out and "✅ Component check succeeded" in out
+    assert "🎉 Pipeline completed successfully!" in out and "✅ Make-like runner succeeded" in out
+    assert "👋 Bye" in out
+
+
+def test_unknown_item_and_failure_report(home: Path, tlc_server: TlcServer, tmp_path: Path) -> None:
+    env = menu_env(home, tlc_server)
+    unknown = subprocess.run(["bash", str(SCRIPT), "42"], capture_output=True, text=True, env=env, timeout=60)
+    assert unknown.returncode == 2 and "Unknown choice" in unknown.stdout
+    env["TAXIPIPE_DATA__YEAR"] = "2030"
+    env["TAXIPIPE_DATA__DOWNLOAD_RETRIES"] = "0"
+    failed = subprocess.run(["bash", str(SCRIPT), "1"], capture_output=True, text=True, env=env, timeout=300,
+                            cwd=tmp_path)
+    assert failed.returncode == 1
+    assert "❌ Simple runner failed at step 'extract'" in failed.stdout

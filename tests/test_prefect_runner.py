@@ -58,13 +58,20 @@ def runs_of(home: Path) -> list:
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
-def test_flow_gives_the_simple_runners_rmse(make_settings, tlc_server: TlcServer, tmp_path: Path) -> None:
+def test_flow_retries_a_503_and_gives_the_simple_runners_rmse(make_settings, tlc_server: TlcServer,
+                                                              tmp_path: Path) -> None:
     simple_rmse = SimplePipeline(make_settings()).run()["train"]["rmse"]
     home = tmp_path / "prefect-home"
+    name = "green_tripdata_2021-01.parquet"
+    before = tlc_server.hits(name)
+    tlc_server.fail_next(name, 503)
 
-    result = run_example(*cli_data_flags(home, tlc_server))
+    # no retries inside the download: the task's retry is what recovers
+    result = run_example(*cli_data_flags(home, tlc_server), TAXIPIPE_DATA__DOWNLOAD_RETRIES="0")
 
     assert result.returncode == 0, result.stderr[-3000:]
+    assert tlc_server.hits(name) - before == 2
+    assert "Retry 1/3 will start" in result.stderr
     assert outcomes(result.stdout) == dict.fromkeys(
         ("extract", "validate_data", "transform", "features", *AFTER_FEATURES), "ran")
     [run] = runs_of(home)
@@ -74,18 +81,6 @@ def test_flow_gives_the_simple_runners_rmse(make_settings, tlc_server: TlcServer
     assert f"Final model RMSE: {simple_rmse:.4f}" in result.stdout
     assert (home / "prefect" / "prefect.db").is_file()
     assert any((home / "prefect" / "results").iterdir())
-
-
-def test_download_answered_503_once_succeeds_on_task_retry(tlc_server: TlcServer, home: Path) -> None:
-    name = "green_tripdata_2021-01.parquet"
-    before = tlc_server.hits(name)
-    tlc_server.fail_next(name, 503)
-
-    result = run_example(*cli_data_flags(home, tlc_server), TAXIPIPE_DATA__DOWNLOAD_RETRIES="0")
-
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert tlc_server.hits(name) - before == 2
-    assert "Retry 1/3 will start" in result.stderr
 
 
 def test_missing_month_fails_at_once_without_retries(tlc_server: TlcServer, home: Path) -> None:
@@ -102,61 +97,20 @@ def test_missing_month_fails_at_once_without_retries(tlc_server: TlcServer, home
     assert "Retry" not in result.stderr
 
 
-def test_reruns_resume_at_train_and_reuse_unchanged_steps(tlc_server: TlcServer, home: Path,
-                                                          tmp_path: Path) -> None:
-    flags = cli_data_flags(home, tlc_server)
-    blocker = tmp_path / "a-file"
-    blocker.touch()
-
-    # the MLflow store cannot be created: train fails after its retry
-    failed = run_example(*flags, "--tracking-uri", f"sqlite:///{blocker}/mlflow.db")
-    assert failed.returncode == 1
-    assert outcomes(failed.stdout) == {"extract": "ran", "validate_data": "ran", "transform": "ran",
-                                       "features": "ran", "train": "failed"}
-
-    resumed = run_example(*flags)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert outcomes(resumed.stdout) == {
-        "extract": "ran", "validate_data": "cached", "transform": "cached", "features": "cached",
-        **dict.fromkeys(AFTER_FEATURES, "ran")}
-
-    unchanged = run_example(*flags)
-    assert unchanged.returncode == 0, unchanged.stderr[-3000:]
-    assert outcomes(unchanged.stdout) == {"extract": "ran", **dict.fromkeys(
-        ("validate_data", "transform", "features", *AFTER_FEATURES), "cached")}
-    assert len(runs_of(home)) == 1
-
-    deeper = tmp_path / "deeper.toml"
-    deeper.write_text("[model.params]\nmax_depth = 8\n")
-    retrained = run_example(*flags, "--config", str(deeper), "--cleanup")
-    assert retrained.returncode == 0, retrained.stderr[-3000:]
-    assert outcomes(retrained.stdout) == {
-        "extract": "ran", "validate_data": "cached", "transform": "cached", "features": "cached",
-        **dict.fromkeys((*AFTER_FEATURES, "cleanup"), "ran")}
-    assert len(runs_of(home)) == 2
-    assert not (home / "partitions").exists() or not any((home / "partitions").rglob("*.npz"))
-
-    # cleanup removed the intermediates: the cache must not pretend they are still there
-    rebuilt = run_example(*flags, "--config", str(deeper))
-    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
-    assert outcomes(rebuilt.stdout) == {
-        "extract": "ran", "validate_data": "cached", "transform": "ran", "features": "ran",
-        **dict.fromkeys(AFTER_FEATURES, "ran")}
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def prefect_server(tmp_path: Path):
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     """`prefect server start` on 127.0.0.1 with its state in a temporary PREFECT_HOME."""
+    root = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
-    env = clean_environment(**local_environment(tmp_path / "server"))
+    env = clean_environment(**local_environment(root))
     Path(env["PREFECT_HOME"]).mkdir(parents=True)
-    log = (tmp_path / "server.log").open("w")
+    log = (root / "server.log").open("w")
     server = subprocess.Popen([str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=log, stderr=subprocess.STDOUT)
     api = f"http://127.0.0.1:{port}/api"
@@ -182,6 +136,51 @@ def prefect_cli(env: dict[str, str], *args: str) -> str:
                             timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
+
+
+def test_reruns_resume_at_train_and_reuse_unchanged_steps(prefect_server: dict[str, str],
+                                                          tlc_server: TlcServer, home: Path,
+                                                          tmp_path: Path) -> None:
+    """Five runs on one home, against a running server (PREFECT_API_URL) to save start-ups."""
+    server = {"PREFECT_API_URL": prefect_server["PREFECT_API_URL"]}
+    flags = cli_data_flags(home, tlc_server)
+    blocker = tmp_path / "a-file"
+    blocker.touch()
+
+    # the MLflow store cannot be created: train fails after its retry
+    failed = run_example(*flags, "--tracking-uri", f"sqlite:///{blocker}/mlflow.db", **server)
+    assert failed.returncode == 1
+    assert outcomes(failed.stdout) == {"extract": "ran", "validate_data": "ran", "transform": "ran",
+                                       "features": "ran", "train": "failed"}
+
+    resumed = run_example(*flags, **server)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert outcomes(resumed.stdout) == {
+        "extract": "ran", "validate_data": "cached", "transform": "cached", "features": "cached",
+        **dict.fromkeys(AFTER_FEATURES, "ran")}
+
+    unchanged = run_example(*flags, **server)
+    assert unchanged.returncode == 0, unchanged.stderr[-3000:]
+    assert outcomes(unchanged.stdout) == {"extract": "ran", **dict.fromkeys(
+        ("validate_data", "transform", "features", *AFTER_FEATURES), "cached")}
+    assert len(runs_of(home)) == 1
+
+    deeper = tmp_path / "deeper.toml"
+    deeper.write_text("[model.params]\nmax_depth = 8\n")
+    retrained = run_example(*flags, "--config", str(deeper), "--cleanup", **server)
+    assert retrained.returncode == 0, retrained.stderr[-3000:]
+    assert outcomes(retrained.stdout) == {
+        "extract": "ran", "validate_data": "cached", "transform": "cached", "features": "cached",
+        **dict.fromkeys((*AFTER_FEATURES, "cleanup"), "ran")}
+    assert len(runs_of(home)) == 2
+    assert not list(home.glob("partitions/*/*/*"))
+
+    # cleanup removed the intermediates: the cache must not pretend they are still there
+    rebuilt = run_example(*flags, "--config", str(deeper), **server)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert outcomes(rebuilt.stdout) == {
+        "extract": "ran", "validate_data": "cached", "transform": "ran", "features": "ran",
+        **dict.fromkeys(AFTER_FEATURES, "ran")}
 
 
 def test_deployments_validate_and_run_on_a_worker(prefect_server: dict[str, str], tlc_server: TlcServer,

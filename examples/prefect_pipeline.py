@@ -25,9 +25,10 @@ from taxipipe.runners import prefect_local
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_settings_flags(parser)
-    parser.add_argument("--refresh", action="store_true", help="recompute every step, ignoring the cache")
+    parser.add_argument("--refresh", action="store_true",
+                        help="recompute every step, ignoring the cache")
     parser.add_argument("--cleanup", action="store_true",
-                        help="remove the partition's intermediates at the end (the next run recomputes them)")
+                        help="remove the partition's intermediates at the end (the next run redoes them)")
     parser.add_argument("--serve", action="store_true",
                         help="serve the monthly deployment until interrupted instead of running once")
     return parser.parse_args(argv)
@@ -41,18 +42,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.pipeline_failed(str(exc))
         return 1
     prefect_local.configure(settings.home)
+    config = str(args.config.absolute()) if args.config else None
+    overrides = {**overrides_from(args), "home": str(settings.home)}
     if args.serve:
         from prefect import serve
 
-        serve(prefect_local.monthly_deployment())
+        serve(prefect_local.monthly_deployment(config, overrides))
         return 0
     from taxipipe.runners.prefect_flow import ml_pipeline
 
-    overrides = overrides_from(args)
-    overrides["home"] = str(settings.home)
     state = ml_pipeline(color=settings.data.color, year=settings.data.year, month=settings.data.month,
-                        config=str(args.config) if args.config else None, overrides=overrides,
-                        refresh=args.refresh, cleanup=args.cleanup, return_state=True)
+                        config=config, overrides=overrides, refresh=args.refresh, cleanup=args.cleanup,
+                        return_state=True)
     if not state.is_completed():
         console.pipeline_failed(state.message or f"the flow run ended in state {state.name}")
         return 1

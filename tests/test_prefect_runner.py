@@ -1,7 +1,8 @@
-"""The Prefect runner: real flow runs on real months served over HTTP, and a real deployment.
+"""The Prefect runner: real flow runs on real months served over HTTP, and real deployments.
 
-Each run is the example script in a child process, as a user starts it: a temporary Prefect
-server with its state in the test's home directory.
+Each run is the example script in a child process, as a user starts it: with Prefect's
+temporary server and its state in the test's home directory, or against a `prefect server`
+(PREFECT_API_URL) where a test needs several runs or a worker.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ import requests
 import yaml
 
 from conftest import REPO, TlcServer, cli_data_flags
+from taxipipe.partition import Partition
 from taxipipe.runners.prefect_local import DEPLOYMENT_NAME, MONTHLY_CRON, local_environment
 from taxipipe.runners.simple import SimplePipeline
 
@@ -61,13 +64,15 @@ def runs_of(home: Path) -> list:
 def test_flow_retries_a_503_and_gives_the_simple_runners_rmse(make_settings, tlc_server: TlcServer,
                                                               tmp_path: Path) -> None:
     simple_rmse = SimplePipeline(make_settings()).run()["train"]["rmse"]
-    home = tmp_path / "prefect-home"
+    home, user_home = tmp_path / "prefect-home", tmp_path / "user"
+    user_home.mkdir()
     name = "green_tripdata_2021-01.parquet"
     before = tlc_server.hits(name)
     tlc_server.fail_next(name, 503)
 
     # no retries inside the download: the task's retry is what recovers
-    result = run_example(*cli_data_flags(home, tlc_server), TAXIPIPE_DATA__DOWNLOAD_RETRIES="0")
+    result = run_example(*cli_data_flags(home, tlc_server), TAXIPIPE_DATA__DOWNLOAD_RETRIES="0",
+                         HOME=str(user_home))
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert tlc_server.hits(name) - before == 2
@@ -80,6 +85,8 @@ def test_flow_retries_a_503_and_gives_the_simple_runners_rmse(make_settings, tlc
     assert re.fullmatch(r"[0-9a-f-]{36}", run.data.tags["prefect_flow_run_id"])
     assert f"Final model RMSE: {simple_rmse:.4f}" in result.stdout
     assert (home / "prefect" / "prefect.db").is_file()
+    assert (home / "prefect" / "memo_store.toml").is_file()
+    assert not (user_home / ".prefect").exists()
     assert any((home / "prefect" / "results").iterdir())
 
 
@@ -111,8 +118,8 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     env = clean_environment(**local_environment(root))
     Path(env["PREFECT_HOME"]).mkdir(parents=True)
     log = (root / "server.log").open("w")
-    server = subprocess.Popen([str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    command = [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     api = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + 120
@@ -196,9 +203,18 @@ def test_deployments_validate_and_run_on_a_worker(prefect_server: dict[str, str]
     assert deployment["work_pool_name"] == "taxipipe"
     assert [s["schedule"]["cron"] for s in deployment["schedules"]] == [MONTHLY_CRON]
 
+    # run it as the schedule would: training on the month four months back, validating on the
+    # next one, here real months served under those names
+    now = datetime.now(timezone.utc)
+    due = now.year * 12 + now.month - 1 - 4
+    year, month = due // 12, due % 12 + 1
+    for real, due_partition in (("2021-01", Partition("green", year, month)),
+                                ("2021-02", Partition("green", year, month).next())):
+        link = tlc_server.root / f"green_tripdata_{due_partition.label}.parquet"
+        if not link.exists():
+            link.symlink_to(tlc_server.root / f"green_tripdata_{real}.parquet")
     overrides = {"home": str(home), "data": {"url_template": tlc_server.url_template}}
-    started = prefect_cli(env, "deployment", "run", "ml-pipeline/monthly", "--param", "latest=false",
-                          "--param", "year=2021", "--param", "month=1",
+    started = prefect_cli(env, "deployment", "run", "ml-pipeline/monthly",
                           "--param", f"overrides={json.dumps(overrides)}")
     flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", started).group(1)
     prefect_cli(env, "worker", "start", "--pool", "taxipipe", "--run-once")
@@ -207,9 +223,10 @@ def test_deployments_validate_and_run_on_a_worker(prefect_server: dict[str, str]
     assert flow_run["state"]["type"] == "COMPLETED"
     [run] = runs_of(home)
     assert run.data.tags["prefect_flow_run_id"] == flow_run_id
+    assert (run.data.params["year"], run.data.params["month"]) == (str(year), str(month))
     [artifact] = requests.post(f"{api}/artifacts/filter", timeout=10, json={
         "artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}).json()
-    assert artifact["key"] == "ml-pipeline-green-2021-01"
+    assert artifact["key"] == f"ml-pipeline-green-{year}-{month:02d}"
     assert f"**RMSE:** {run.data.metrics['rmse']:.4f}" in artifact["data"]
     assert "| train | 76,518 | 73,908 |" in artifact["data"]
 

@@ -24,6 +24,7 @@ from prefect.tasks import exponential_backoff
 from taxipipe import console, steps
 from taxipipe.config import Settings, load_settings
 from taxipipe.errors import TaxipipeError
+from taxipipe.layout import Layout
 from taxipipe.pipeline import BY_NAME, run_step
 from taxipipe.runners.prefect_policies import StepInputs, retryable
 from taxipipe.runners.simple import StepFailed
@@ -32,9 +33,9 @@ from taxipipe.steps import ROLES, Record, StepContext
 RUNNER = "prefect"
 CACHED: dict[str, Any] = {"cache_policy": StepInputs() + TASK_SOURCE, "persist_result": True,
                           "result_serializer": "json"}
-#: TLC publishes a month about two months after it ends: a run due in May trains on January
-#: and validates on February.
-PUBLICATION_LAG_MONTHS = 3
+#: TLC publishes a month about two months after it ends, so three months back is surely out:
+#: a run due in May validates on February and trains on January.
+VALIDATION_LAG_MONTHS = 3
 
 
 def _context(settings: Settings) -> StepContext:
@@ -102,6 +103,7 @@ class _Steps:
     def __init__(self, settings: Settings, refresh: bool) -> None:
         self.settings = settings
         self.refresh = refresh
+        self.layout = Layout(settings.home, settings.partition)
         self.results = settings.home / "prefect" / "results"
         self.records: dict[str, Record] = {}
         self.states: dict[str, str] = {}
@@ -119,10 +121,9 @@ class _Steps:
     def __call__(self, step_task: Task[..., Record], **upstream: Record) -> Record:
         """Run one step task; recompute it when asked to or when its output files are gone."""
         step = BY_NAME[step_task.name]
-        layout = _context(self.settings).layout
-        outputs_gone = not all(path.exists() for path in step.writes(layout))
+        outputs_gone = not all(path.exists() for path in step.writes(self.layout))
         configured = step_task.with_options(result_storage=self.results,
-                                            refresh_cache=self.refresh or outputs_gone)
+                                            refresh_cache=(self.refresh or outputs_gone) or None)
         state = configured(self.settings, **upstream, return_state=True)
         return self._keep(step.name, self._result(step.name, state), state.name)
 
@@ -156,8 +157,8 @@ def flow_settings(color: str | None, year: int | None, month: int | None,
 
 
 def due_month(year: int, month: int) -> tuple[int, int]:
-    """The newest training month whose validation month TLC has published by year-month."""
-    index = year * 12 + month - 1 - PUBLICATION_LAG_MONTHS
+    """The training month of a run due in year-month (see VALIDATION_LAG_MONTHS)."""
+    index = year * 12 + month - 1 - VALIDATION_LAG_MONTHS - 1
     return index // 12, index % 12 + 1
 
 
@@ -178,7 +179,8 @@ def report_markdown(settings: Settings, records: dict[str, Record], states: dict
                   for role in ROLES]
         lines.append("")
     lines += ["| step | state | seconds |", "|---|---|---:|"]
-    lines += [f"| {name} | {states[name]} | {record['seconds']:.2f} |" for name, record in records.items()]
+    lines += [f"| {name} | {states[name]} | {record['seconds']:.2f} |"
+              for name, record in records.items()]
     lines += ["", "Cached steps show the time they took when they ran."]
     return "\n".join(lines) + "\n"
 
@@ -186,7 +188,8 @@ def report_markdown(settings: Settings, records: dict[str, Record], states: dict
 @flow(name="ml-pipeline", description="NYC taxi trip duration: extract, validate, train, deploy.")
 def ml_pipeline(color: str | None = None, year: int | None = None, month: int | None = None,
                 config: str | None = None, overrides: dict[str, Any] | None = None,
-                latest: bool = False, refresh: bool = False, cleanup: bool = False) -> dict[str, Record] | State[Any]:
+                latest: bool = False, refresh: bool = False,
+                cleanup: bool = False) -> dict[str, Record] | State[Any]:
     """Train on one month and validate on the next.
 
     Unset color/year/month come from the config file and TAXIPIPE_* environment; `latest`

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -38,14 +38,20 @@ def configure(home: Path) -> None:
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 
 
-def monthly_deployment() -> RunnerDeployment:
-    """The flow served from this process (`--serve`), monthly, on the newest published month."""
+def monthly_deployment(config: str | None = None,
+                       overrides: dict[str, Any] | None = None) -> RunnerDeployment:
+    """The flow served from this process (`--serve`), monthly, on the newest published month.
+
+    `config` and `overrides` become the deployment's default parameters, so the served runs
+    use the settings the process was started with (its --home, --url-template...).
+    """
     from prefect.deployments.runner import EntrypointType
 
     from taxipipe.runners.prefect_flow import ml_pipeline
 
+    parameters = {"latest": True, "config": config, "overrides": overrides or {}}
     return ml_pipeline.to_deployment(
-        name=DEPLOYMENT_NAME, cron=MONTHLY_CRON, parameters={"latest": True}, tags=["taxipipe"],
+        name=DEPLOYMENT_NAME, cron=MONTHLY_CRON, parameters=parameters, tags=["taxipipe"],
         entrypoint_type=EntrypointType.MODULE_PATH,
         description="Retrain on the newest published month; move 'champion' if it is better.",
     )

@@ -52,6 +52,12 @@ def outcomes(stdout: str) -> dict[str, str]:
     return {name: OUTCOMES[how] for name, how in STEP_LINE.findall(stdout)}
 
 
+def failure_reason(stderr: str) -> str:
+    """The one line the example prints when the flow fails, without its marker."""
+    [line] = [line for line in stderr.splitlines() if line.startswith("❌ ")]
+    return line.removeprefix("❌ ")
+
+
 def runs_of(home: Path) -> list:
     """The MLflow runs of the Prefect experiment in `home`'s store."""
     from mlflow import MlflowClient
@@ -99,9 +105,31 @@ def test_missing_month_fails_at_once_without_retries(tlc_server: TlcServer, home
     assert result.returncode == 1
     assert outcomes(result.stdout) == {"extract": "failed"}
     assert f"{missing} (HTTP 404)" in result.stderr
-    assert "that colour and month is not published" in result.stderr.splitlines()[-2]
+    assert failure_reason(result.stderr).endswith("that colour and month is not published")
     assert tlc_server.hits(missing) - before == 1
     assert "Retry" not in result.stderr
+
+
+def test_failed_data_rules_stop_the_flow_naming_them(tlc_server: TlcServer, home: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    trips = pq.read_table(tlc_server.root / "green_tripdata_2021-01.parquet")
+    zones = trips["PULocationID"].to_numpy().copy()
+    zones[:50] = 999
+    column = trips.schema.get_field_index("PULocationID")
+    pq.write_table(trips.set_column(column, "PULocationID", pa.array(zones)),
+                   tlc_server.root / "green_tripdata_2031-01.parquet")
+    (tlc_server.root / "green_tripdata_2031-02.parquet").symlink_to(
+        tlc_server.root / "green_tripdata_2021-02.parquet")
+
+    result = run_example(*cli_data_flags(home, tlc_server, year=2031, month=1))
+
+    assert result.returncode == 1
+    assert outcomes(result.stdout) == {"extract": "ran", "validate_data": "failed"}
+    reason = failure_reason(result.stderr)
+    assert reason.startswith("task 'validate_data' failed: data quality rules failed")
+    assert "green_tripdata_2031-01.parquet: PULocationID in 1..265: 50 of 76,518 rows" in reason
 
 
 def free_port() -> int:

@@ -96,11 +96,14 @@ def test_flow_retries_a_503_and_gives_the_simple_runners_rmse(make_settings, tlc
     assert any((home / "prefect" / "results").iterdir())
 
 
-def test_missing_month_fails_at_once_without_retries(tlc_server: TlcServer, home: Path) -> None:
+def test_missing_month_fails_at_once_without_retries(tlc_server: TlcServer, home: Path,
+                                                     tmp_path: Path) -> None:
     missing = "green_tripdata_2021-06.parquet"
     before = tlc_server.hits(missing)
+    user_home = tmp_path / "user"
+    user_home.mkdir()
 
-    result = run_example(*cli_data_flags(home, tlc_server, month=5))
+    result = run_example(*cli_data_flags(home, tlc_server, month=5), HOME=str(user_home))
 
     assert result.returncode == 1
     assert outcomes(result.stdout) == {"extract": "failed"}
@@ -108,6 +111,9 @@ def test_missing_month_fails_at_once_without_retries(tlc_server: TlcServer, home
     assert failure_reason(result.stderr).endswith("that colour and month is not published")
     assert tlc_server.hits(missing) - before == 1
     assert "Retry" not in result.stderr
+    # the failed states Prefect persists land in the home too
+    assert any((home / "prefect" / "storage").iterdir())
+    assert not (user_home / ".prefect").exists()
 
 
 def test_failed_data_rules_stop_the_flow_naming_them(tlc_server: TlcServer, home: Path) -> None:

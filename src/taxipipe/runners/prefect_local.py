@@ -23,8 +23,9 @@ def local_environment(home: Path) -> dict[str, str]:
     prefect_home = home / "prefect"
     return {
         "PREFECT_HOME": str(prefect_home),
-        # prefect 3.7.7 writes its memo store to ~/.prefect whatever PREFECT_HOME says
+        # prefect 3.7.7 puts these two in ~/.prefect whatever PREFECT_HOME says
         "PREFECT_SERVER_MEMO_STORE_PATH": str(prefect_home / "memo_store.toml"),
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(prefect_home / "storage"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",

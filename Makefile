@@ -7,14 +7,16 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml | cksum | cut -d' ' -f1)
 ARGS ?=
+TAXIPIPE_HOME ?= $(HOME)/.taxipipe
 
-.PHONY: env run test bench mlflow-ui clean help
+.PHONY: env run test bench mlflow-ui prefect-server clean help
 
 help:
 	@echo "make run        run the pipeline (simple runner; ARGS='--year 2021 --month 1 ...')"
 	@echo "make test       run the test suite"
 	@echo "make bench      the benchmarks against the reference pipeline (BENCH='green scaled')"
 	@echo "make mlflow-ui  start the MLflow UI on the embedded store (127.0.0.1:5000)"
+	@echo "make prefect-server  start a Prefect server and UI on 127.0.0.1:4200 (docs/prefect.md)"
 	@echo "make env        create or update the environment only"
 	@echo "make clean      remove the environment and caches (not ~/.taxipipe)"
 
@@ -39,6 +41,13 @@ bench: env
 
 mlflow-ui: env
 	$(BIN)/taxipipe ui $(ARGS)
+
+prefect-server: env
+	@mkdir -p $(TAXIPIPE_HOME)/prefect
+	PREFECT_HOME=$(TAXIPIPE_HOME)/prefect \
+	PREFECT_SERVER_MEMO_STORE_PATH=$(TAXIPIPE_HOME)/prefect/memo_store.toml \
+	PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY=false \
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist

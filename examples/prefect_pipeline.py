@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""The pipeline as a Prefect 3 flow, on this machine.
+
+    python examples/prefect_pipeline.py --year 2021 --month 1     # one run, temporary server
+    python examples/prefect_pipeline.py --refresh                 # ignore Prefect's cache
+    python examples/prefect_pipeline.py --serve                   # the monthly deployment
+
+Prefect keeps its database and the cached task results under {home}/prefect. With
+PREFECT_API_URL unset each run starts a temporary Prefect server; set it to use a server
+started with `make prefect-server` (docs/prefect.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from taxipipe import console
+from taxipipe.cli import add_settings_flags, overrides_from, settings_from
+from taxipipe.errors import TaxipipeError
+from taxipipe.runners import prefect_local
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_settings_flags(parser)
+    parser.add_argument("--refresh", action="store_true",
+                        help="recompute every step, ignoring the cache")
+    parser.add_argument("--cleanup", action="store_true",
+                        help="remove the partition's intermediates at the end (the next run redoes them)")
+    parser.add_argument("--serve", action="store_true",
+                        help="serve the monthly deployment until interrupted instead of running once")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except TaxipipeError as exc:
+        console.pipeline_failed(str(exc))
+        return 1
+    prefect_local.configure(settings.home)
+    config = str(args.config.absolute()) if args.config else None
+    overrides = {**overrides_from(args), "home": str(settings.home)}
+    if args.serve:
+        from prefect import serve
+
+        serve(prefect_local.monthly_deployment(config, overrides))
+        return 0
+    from taxipipe.runners.prefect_flow import ml_pipeline
+
+    state = ml_pipeline(color=settings.data.color, year=settings.data.year, month=settings.data.month,
+                        config=config, overrides=overrides, refresh=args.refresh, cleanup=args.cleanup,
+                        return_state=True)
+    if not state.is_completed():
+        console.pipeline_failed(state.message or f"the flow run ended in state {state.name}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

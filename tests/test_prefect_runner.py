@@ -1,0 +1,275 @@
+"""The Prefect runner: real flow runs on real months served over HTTP, and real deployments.
+
+Each run is the example script in a child process, as a user starts it: with Prefect's
+temporary server and its state in the test's home directory, or against a `prefect server`
+(PREFECT_API_URL) where a test needs several runs or a worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from conftest import REPO, TlcServer, cli_data_flags
+from taxipipe.partition import Partition
+from taxipipe.runners.prefect_local import DEPLOYMENT_NAME, MONTHLY_CRON, local_environment
+from taxipipe.runners.simple import SimplePipeline
+
+EXAMPLE = REPO / "examples" / "prefect_pipeline.py"
+PREFECT = Path(sys.executable).with_name("prefect")
+STEP_LINE = re.compile(r"Task '(\w+)'(: Up to date| completed| failed)")
+OUTCOMES = {": Up to date": "cached", " completed": "ran", " failed": "failed"}
+AFTER_FEATURES = ("train", "validate_model", "save", "deploy")
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    """This process's environment without TAXIPIPE_* and PREFECT_* variables, plus `extra`."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "PREFECT_"))}
+    environment.update(extra)
+    return environment
+
+
+def run_example(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(EXAMPLE), *args], capture_output=True, text=True,
+                          env=clean_environment(**env), timeout=600)
+
+
+def outcomes(stdout: str) -> dict[str, str]:
+    """Each step's outcome as the console printed it: ran, cached or failed."""
+    return {name: OUTCOMES[how] for name, how in STEP_LINE.findall(stdout)}
+
+
+def failure_reason(stderr: str) -> str:
+    """The one line the example prints when the flow fails, without its marker."""
+    [line] = [line for line in stderr.splitlines() if line.startswith("❌ ")]
+    return line.removeprefix("❌ ")
+
+
+def runs_of(home: Path) -> list:
+    """The MLflow runs of the Prefect experiment in `home`'s store."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("orchestration-pipeline-prefect")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def test_flow_retries_a_503_and_gives_the_simple_runners_rmse(make_settings, tlc_server: TlcServer,
+                                                              tmp_path: Path) -> None:
+    simple_rmse = SimplePipeline(make_settings()).run()["train"]["rmse"]
+    home, user_home = tmp_path / "prefect-home", tmp_path / "user"
+    user_home.mkdir()
+    name = "green_tripdata_2021-01.parquet"
+    before = tlc_server.hits(name)
+    tlc_server.fail_next(name, 503)
+
+    # no retries inside the download: the task's retry is what recovers
+    result = run_example(*cli_data_flags(home, tlc_server), TAXIPIPE_DATA__DOWNLOAD_RETRIES="0",
+                         HOME=str(user_home))
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert tlc_server.hits(name) - before == 2
+    assert "Retry 1/3 will start" in result.stderr
+    assert outcomes(result.stdout) == dict.fromkeys(
+        ("extract", "validate_data", "transform", "features", *AFTER_FEATURES), "ran")
+    [run] = runs_of(home)
+    assert run.data.metrics["rmse"] == pytest.approx(simple_rmse, abs=1e-6)
+    assert run.data.tags["runner"] == "prefect"
+    assert re.fullmatch(r"[0-9a-f-]{36}", run.data.tags["prefect_flow_run_id"])
+    assert f"Final model RMSE: {simple_rmse:.4f}" in result.stdout
+    assert (home / "prefect" / "prefect.db").is_file()
+    assert (home / "prefect" / "memo_store.toml").is_file()
+    assert not (user_home / ".prefect").exists()
+    assert any((home / "prefect" / "results").iterdir())
+
+
+def test_missing_month_fails_at_once_without_retries(tlc_server: TlcServer, home: Path,
+                                                     tmp_path: Path) -> None:
+    missing = "green_tripdata_2021-06.parquet"
+    before = tlc_server.hits(missing)
+    user_home = tmp_path / "user"
+    user_home.mkdir()
+
+    result = run_example(*cli_data_flags(home, tlc_server, month=5), HOME=str(user_home))
+
+    assert result.returncode == 1
+    assert outcomes(result.stdout) == {"extract": "failed"}
+    assert f"{missing} (HTTP 404)" in result.stderr
+    assert failure_reason(result.stderr).endswith("that colour and month is not published")
+    assert tlc_server.hits(missing) - before == 1
+    assert "Retry" not in result.stderr
+    # the failed states Prefect persists land in the home too
+    assert any((home / "prefect" / "storage").iterdir())
+    assert not (user_home / ".prefect").exists()
+
+
+def test_failed_data_rules_stop_the_flow_naming_them(tlc_server: TlcServer, home: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    trips = pq.read_table(tlc_server.root / "green_tripdata_2021-01.parquet")
+    zones = trips["PULocationID"].to_numpy().copy()
+    zones[:50] = 999
+    column = trips.schema.get_field_index("PULocationID")
+    pq.write_table(trips.set_column(column, "PULocationID", pa.array(zones)),
+                   tlc_server.root / "green_tripdata_2031-01.parquet")
+    (tlc_server.root / "green_tripdata_2031-02.parquet").symlink_to(
+        tlc_server.root / "green_tripdata_2021-02.parquet")
+
+    result = run_example(*cli_data_flags(home, tlc_server, year=2031, month=1))
+
+    assert result.returncode == 1
+    assert outcomes(result.stdout) == {"extract": "ran", "validate_data": "failed"}
+    reason = failure_reason(result.stderr)
+    assert reason.startswith("task 'validate_data' failed: data quality rules failed")
+    assert "green_tripdata_2031-01.parquet: PULocationID in 1..265: 50 of 76,518 rows" in reason
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory):
+    """`prefect server start` on 127.0.0.1 with its state in a temporary PREFECT_HOME."""
+    root = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    env = clean_environment(**local_environment(root))
+    Path(env["PREFECT_HOME"]).mkdir(parents=True)
+    log = (root / "server.log").open("w")
+    command = [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"{api}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "prefect server did not start"
+            time.sleep(0.5)
+        yield {**env, "PREFECT_API_URL": api}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def prefect_cli(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run([str(PREFECT), *args], capture_output=True, text=True, env=env, cwd=REPO,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_reruns_resume_at_train_and_reuse_unchanged_steps(prefect_server: dict[str, str],
+                                                          tlc_server: TlcServer, home: Path,
+                                                          tmp_path: Path) -> None:
+    """Five runs on one home, against a running server (PREFECT_API_URL) to save start-ups."""
+    server = {"PREFECT_API_URL": prefect_server["PREFECT_API_URL"]}
+    flags = cli_data_flags(home, tlc_server)
+    blocker = tmp_path / "a-file"
+    blocker.touch()
+
+    # the MLflow store cannot be created: train fails after its retry
+    failed = run_example(*flags, "--tracking-uri", f"sqlite:///{blocker}/mlflow.db", **server)
+    assert failed.returncode == 1
+    assert outcomes(failed.stdout) == {"extract": "ran", "validate_data": "ran", "transform": "ran",
+                                       "features": "ran", "train": "failed"}
+
+    resumed = run_example(*flags, **server)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert outcomes(resumed.stdout) == {
+        "extract": "ran", "validate_data": "cached", "transform": "cached", "features": "cached",
+        **dict.fromkeys(AFTER_FEATURES, "ran")}
+
+    unchanged = run_example(*flags, **server)
+    assert unchanged.returncode == 0, unchanged.stderr[-3000:]
+    assert outcomes(unchanged.stdout) == {"extract": "ran", **dict.fromkeys(
+        ("validate_data", "transform", "features", *AFTER_FEATURES), "cached")}
+    assert len(runs_of(home)) == 1
+
+    deeper = tmp_path / "deeper.toml"
+    deeper.write_text("[model.params]\nmax_depth = 8\n")
+    retrained = run_example(*flags, "--config", str(deeper), "--cleanup", **server)
+    assert retrained.returncode == 0, retrained.stderr[-3000:]
+    assert outcomes(retrained.stdout) == {
+        "extract": "ran", "validate_data": "cached", "transform": "cached", "features": "cached",
+        **dict.fromkeys((*AFTER_FEATURES, "cleanup"), "ran")}
+    assert len(runs_of(home)) == 2
+    assert not list(home.glob("partitions/*/*/*"))
+
+    # cleanup removed the intermediates: the cache must not pretend they are still there
+    rebuilt = run_example(*flags, "--config", str(deeper), **server)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert outcomes(rebuilt.stdout) == {
+        "extract": "ran", "validate_data": "cached", "transform": "ran", "features": "ran",
+        **dict.fromkeys(AFTER_FEATURES, "ran")}
+
+
+def test_deployments_validate_and_run_on_a_worker(prefect_server: dict[str, str], tlc_server: TlcServer,
+                                                  home: Path) -> None:
+    env, api = prefect_server, prefect_server["PREFECT_API_URL"]
+    [declared] = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+    assert declared["schedules"][0]["cron"] == MONTHLY_CRON
+
+    prefect_cli(env, "work-pool", "create", "taxipipe", "--type", "process")
+    prefect_cli(env, "--no-prompt", "deploy", "--all")
+    deployment = requests.get(f"{api}/deployments/name/ml-pipeline/monthly", timeout=10).json()
+    assert deployment["parameters"] == {"latest": True}
+    assert deployment["work_pool_name"] == "taxipipe"
+    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == [MONTHLY_CRON]
+
+    # run it as the schedule would: training on the month four months back, validating on the
+    # next one, here real months served under those names
+    now = datetime.now(timezone.utc)
+    due = now.year * 12 + now.month - 1 - 4
+    year, month = due // 12, due % 12 + 1
+    for real, due_partition in (("2021-01", Partition("green", year, month)),
+                                ("2021-02", Partition("green", year, month).next())):
+        link = tlc_server.root / f"green_tripdata_{due_partition.label}.parquet"
+        if not link.exists():
+            link.symlink_to(tlc_server.root / f"green_tripdata_{real}.parquet")
+    overrides = {"home": str(home), "data": {"url_template": tlc_server.url_template}}
+    started = prefect_cli(env, "deployment", "run", "ml-pipeline/monthly",
+                          "--param", f"overrides={json.dumps(overrides)}")
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", started).group(1)
+    prefect_cli(env, "worker", "start", "--pool", "taxipipe", "--run-once")
+
+    flow_run = requests.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
+    assert flow_run["state"]["type"] == "COMPLETED"
+    [run] = runs_of(home)
+    assert run.data.tags["prefect_flow_run_id"] == flow_run_id
+    assert (run.data.params["year"], run.data.params["month"]) == (str(year), str(month))
+    [artifact] = requests.post(f"{api}/artifacts/filter", timeout=10, json={
+        "artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}).json()
+    assert artifact["key"] == f"ml-pipeline-green-{year}-{month:02d}"
+    assert f"**RMSE:** {run.data.metrics['rmse']:.4f}" in artifact["data"]
+    assert "| train | 76,518 | 73,908 |" in artifact["data"]
+
+    served = subprocess.run(
+        [sys.executable, "-c", "from taxipipe.runners.prefect_local import monthly_deployment as d; "
+                               "print(d().apply())"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert served.returncode == 0, served.stderr[-3000:]
+    local = requests.get(f"{api}/deployments/name/ml-pipeline/{DEPLOYMENT_NAME}", timeout=10).json()
+    assert local["id"] == served.stdout.split()[-1]
+    assert local["entrypoint"] == "taxipipe.runners.prefect_flow.ml_pipeline"
+    assert [s["schedule"]["cron"] for s in local["schedules"]] == [MONTHLY_CRON]

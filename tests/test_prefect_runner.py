@@ -21,7 +21,7 @@ import pytest
 import requests
 import yaml
 
-from conftest import REPO, TlcServer, cli_data_flags
+from tests.conftest import REPO, TlcServer, cli_data_flags
 from taxipipe.partition import Partition
 from taxipipe.runners.prefect_local import DEPLOYMENT_NAME, MONTHLY_CRON, local_environment
 from taxipipe.runners.simple import SimplePipeline

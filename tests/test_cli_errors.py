@@ -79,3 +79,38 @@ def test_invalid_config_file(home: Path, tmp_path: Path) -> None:
 def test_bad_flag_value_is_rejected_by_the_parser(home: Path) -> None:
     result = run_cli("run", "--home", str(home), "--month", "13")
     assert_clean_failure(result, home, "'data.month'", "less than or equal to 12")
+
+
+def test_sigterm_during_download_leaves_no_partial_file(home: Path, tlc_server: TlcServer, tmp_path: Path) -> None:
+    import http.server
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(10_000_000))
+            self.end_headers()
+            for _ in range(200):
+                self.wfile.write(b"x" * 1000)
+                time.sleep(0.05)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    slow = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    template = f"http://127.0.0.1:{slow.server_address[1]}/{{color}}_tripdata_{{year}}-{{month:02d}}.parquet"
+    process = subprocess.Popen([sys.executable, "-m", "taxipipe.cli", "run", "--home", str(home),
+                                "--url-template", template], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    downloads = home / "downloads"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (downloads.exists() and any(downloads.iterdir())):
+        time.sleep(0.05)
+    assert downloads.exists() and any(downloads.iterdir()), "the download never started"
+    process.terminate()
+    assert process.wait(timeout=30) == 143
+    slow.shutdown()
+    assert list(downloads.iterdir()) == []

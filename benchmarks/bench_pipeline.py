@@ -3,10 +3,13 @@
     python benchmarks/bench_pipeline.py green          # real green 2021-01 -> 02, categorical
     python benchmarks/bench_pipeline.py green-onehot   # same, DictVectorizer-identical one-hot
     python benchmarks/bench_pipeline.py scaled         # 3M-row yellow layout 2023-01 -> 02
+    options: --repeat N (median of N interleaved runs), --store fresh|warm
 
-Both sides do the whole job, MLflow included: the reference with --tracking-uri on a fresh
-SQLite store, taxipipe with `taxipipe run` (nine steps, registry and champion gate) on a fresh
-home. Wall time and peak RSS are of each whole process.
+Both sides do the whole job, MLflow included: the reference with --tracking-uri on a SQLite
+store, taxipipe with `taxipipe run` (nine steps, registry and champion gate). `--store fresh`
+starts both from an empty store every time (the first run on a machine); `--store warm`
+reuses a store each side created in an untimed first run (every later run). Wall time and
+peak RSS are of each whole process.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -46,53 +50,87 @@ def step_seconds(stdout: str) -> dict[str, float]:
             re.findall(r"✅ Task '(\w+)' completed in ([\d.]+)s", stdout)}
 
 
-def run_ours(folder: Path, scenario: dict, home: Path) -> tuple[Measured, float, dict[str, float]]:
-    shutil.rmtree(home, ignore_errors=True)
-    command = [sys.executable, "-m", "taxipipe.cli", "run", "--home", str(home),
-               "--url-template", str(folder / TEMPLATE), "--color", scenario["color"],
-               "--year", str(scenario["year"]), "--month", str(scenario["month"]),
-               "--features", scenario["features"]]
-    result = measure(command)
-    rmse = float(re.search(r"Final model RMSE: ([\d.]+)", result.stdout).group(1))
-    return result, rmse, step_seconds(result.stdout)
+class Ours:
+    def __init__(self, folder: Path, scenario: dict, home: Path) -> None:
+        self.home = home
+        self.command = [sys.executable, "-m", "taxipipe.cli", "run", "--home", str(home),
+                        "--url-template", str(folder / TEMPLATE), "--color", scenario["color"],
+                        "--year", str(scenario["year"]), "--month", str(scenario["month"]),
+                        "--features", scenario["features"]]
+
+    def reset(self) -> None:
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def run(self) -> tuple[Measured, float, dict[str, float]]:
+        result = measure(self.command)
+        rmse = float(re.search(r"Final model RMSE: ([\d.]+)", result.stdout).group(1))
+        steps = step_seconds(result.stdout)
+        return result, rmse, {"transform+features": steps["transform"] + steps["features"],
+                              "train": steps["train"], **steps}
 
 
-def run_reference(folder: Path, scenario: dict, store: Path) -> tuple[Measured, dict]:
-    store.unlink(missing_ok=True)
-    month = f"{scenario['year']}-{scenario['month']:02d}"
-    following = f"{scenario['year']}-{scenario['month'] + 1:02d}"
-    files = [str(folder / f"{scenario['color']}_tripdata_{label}.parquet") for label in (month, following)]
-    shutil.rmtree(store.parent / "mlruns", ignore_errors=True)
-    result = measure([sys.executable, str(REFERENCE), *files, "--tracking-uri", f"sqlite:///{store}"],
-                     cwd=store.parent)
-    return result, json.loads(result.stdout.strip().splitlines()[-1])
+class Reference:
+    def __init__(self, folder: Path, scenario: dict, work: Path) -> None:
+        self.work = work
+        year, month = scenario["year"], scenario["month"]
+        labels = (f"{year}-{month:02d}", f"{year + month // 12}-{month % 12 + 1:02d}")
+        files = [str(folder / f"{scenario['color']}_tripdata_{label}.parquet") for label in labels]
+        self.command = [sys.executable, str(REFERENCE), *files, "--tracking-uri", f"sqlite:///{work / 'ref.db'}"]
+
+    def reset(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True)
+
+    def run(self) -> tuple[Measured, float, dict[str, float]]:
+        result = measure(self.command, cwd=self.work)
+        reported = json.loads(result.stdout.strip().splitlines()[-1])
+        seconds = reported["seconds"]
+        return result, reported["rmse"], {"transform+features": seconds["transform"] + seconds["features"],
+                                          "train": seconds["train"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", choices=SCENARIOS)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--store", choices=["fresh", "warm"], default="fresh")
     args = parser.parse_args()
     require_inputs()
     scenario = SCENARIOS[args.scenario]
     folder = scaled_months(scenario["rows"]) if "rows" in scenario else TLC
     work = WORK / args.scenario
-    work.mkdir(parents=True, exist_ok=True)
+    sides = {"reference": Reference(folder, scenario, work / "reference"),
+             "taxipipe": Ours(folder, scenario, work / "home")}
+    if args.store == "warm":
+        for side in sides.values():
+            side.reset()
+            side.run()
+    results: dict[str, list] = {name: [] for name in sides}
+    for _ in range(args.repeat):
+        for name, side in sides.items():
+            if args.store == "fresh":
+                side.reset()
+            results[name].append(side.run())
 
-    reference, reported = run_reference(folder, scenario, work / "reference.db")
-    ours, rmse, steps = run_ours(folder, scenario, work / "home")
+    def median(name: str, pick) -> float:
+        return statistics.median(pick(result) for result in results[name])
 
-    ref_prep = reported["seconds"]["transform"] + reported["seconds"]["features"]
-    our_prep = steps.get("transform", 0) + steps.get("features", 0)
-    print(f"scenario {args.scenario}: {scenario}")
+    figures = {
+        "wall seconds": lambda r: r[0].wall,
+        "peak RSS MB": lambda r: r[0].peak_rss_mb,
+        "transform+features s": lambda r: r[2]["transform+features"],
+        "train step s": lambda r: r[2]["train"],
+    }
+    print(f"scenario {args.scenario} ({scenario}), store {args.store}, median of {args.repeat}")
     print(f"{'':24}{'reference':>12}{'taxipipe':>12}{'ratio':>10}")
-    print(f"{'wall seconds':24}{reference.wall:12.2f}{ours.wall:12.2f}{ratio(ours.wall, reference.wall):>10}")
-    print(f"{'peak RSS MB':24}{reference.peak_rss_mb:12.0f}{ours.peak_rss_mb:12.0f}"
-          f"{ratio(ours.peak_rss_mb, reference.peak_rss_mb):>10}")
-    print(f"{'transform+features s':24}{ref_prep:12.2f}{our_prep:12.2f}{ratio(our_prep, ref_prep):>10}")
-    print(f"{'train s':24}{reported['seconds']['train']:12.2f}{steps.get('train', 0):12.2f}"
-          f"{ratio(steps.get('train', 0), reported['seconds']['train']):>10}")
-    print(f"{'RMSE':24}{reported['rmse']:12.4f}{rmse:12.4f}{rmse - reported['rmse']:+10.4f}")
-    print("taxipipe step seconds: " + ", ".join(f"{name} {sec:.2f}" for name, sec in steps.items()))
+    for label, pick in figures.items():
+        theirs, ours = median("reference", pick), median("taxipipe", pick)
+        print(f"{label:24}{theirs:12.2f}{ours:12.2f}{ratio(ours, theirs):>10}")
+    theirs, ours = results["reference"][0][1], results["taxipipe"][0][1]
+    print(f"{'RMSE':24}{theirs:12.4f}{ours:12.4f}{ours - theirs:+10.4f}")
+    steps = results["taxipipe"][-1][2]
+    print("taxipipe step seconds (last run): " + ", ".join(
+        f"{name} {sec:.2f}" for name, sec in steps.items() if name not in {"train", "transform+features"}))
 
 
 if __name__ == "__main__":

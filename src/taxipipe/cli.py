@@ -200,5 +200,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The console script: run `main`, then leave without tearing the interpreter down.
+
+    Output is flushed and every store write is already committed; skipping the teardown of
+    MLflow, pandas and XGBoost saves most of a second on every command.
+    """
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

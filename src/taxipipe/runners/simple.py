@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taxipipe import console
+from taxipipe import console, tracking
 from taxipipe.config import Settings
 from taxipipe.errors import TaxipipeError
 from taxipipe.pipeline import STEPS, Step, run_step
@@ -29,6 +29,7 @@ class SimplePipeline:
     def run(self) -> dict[str, Record]:
         """Run every step; raise StepFailed on the first user-facing error."""
         console.header(self.context.runner, self.context.settings, target=self.steps[-1].name)
+        tracking.warm_up(self.context.settings, self.context.runner)
         for step in self.steps:
             self.run_task(step)
         console.final_summary(self.records)

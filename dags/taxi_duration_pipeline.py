@@ -16,15 +16,17 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, dag, task
+from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, conf, dag, task
 
 from taxipipe.pipeline import BY_NAME, run_step
 from taxipipe.runners.airflow import DAG_ID, PERMANENT_ERRORS, combine_months, extract_step, step_context
 from taxipipe.steps import ROLES, Record
 
 default_args = {
-    # Base delay: Airflow's [core] default_task_retry_delay (300 s), doubled on every try.
     "retries": 2,
+    # Airflow's [core] default_task_retry_delay (300 s), doubled on every try. Set here because
+    # a mapped task (extract) that does not set it falls back to 300 s, whatever the config says.
+    "retry_delay": timedelta(seconds=conf.getint("core", "default_task_retry_delay")),
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=30),
     "retry_policy": ExceptionRetryPolicy(rules=[

@@ -7,14 +7,16 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml | cksum | cut -d' ' -f1)
 ARGS ?=
+AIRFLOW_PORT ?= 8080
 
-.PHONY: env run test bench mlflow-ui clean help
+.PHONY: env run test bench mlflow-ui airflow-ui clean help
 
 help:
 	@echo "make run        run the pipeline (simple runner; ARGS='--year 2021 --month 1 ...')"
 	@echo "make test       run the test suite"
 	@echo "make bench      run the benchmarks against the reference pipeline"
 	@echo "make mlflow-ui  start the MLflow UI on the embedded store (127.0.0.1:5000)"
+	@echo "make airflow-ui start Airflow (standalone) with the DAG in dags/ (127.0.0.1:AIRFLOW_PORT, 8080)"
 	@echo "make env        create or update the environment only"
 	@echo "make clean      remove the environment and caches (not ~/.taxipipe)"
 
@@ -37,6 +39,16 @@ bench: env
 
 mlflow-ui: env
 	$(BIN)/taxipipe ui $(ARGS)
+
+# Airflow's state lives in HOME/airflow (HOME: the taxipipe home, ~/.taxipipe by default);
+# tasks reach the API server's execution API on the same port.
+airflow-ui: env
+	@home=$$($(BIN)/python -c 'from taxipipe.config import load_settings; print(load_settings().home)') && \
+	echo "Airflow home $$home/airflow, UI on http://127.0.0.1:$(AIRFLOW_PORT) (user admin, password below)" && \
+	AIRFLOW_HOME=$$home/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$(AIRFLOW_PORT)/execution/ \
+	PATH=$(CURDIR)/$(BIN):$$PATH exec $(BIN)/airflow standalone
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 CHAMPION = "champion"
+_CREATED_STORES: set[str] = set()
 
 
 def client(settings: Settings) -> MlflowClient:
@@ -19,12 +20,27 @@ def client(settings: Settings) -> MlflowClient:
     import mlflow
     from mlflow import MlflowClient
 
-    if settings.mlflow.tracking_uri is None:
-        (settings.home / "mlflow").mkdir(parents=True, exist_ok=True)
     uri = settings.tracking_uri()
+    if settings.mlflow.tracking_uri is None and uri not in _CREATED_STORES:
+        _create_store(settings.home / "mlflow", uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(uri, registry_uri=uri)
+
+
+def _create_store(directory: Path, uri: str) -> None:
+    """Create or migrate the embedded SQLite store under a file lock.
+
+    Processes that open a new store at once (parallel Airflow runs of a backfill) would
+    otherwise race through MLflow's migrations and fail.
+    """
+    from filelock import FileLock
+    from mlflow import MlflowClient
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with FileLock(directory / "mlflow.db.lock"):
+        MlflowClient(uri).search_experiments(max_results=1)
+    _CREATED_STORES.add(uri)
 
 
 def experiment_id(settings: Settings, mlflow_client: MlflowClient, runner: str) -> str:

@@ -40,15 +40,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     console.header(airflow_runner.RUNNER, settings, target=STEPS[-1].name)
-    airflow_runner.migrate_once(airflow_home)
-    state, records = airflow_runner.run_in_process(settings, DAGS_FOLDER)
-    for step in STEPS:
-        if step.name in records:
-            console.task_done(step.name, records[step.name]["seconds"], records[step.name].get("summary"))
-    if state != "success":
-        console.pipeline_failed(f"the DAG run ended '{state}': the task log above says why")
+    try:
+        airflow_runner.migrate_once(airflow_home)
+        outcome = airflow_runner.run_in_process(settings, DAGS_FOLDER)
+    except TaxipipeError as exc:
+        console.pipeline_failed(str(exc))
         return 1
-    console.final_summary(records)
+    for step in STEPS:
+        record = outcome.records.get(step.name)
+        if record is not None:
+            console.task_done(step.name, record["seconds"], record.get("summary"))
+    for task_id in outcome.failed:
+        console.task_failed(task_id, "the task log above says why")
+    if outcome.state != "success":
+        console.pipeline_failed(f"the DAG run ended '{outcome.state}'")
+        return 1
+    console.final_summary(outcome.records)
     return 0
 
 

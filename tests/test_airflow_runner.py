@@ -78,15 +78,11 @@ def dags_test(env: dict[str, str], conf: dict[str, Any], *args: str) -> subproce
     return airflow(env, "dags", "test", DAG_ID, *args, "-c", json.dumps(conf))
 
 
-def conf_for(home: Path, server: Any, **params: Any) -> dict[str, Any]:
-    """DAG run conf: the test server and a fresh home, plus params (year, month, ...)."""
+def conf_for(home: Path, server: Any, data: dict[str, Any] | None = None, **params: Any) -> dict[str, Any]:
+    """DAG run conf: a fresh home and the test server (plus `data` settings), and params."""
     settings = {"home": str(home), "data": {"url_template": server.url_template,
-                                            "download_backoff_seconds": 0.01}}
-    return {"settings": _merge(settings, params.pop("settings", {})), **params}
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    return {**base, **{k: _merge(base.get(k, {}), v) if isinstance(v, dict) else v for k, v in extra.items()}}
+                                            "download_backoff_seconds": 0.01, **(data or {})}}
+    return {"settings": settings, **params}
 
 
 def mlflow_runs(home: Path) -> list[Any]:
@@ -186,8 +182,7 @@ def test_a_download_answered_503_succeeds_on_its_retry(airflow_env: dict[str, st
     name = "green_tripdata_2021-03.parquet"
     before = tlc_server.hits(name)
     tlc_server.fail_next(name, 503)
-    conf = conf_for(tmp_path / "home", tlc_server, year=2021, month=3,
-                    settings={"data": {"download_retries": 0}})
+    conf = conf_for(tmp_path / "home", tlc_server, {"download_retries": 0}, year=2021, month=3)
     downstream = "|".join(step.name for step in STEPS[1:])
     result = dags_test(airflow_env, conf, "--mark-success-pattern", downstream)
     assert result.returncode == 0, output(result)[-5000:]

@@ -15,7 +15,7 @@ import sys
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
 
 from taxipipe.config import Settings, load_settings
 from taxipipe.errors import (
@@ -29,7 +29,7 @@ from taxipipe.errors import (
 )
 from taxipipe.partition import Partition
 from taxipipe.pipeline import BY_NAME, Step
-from taxipipe.steps import Record, StepContext, combine_extracts, extract_month
+from taxipipe.steps import ROLES, Record, StepContext, combine_extracts, extract_month
 
 if TYPE_CHECKING:
     from airflow.models.dagrun import DagRun
@@ -57,8 +57,11 @@ def logical_date_for(partition: Partition) -> datetime:
 
 
 def settings_for(params: Mapping[str, Any], logical_date: datetime) -> Settings:
-    """The run's settings: defaults < $TAXIPIPE_CONFIG < TAXIPIPE_* env < logical date
-    < the `settings` param (nested tables) < the `color`, `year` and `month` params."""
+    """The settings of a run, from its params and logical date.
+
+    Layers: defaults < $TAXIPIPE_CONFIG < TAXIPIPE_* env < the months of the logical date
+    < the `settings` param (nested tables) < the `color`, `year` and `month` params.
+    """
     month = training_partition(logical_date)
     overrides = _merge({"data": {"year": month.year, "month": month.month}}, params.get("settings") or {})
     for key in ("color", "year", "month"):
@@ -129,12 +132,21 @@ def migrate_once(airflow_home: Path) -> None:
         raise RuntimeError(f"airflow db migrate failed:\n{result.stdout}{result.stderr}")
 
 
-def run_in_process(settings: Settings, dags_folder: Path) -> tuple[str, dict[str, Record]]:
-    """Run the DAG once with `dag.test()` on the months of `settings`; return (state, records).
+class Outcome(NamedTuple):
+    """How an in-process run ended: its state, the tasks' records, the tasks that failed."""
+
+    state: str
+    records: dict[str, Record]
+    failed: list[str]
+
+
+def run_in_process(settings: Settings, dags_folder: Path) -> Outcome:
+    """Run the DAG once with `dag.test()` on the months of `settings`.
 
     The logical date is the one a scheduled run of those months would have.
     """
     from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils.state import TaskInstanceState
 
     bag = DagBag(dag_folder=str(dags_folder))
     if bag.import_errors:
@@ -143,9 +155,12 @@ def run_in_process(settings: Settings, dags_folder: Path) -> tuple[str, dict[str
     dag_run = dag.test(logical_date=logical_date_for(settings.partition),
                        run_conf={"settings": settings.model_dump(mode="json")})
     records = run_records(dag_run)
-    if "extract" in records:
+    if len(records.get("extract", [])) == len(ROLES):
         records["extract"] = combine_months(records["extract"])
-    return str(dag_run.state), records
+    else:
+        records.pop("extract", None)
+    failed = sorted({ti.task_id for ti in dag_run.get_task_instances(state=[TaskInstanceState.FAILED])})
+    return Outcome(str(dag_run.state), records, failed)
 
 
 def run_records(dag_run: DagRun) -> dict[str, Record]:

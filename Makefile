@@ -7,15 +7,17 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml | cksum | cut -d' ' -f1)
 ARGS ?=
-TAXIPIPE_HOME ?= $(HOME)/.taxipipe
+HOME_OF := $(BIN)/python -c 'from taxipipe.config import load_settings; print(load_settings().home)'
+AIRFLOW_PORT ?= 8080
 
-.PHONY: env run test bench mlflow-ui prefect-server clean help
+.PHONY: env run test bench mlflow-ui airflow-ui prefect-server clean help
 
 help:
 	@echo "make run        run the pipeline (simple runner; ARGS='--year 2021 --month 1 ...')"
 	@echo "make test       run the test suite"
 	@echo "make bench      the benchmarks against the reference pipeline (BENCH='green scaled')"
 	@echo "make mlflow-ui  start the MLflow UI on the embedded store (127.0.0.1:5000)"
+	@echo "make airflow-ui start Airflow (standalone) with the DAG in dags/ (127.0.0.1:AIRFLOW_PORT, 8080)"
 	@echo "make prefect-server  start a Prefect server and UI on 127.0.0.1:4200 (docs/prefect.md)"
 	@echo "make env        create or update the environment only"
 	@echo "make clean      remove the environment and caches (not ~/.taxipipe)"
@@ -42,12 +44,22 @@ bench: env
 mlflow-ui: env
 	$(BIN)/taxipipe ui $(ARGS)
 
+# Prefect's state lives in HOME/prefect (HOME: the taxipipe home, ~/.taxipipe by default).
 prefect-server: env
-	@mkdir -p $(TAXIPIPE_HOME)/prefect
-	PREFECT_HOME=$(TAXIPIPE_HOME)/prefect \
-	PREFECT_SERVER_MEMO_STORE_PATH=$(TAXIPIPE_HOME)/prefect/memo_store.toml \
+	@home=$$($(HOME_OF)) && mkdir -p $$home/prefect && \
+	PREFECT_HOME=$$home/prefect PREFECT_SERVER_MEMO_STORE_PATH=$$home/prefect/memo_store.toml \
 	PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY=false \
-	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+	exec $(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+# Airflow's state lives in HOME/airflow (HOME: the taxipipe home, ~/.taxipipe by default);
+# tasks reach the API server's execution API on the same port.
+airflow-ui: env
+	@home=$$($(HOME_OF)) && \
+	echo "Airflow home $$home/airflow, UI on http://127.0.0.1:$(AIRFLOW_PORT) (user admin, password below)" && \
+	AIRFLOW_HOME=$$home/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$(AIRFLOW_PORT)/execution/ \
+	PATH=$(CURDIR)/$(BIN):$$PATH exec $(BIN)/airflow standalone
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist

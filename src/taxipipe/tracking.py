@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 CHAMPION = "champion"
+_CREATED_STORES: set[str] = set()
 _warm_up: threading.Thread | None = None
 
 
@@ -40,7 +41,8 @@ def client(settings: Settings) -> MlflowClient:
     """An MLflow client on the configured store (the embedded SQLite one by default).
 
     Served models carry explicit pip requirements, so MLflow is told not to copy the
-    project's uv files into them, not to draw download progress bars, to log warnings only and to send no telemetry.
+    project's uv files into them, not to draw download progress bars, to log warnings only
+    and to send no telemetry.
     """
     if _warm_up is not None:
         _warm_up.join()
@@ -48,19 +50,33 @@ def client(settings: Settings) -> MlflowClient:
 
 
 def _open(settings: Settings) -> MlflowClient:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_LOG_UV_FILES", "false")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    for name, value in (("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"), ("MLFLOW_LOG_UV_FILES", "false"),
+                        ("MLFLOW_LOGGING_LEVEL", "WARNING"), ("MLFLOW_DISABLE_TELEMETRY", "true")):
+        os.environ.setdefault(name, value)
     import mlflow
     from mlflow import MlflowClient
 
-    if settings.mlflow.tracking_uri is None:
-        (settings.home / "mlflow").mkdir(parents=True, exist_ok=True)
     uri = settings.tracking_uri()
+    if settings.mlflow.tracking_uri is None and uri not in _CREATED_STORES:
+        _create_store(settings.home / "mlflow", uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(uri, registry_uri=uri)
+
+
+def _create_store(directory: Path, uri: str) -> None:
+    """Create or migrate the embedded SQLite store under a file lock.
+
+    Processes that open a new store at once (parallel Airflow runs of a backfill) would
+    otherwise race through MLflow's migrations and fail.
+    """
+    from filelock import FileLock
+    from mlflow import MlflowClient
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with FileLock(directory / "mlflow.db.lock"):
+        MlflowClient(uri).search_experiments(max_results=1)
+    _CREATED_STORES.add(uri)
 
 
 def experiment_id(settings: Settings, mlflow_client: MlflowClient, runner: str) -> str:

@@ -1,0 +1,102 @@
+"""NYC taxi trip duration: train XGBoost on a TLC month, gate it, register it in MLflow.
+
+Each run trains on the month two before its logical date (the TLC publishes a month weeks
+later) and validates on the month after that: the run of 2021-03-01 trains on 2021-01 and
+validates on 2021-02. The `color`, `year` and `month` params override that for a manual
+trigger; `settings` takes any other setting as nested tables, e.g.
+`{"data": {"url_template": "..."}, "model": {"preset": "zoomcamp"}}`.
+
+Every task is one call into taxipipe's steps; XCom carries only their small records
+(paths, row counts, metrics, the MLflow run id). Task functions have no return annotation
+on purpose: TaskFlow reads `-> dict` as `multiple_outputs=True` and would push every key
+of a record as its own XCom.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, conf, dag, task
+
+from taxipipe.pipeline import BY_NAME, run_step
+from taxipipe.runners.airflow import DAG_ID, PERMANENT_ERRORS, combine_months, extract_step, step_context
+from taxipipe.steps import ROLES, Record
+
+default_args = {
+    "retries": 2,
+    # Airflow's [core] default_task_retry_delay (300 s), doubled on every try. Set here because
+    # a mapped task (extract) that does not set it falls back to 300 s, whatever the config says.
+    "retry_delay": timedelta(seconds=conf.getint("core", "default_task_retry_delay")),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=30),
+    "retry_policy": ExceptionRetryPolicy(rules=[
+        RetryRule(exception=list(PERMANENT_ERRORS), action=RetryAction.FAIL,
+                  reason="a missing month, a bad file or bad data does not heal by retrying"),
+    ]),
+}
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule="@monthly",
+    start_date=datetime(2009, 3, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    params={
+        "color": Param(None, type=["null", "string"], enum=[None, "green", "yellow"],
+                       description="taxi colour (empty: the configured one, green by default)"),
+        "year": Param(None, type=["null", "integer"], minimum=2009,
+                      description="training year (empty: from the logical date)"),
+        "month": Param(None, type=["null", "integer"], minimum=1, maximum=12,
+                       description="training month (empty: from the logical date)"),
+        "settings": Param({}, type="object", description="other settings as nested tables"),
+    },
+    tags=["taxipipe", "mlflow", "xgboost"],
+    doc_md=__doc__,
+)
+def taxi_duration_pipeline() -> None:
+    @task(retries=5)
+    def extract(role: str):
+        """Download one month: the training month or the validation month after it."""
+        return run_step(extract_step(role), step_context(), {})
+
+    @task
+    def validate_data(months: list[Record]):
+        return run_step(BY_NAME["validate_data"], step_context(), {"extract": combine_months(months)})
+
+    @task
+    def transform(checked: Record):
+        return run_step(BY_NAME["transform"], step_context(), {"validate_data": checked})
+
+    @task
+    def features(transformed: Record):
+        return run_step(BY_NAME["features"], step_context(), {"transform": transformed})
+
+    @task(retries=1)
+    def train(encoded: Record):
+        return run_step(BY_NAME["train"], step_context(), {"features": encoded})
+
+    @task
+    def validate_model(trained: Record):
+        return run_step(BY_NAME["validate_model"], step_context(), {"train": trained})
+
+    @task
+    def save(trained: Record, verdict: Record):
+        return run_step(BY_NAME["save"], step_context(), {"train": trained, "validate_model": verdict})
+
+    @task
+    def deploy(verdict: Record, saved: Record):
+        return run_step(BY_NAME["deploy"], step_context(), {"validate_model": verdict, "save": saved})
+
+    @task
+    def cleanup(deployed: Record):
+        return run_step(BY_NAME["cleanup"], step_context(), {"deploy": deployed})
+
+    months = extract.expand(role=list(ROLES))
+    trained = train(features(transform(validate_data(months))))
+    verdict = validate_model(trained)
+    cleanup(deploy(verdict, save(trained, verdict)))
+
+
+taxi_duration_pipeline()

@@ -1,0 +1,180 @@
+"""The Airflow runner: what the DAG in dags/ needs beyond the TaskFlow graph itself.
+
+A run's months come from its logical date (train on the month two before it, validate on
+the next) unless DAG params say otherwise; the tasks rebuild the settings from that, so
+XCom carries only the steps' small records. `run_in_process` runs the DAG with
+`dag.test()`, without scheduler or API server, in an Airflow home under the project home.
+Airflow itself is imported only inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
+
+from taxipipe.config import Settings, load_settings
+from taxipipe.errors import (
+    ConfigError,
+    CorruptDataError,
+    DataNotFoundError,
+    DataQualityError,
+    PipelineStateError,
+    SchemaError,
+    TaxipipeError,
+)
+from taxipipe.partition import Partition
+from taxipipe.pipeline import BY_NAME, Step
+from taxipipe.steps import ROLES, Record, StepContext, combine_extracts, extract_month
+
+if TYPE_CHECKING:
+    from airflow.models.dagrun import DagRun
+
+DAG_ID = "taxi_duration_pipeline"
+RUNNER = "airflow"
+#: Failures another try cannot fix: the task fails at once instead of retrying.
+PERMANENT_ERRORS: tuple[type[TaxipipeError], ...] = (
+    ConfigError, DataNotFoundError, SchemaError, CorruptDataError, DataQualityError, PipelineStateError,
+)
+#: Months between the training month and the logical date of the run that trains on it.
+PUBLICATION_LAG_MONTHS = 2
+
+
+def training_partition(logical_date: datetime, color: str = "green") -> Partition:
+    """The month a run trains on: two months before its logical date (2021-03-01 -> 2021-01)."""
+    index = logical_date.year * 12 + logical_date.month - 1 - PUBLICATION_LAG_MONTHS
+    return Partition(color, index // 12, index % 12 + 1)
+
+
+def logical_date_for(partition: Partition) -> datetime:
+    """The logical date of the run that trains on `partition` (the inverse of the above)."""
+    index = partition.year * 12 + partition.month - 1 + PUBLICATION_LAG_MONTHS
+    return datetime(index // 12, index % 12 + 1, 1, tzinfo=timezone.utc)
+
+
+def settings_for(params: Mapping[str, Any], logical_date: datetime) -> Settings:
+    """The settings of a run, from its params and logical date.
+
+    Layers: defaults < $TAXIPIPE_CONFIG < TAXIPIPE_* env < the months of the logical date
+    < the `settings` param (nested tables) < the `color`, `year` and `month` params.
+    """
+    month = training_partition(logical_date)
+    overrides = _merge({"data": {"year": month.year, "month": month.month}}, params.get("settings") or {})
+    for key in ("color", "year", "month"):
+        if params.get(key) is not None:
+            overrides["data"][key] = params[key]
+    return load_settings(overrides=overrides)
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def step_context() -> StepContext:
+    """The StepContext of the running task, tagged with the Airflow run id and try number."""
+    from airflow.sdk import get_current_context
+
+    context = get_current_context()
+    ti = context["ti"]
+    logical_date = context.get("logical_date") or context["dag_run"].run_after
+    return StepContext(settings_for(context["params"], logical_date), runner=RUNNER, tags={
+        "airflow.dag_id": ti.dag_id, "airflow.run_id": ti.run_id, "airflow.try_number": str(ti.try_number),
+    })
+
+
+def extract_step(role: str) -> Step:
+    """The extract step narrowed to one month, so the two downloads are two task instances."""
+    return replace(BY_NAME["extract"], run=lambda ctx, upstream: extract_month(ctx, role))
+
+
+def combine_months(months: Sequence[Record]) -> Record:
+    """The extract record of the mapped downloads; they ran in parallel, so the slower one counts.
+
+    `months[:]` reads Airflow's lazy XCom sequence in one request (iterating it probes
+    past its end and logs an error).
+    """
+    months = list(months[:])
+    record = combine_extracts(months)
+    record["seconds"] = max(month["seconds"] for month in months)
+    record["timings"] = {"extract": record["seconds"]}
+    return record
+
+
+def use_airflow_home(airflow_home: Path, dags_folder: Path) -> None:
+    """Point Airflow at `airflow_home` and `dags_folder`, example DAGs off, quiet logs.
+
+    Airflow reads its configuration when first imported: call this before.
+    """
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    os.environ["AIRFLOW_HOME"] = str(airflow_home)
+    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags_folder)
+    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+
+
+def migrate_once(airflow_home: Path) -> None:
+    """Create the metadata database on first use (`airflow db migrate`)."""
+    if (airflow_home / "airflow.db").exists():
+        return
+    print(f"🗄️  Creating the Airflow metadata database in {airflow_home}", flush=True)
+    result = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{result.stdout}{result.stderr}")
+
+
+class Outcome(NamedTuple):
+    """How an in-process run ended: its state, the tasks' records, the tasks that failed."""
+
+    state: str
+    records: dict[str, Record]
+    failed: list[str]
+
+
+def run_in_process(settings: Settings, dags_folder: Path) -> Outcome:
+    """Run the DAG once with `dag.test()` on the months of `settings`.
+
+    The logical date is the one a scheduled run of those months would have.
+    """
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils.state import TaskInstanceState
+
+    bag = DagBag(dag_folder=str(dags_folder))
+    if bag.import_errors:
+        raise ConfigError(f"the DAG in {dags_folder} does not import: {bag.import_errors}")
+    dag = bag.get_dag(DAG_ID)
+    dag_run = dag.test(logical_date=logical_date_for(settings.partition),
+                       run_conf={"settings": settings.model_dump(mode="json")})
+    records = run_records(dag_run)
+    if len(records.get("extract", [])) == len(ROLES):
+        records["extract"] = combine_months(records["extract"])
+    else:
+        records.pop("extract", None)
+    failed = sorted({ti.task_id for ti in dag_run.get_task_instances(state=[TaskInstanceState.FAILED])})
+    return Outcome(str(dag_run.state), records, failed)
+
+
+def run_records(dag_run: DagRun) -> dict[str, Record]:
+    """The records the run's tasks returned, by task id (mapped tasks: a list)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    records: dict[str, Any] = {}
+    with create_session() as session:
+        query = XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, key="return_value")
+        for xcom in session.scalars(query.order_by(None).order_by(XComModel.map_index)):
+            value = XComModel.deserialize_value(xcom)
+            if xcom.map_index >= 0:
+                records.setdefault(xcom.task_id, []).append(value)
+            else:
+                records[xcom.task_id] = value
+    return records

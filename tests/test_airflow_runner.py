@@ -1,0 +1,258 @@
+"""The Airflow runner: the real DAG under real Airflow 3, run with `airflow dags test`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taxipipe.errors import ConfigError
+from taxipipe.partition import Partition
+from taxipipe.pipeline import STEPS
+from taxipipe.runners.airflow import DAG_ID, logical_date_for, settings_for, training_partition
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("airflow") is None,
+                                reason="the airflow extra is not installed")
+
+REPO = Path(__file__).resolve().parents[1]
+DAGS_FOLDER = REPO / "dags"
+HEAVY_MODULES = ("pandas", "pyarrow", "mlflow", "xgboost", "sklearn")
+
+DESCRIBE_DAG = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+
+bag = DagBag(dag_folder=sys.argv[1])
+dag = bag.dags.get(sys.argv[2])
+print(json.dumps({
+    "import_errors": bag.import_errors,
+    "parse_seconds": sum(stat.duration.total_seconds() for stat in bag.dagbag_stats),
+    "heavy_modules": [name for name in sys.argv[3:] if name in sys.modules],
+    "schedule": str(dag.schedule),
+    "catchup": dag.catchup,
+    "params": sorted(dag.params),
+    "tasks": {
+        task.task_id: {
+            "downstream": sorted(task.downstream_task_ids),
+            "retries": task.retries,
+            "backoff": task.retry_exponential_backoff,
+            "max_retry_delay": task.max_retry_delay.total_seconds(),
+            "fail_fast": [rule.serialize()["exception"] for rule in task.retry_policy.rules],
+        }
+        for task in dag.tasks
+    },
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One migrated Airflow home for the module, retry delays of about a second."""
+    airflow_home = tmp_path_factory.mktemp("airflow-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "AIRFLOW"))}
+    env.update({
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
+    })
+    migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    return env
+
+
+def airflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def dags_test(env: dict[str, str], conf: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    return airflow(env, "dags", "test", DAG_ID, *args, "-c", json.dumps(conf))
+
+
+def conf_for(home: Path, server: Any, data: dict[str, Any] | None = None, **params: Any) -> dict[str, Any]:
+    """DAG run conf: a fresh home and the test server (plus `data` settings), and params."""
+    settings = {"home": str(home), "data": {"url_template": server.url_template,
+                                            "download_backoff_seconds": 0.01, **(data or {})}}
+    return {"settings": settings, **params}
+
+
+def mlflow_runs(home: Path) -> list[Any]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("orchestration-pipeline-airflow")
+    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+@pytest.fixture(scope="module")
+def simple_rmse(tlc_server: Any, tmp_path_factory: pytest.TempPathFactory) -> float:
+    """The simple runner's RMSE on green 2021-01 -> 2021-02, served the same way."""
+    from taxipipe.config import load_settings
+    from taxipipe.runners.simple import SimplePipeline
+
+    settings = load_settings(overrides={
+        "home": str(tmp_path_factory.mktemp("simple-home")),
+        "data": {"year": 2021, "month": 1, "url_template": tlc_server.url_template,
+                 "download_backoff_seconds": 0.01},
+    })
+    return SimplePipeline(settings).run()["train"]["rmse"]
+
+
+def output(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout + result.stderr
+
+
+# --- the months of a run, without Airflow ------------------------------------------------
+
+
+@pytest.mark.parametrize(("logical_date", "expected"), [
+    (datetime(2021, 3, 1, tzinfo=timezone.utc), Partition("green", 2021, 1)),
+    (datetime(2021, 2, 1, tzinfo=timezone.utc), Partition("green", 2020, 12)),
+    (datetime(2021, 1, 15, tzinfo=timezone.utc), Partition("green", 2020, 11)),
+])
+def test_a_run_trains_on_the_month_two_before_its_logical_date(logical_date: datetime, expected: Partition):
+    assert training_partition(logical_date) == expected
+    assert logical_date_for(expected) == logical_date.replace(day=1)
+
+
+def test_params_override_the_logical_date_and_settings(tmp_path: Path):
+    march = datetime(2021, 3, 1, tzinfo=timezone.utc)
+    by_date = settings_for({"settings": {"home": str(tmp_path)}}, march)
+    assert (by_date.data.year, by_date.data.month, by_date.home) == (2021, 1, tmp_path)
+    nested = settings_for({"settings": {"data": {"month": 4}, "model": {"preset": "zoomcamp"}}}, march)
+    assert (nested.data.year, nested.data.month, nested.model.params.max_depth) == (2021, 4, 30)
+    explicit = settings_for({"year": 2022, "month": 2, "color": "yellow",
+                             "settings": {"data": {"month": 4}}}, march)
+    assert explicit.partition == Partition("yellow", 2022, 2)
+    with pytest.raises(ConfigError, match="unknown key 'data.colour'"):
+        settings_for({"settings": {"data": {"colour": "green"}}}, march)
+
+
+# --- the DAG -----------------------------------------------------------------------------
+
+
+def test_the_dag_loads_with_the_pipeline_graph_and_retries(airflow_env: dict[str, str]):
+    result = subprocess.run([sys.executable, "-c", DESCRIBE_DAG, str(DAGS_FOLDER), DAG_ID, *HEAVY_MODULES],
+                            env=airflow_env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, output(result)
+    dag = json.loads(result.stdout.strip().splitlines()[-1])
+    assert dag["import_errors"] == {}
+    assert dag["heavy_modules"] == [], "the DAG file must not import heavy libraries at parse time"
+    print(f"DAG parse time: {dag['parse_seconds']:.3f}s")
+
+    tasks = dag["tasks"]
+    assert set(tasks) == {step.name for step in STEPS}
+    edges = {(name, down) for name, task in tasks.items() for down in task["downstream"]}
+    assert edges == {(up, step.name) for step in STEPS for up in step.upstream}
+    assert dag["schedule"] == "@monthly" and dag["catchup"] is False
+    assert dag["params"] == ["color", "month", "settings", "year"]
+    for task in tasks.values():
+        assert task["backoff"] == 2.0 and task["max_retry_delay"] == 1800
+        assert "taxipipe.errors.DataNotFoundError" in task["fail_fast"][0]
+    assert tasks["extract"]["retries"] > tasks["validate_data"]["retries"] > tasks["train"]["retries"] >= 1
+
+
+def test_dags_test_gives_the_simple_runners_rmse(airflow_env: dict[str, str], tlc_server: Any,
+                                                  tmp_path: Path, simple_rmse: float):
+    home = tmp_path / "home"
+    result = dags_test(airflow_env, conf_for(home, tlc_server, year=2021, month=1))
+    assert result.returncode == 0, output(result)[-5000:]
+
+    [run] = mlflow_runs(home)
+    assert run.data.metrics["rmse"] == pytest.approx(simple_rmse, abs=1e-6)
+    assert run.data.tags["partition"] == "green/2021-01"
+    assert run.data.tags["airflow.run_id"].startswith("manual__")
+    assert run.data.tags["airflow.try_number"] == "1"
+    assert set(run.data.metrics) >= {f"step_seconds.{step.name}" for step in STEPS[:5]}
+    deployed = json.loads((home / "deployments" / "green_2021-01.json").read_text())
+    assert deployed["runner"] == "airflow" and deployed["champion"] is True
+
+
+def test_a_download_answered_503_succeeds_on_its_retry(airflow_env: dict[str, str], tlc_server: Any,
+                                                       tmp_path: Path):
+    name = "green_tripdata_2021-03.parquet"
+    before = tlc_server.hits(name)
+    tlc_server.fail_next(name, 503)
+    conf = conf_for(tmp_path / "home", tlc_server, {"download_retries": 0}, year=2021, month=3)
+    downstream = "|".join(step.name for step in STEPS[1:])
+    result = dags_test(airflow_env, conf, "--mark-success-pattern", downstream)
+    assert result.returncode == 0, output(result)[-5000:]
+    assert tlc_server.hits(name) - before == 2
+    log = output(result)
+    assert "HTTP 503" in log and "new_state=up_for_retry" in log
+    assert (tmp_path / "home" / "downloads" / name).is_file()
+
+
+def test_a_missing_month_fails_the_run_at_once_with_the_reason(airflow_env: dict[str, str],
+                                                               tlc_server: Any, tmp_path: Path):
+    name = "green_tripdata_2019-01.parquet"
+    result = dags_test(airflow_env, conf_for(tmp_path / "home", tlc_server, year=2019, month=1))
+    assert result.returncode != 0
+    log = output(result)
+    assert "DagRun failed" in log
+    assert "there is no TLC file" in log and "HTTP 404" in log
+    assert "does not heal by retrying" in log
+    assert tlc_server.hits(name) == 1
+
+
+def test_two_logical_dates_train_two_partitions(airflow_env: dict[str, str], tlc_server: Any,
+                                                tmp_path: Path, simple_rmse: float):
+    home = tmp_path / "home"
+    for logical_date in ("2021-03-01", "2021-04-01"):
+        result = dags_test(airflow_env, conf_for(home, tlc_server), logical_date)
+        assert result.returncode == 0, output(result)[-5000:]
+
+    runs = mlflow_runs(home)
+    assert [run.data.tags["partition"] for run in runs] == ["green/2021-01", "green/2021-02"]
+    assert [run.data.tags["validation_partition"] for run in runs] == ["green/2021-02", "green/2021-03"]
+    assert len({run.data.tags["airflow.run_id"] for run in runs}) == 2
+    assert runs[0].data.metrics["rmse"] == pytest.approx(simple_rmse, abs=1e-6)
+    assert sorted(p.name for p in (home / "deployments").iterdir()) == ["green_2021-01.json", "green_2021-02.json"]
+
+    plan = airflow(airflow_env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", "2021-03-01",
+                   "--to-date", "2021-04-01", "--dry-run")
+    assert plan.returncode == 0, output(plan)
+    assert "2021-03-01 00:00:00+00:00" in plan.stdout and "2021-04-01 00:00:00+00:00" in plan.stdout
+
+
+# --- the in-process example --------------------------------------------------------------
+
+
+def run_example(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=REPO)
+
+
+def test_the_example_runs_the_dag_in_process(tlc_server: Any, tmp_path: Path, simple_rmse: float):
+    home, user_home = tmp_path / "home", tmp_path / "user"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "AIRFLOW"))}
+    env["HOME"] = str(user_home)
+    result = run_example("examples/airflow_pipeline.py", "--home", str(home), "--url-template",
+                         tlc_server.url_template, "--year", "2021", "--month", "1", env=env)
+    assert result.returncode == 0, output(result)[-5000:]
+    assert "🎉 Pipeline completed successfully!" in result.stdout
+    assert f"📊 Final model RMSE: {simple_rmse:.4f}" in result.stdout
+    assert "✅ Task 'extract' completed" in result.stdout
+    assert (home / "airflow" / "airflow.db").is_file()
+    assert not (user_home / "airflow").exists()
+    [run] = mlflow_runs(home)
+    assert run.data.metrics["rmse"] == pytest.approx(simple_rmse, abs=1e-6)
+    assert run.data.tags["airflow.run_id"].startswith("manual__")
+
+
+def test_the_example_says_how_to_install_airflow_when_it_is_missing(tmp_path: Path):
+    code = ("import runpy, sys; sys.modules['airflow'] = None; sys.argv = ['airflow_pipeline.py', "
+            f"'--home', {str(tmp_path)!r}]; runpy.run_path('examples/airflow_pipeline.py', run_name='__main__')")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "AIRFLOW"))}
+    result = run_example("-c", code, env=env)
+    assert result.returncode == 1
+    assert "make env" in result.stderr and "uv sync --extra airflow" in result.stderr

@@ -33,9 +33,13 @@ SCENARIOS = {
 
 
 def scaled_months(rows: int) -> Path:
-    """Two yellow-layout months of `rows` rows each, made once and kept in the work folder."""
+    """Two yellow-layout months of `rows` rows each, made once and kept in the work folder.
+
+    Resampled from the real green months of 2022 on (16.5k zone pairs, as in the reference's
+    published 3M-row figures).
+    """
     folder = WORK / f"scaled-{rows}"
-    sources = [str(path) for path in sorted(TLC.glob("green_tripdata_2023-0*.parquet"))]
+    sources = [str(path) for path in sorted(TLC.glob("green_tripdata_202[2-9]-*.parquet"))]
     for seed, month in enumerate(("2023-01", "2023-02")):
         target = folder / f"yellow_tripdata_{month}.parquet"
         if not target.exists():

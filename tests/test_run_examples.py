@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 
-from tests.conftest import REPO, TlcServer
+from tests.conftest import REPO, TlcServer, run_cli
 
 SCRIPT = REPO / "examples" / "run_examples.sh"
 
@@ -40,3 +41,21 @@ def test_unknown_item_and_failure_report(home: Path, tlc_server: TlcServer, tmp_
                             cwd=tmp_path)
     assert failed.returncode == 1
     assert "❌ Simple runner failed at step 'extract'" in failed.stdout
+
+
+def test_run_all_then_every_runner_agrees(home: Path, tlc_server: TlcServer, tmp_path: Path) -> None:
+    env = menu_env(home, tlc_server)
+    result = subprocess.run(["bash", str(SCRIPT), "5"], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=1200)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    for runner in ("Simple", "Airflow", "Prefect", "Make-like"):
+        assert f"✅ {runner} runner succeeded" in result.stdout
+    assert "✅ Comparison of the runners succeeded" in result.stdout
+
+    plot = tmp_path / "runners.png"
+    compare = run_cli("compare", "--check", "--json", "--plot", str(plot), env=env)
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+    runs = json.loads(compare.stdout)["runs"]
+    assert {run["runner"] for run in runs} == {"simple", "airflow", "prefect", "make"}
+    assert len({round(run["rmse"], 9) for run in runs}) == 1
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -251,7 +251,7 @@ def _score_champion(ctx: StepContext) -> float:
     from taxipipe.features import MODEL_COLUMNS, TARGET
     from taxipipe.model import rmse
 
-    champion = mlflow.pyfunc.load_model(f"models:/{ctx.settings.mlflow.model_name}@champion")
+    champion = mlflow.pyfunc.load_model(f"models:/{ctx.settings.mlflow.model_name}@champion", suppress_warnings=True)
     rides = pd.read_parquet(ctx.layout.validation_clean)
     return rmse(rides[TARGET], champion.predict(rides[MODEL_COLUMNS]))
 
@@ -283,7 +283,7 @@ def save(ctx: StepContext, upstream: Upstream) -> Record:
             pip_requirements=tracking.pip_requirements(),
             signature=infer_signature(example, rides[TARGET].head(5).to_numpy()),
         )
-        model = mlflow.pyfunc.load_model(info.model_uri)
+        model = mlflow.pyfunc.load_model(info.model_uri, suppress_warnings=True)
         sample = rides.sample(n=min(5000, len(rides)), random_state=0)
         predictions = model.predict(sample[MODEL_COLUMNS])
         mlflow.log_figure(_prediction_plot(sample[TARGET], predictions), "plots/predicted_vs_actual.png")

@@ -1,0 +1,45 @@
+"""The seed's entry points: thin scripts over the same steps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO, TlcServer, cli_data_flags
+
+
+def run_example(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "examples" / name), *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+def test_simple_pipeline_example(home: Path, tlc_server: TlcServer, tmp_path: Path) -> None:
+    result = run_example("simple_pipeline.py", *cli_data_flags(home, tlc_server), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "🎉 Pipeline completed successfully!" in result.stdout
+    assert "📊 Final model RMSE: 6.0515" in result.stdout
+
+
+def test_original_script_writes_the_run_id(home: Path, tlc_server: TlcServer, tmp_path: Path) -> None:
+    result = run_example("duration-prediction.py", *cli_data_flags(home, tlc_server), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_id = (tmp_path / "run_id.txt").read_text()
+    assert len(run_id) == 32 and f"MLflow run_id: {run_id}" in result.stdout
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    run = client.get_run(run_id)
+    assert client.get_experiment(run.info.experiment_id).name == "orchestration-pipeline-script"
+    assert run.data.metrics["rmse"] < 6.2
+
+
+def test_examples_fail_cleanly(home: Path, tlc_server: TlcServer, tmp_path: Path) -> None:
+    flags = cli_data_flags(home, tlc_server, year=2030)
+    for script in ("simple_pipeline.py", "duration-prediction.py"):
+        result = run_example(script, *flags, cwd=tmp_path)
+        assert result.returncode == 1
+        assert "HTTP 404" in result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run_id.txt").exists()

@@ -18,8 +18,9 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, conf, dag, task
 
+from taxipipe.errors import PERMANENT_ERRORS
 from taxipipe.pipeline import BY_NAME, run_step
-from taxipipe.runners.airflow import DAG_ID, PERMANENT_ERRORS, combine_months, extract_step, step_context
+from taxipipe.runners.airflow import DAG_ID, combine_months, extract_step, step_context
 from taxipipe.steps import ROLES, Record
 
 default_args = {

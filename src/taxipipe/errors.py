@@ -39,3 +39,9 @@ class UsageError(TaxipipeError):
 
 class BusyError(TaxipipeError):
     """Another run holds the home directory's lock."""
+
+
+#: Failures another attempt cannot fix: runners fail at once on these instead of retrying.
+PERMANENT_ERRORS: tuple[type[TaxipipeError], ...] = (
+    ConfigError, DataNotFoundError, SchemaError, CorruptDataError, DataQualityError, PipelineStateError,
+)

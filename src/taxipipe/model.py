@@ -9,9 +9,7 @@ from taxipipe.features import Encoder
 
 if TYPE_CHECKING:
     import numpy as np
-    import scipy.sparse as sp
     import xgboost as xgb
-
 
 
 def booster_params(model: ModelSettings) -> dict[str, Any]:

@@ -22,6 +22,8 @@ from taxipipe.layout import Layout, atomic_path, remove, write_text_atomic
 Record = dict[str, Any]
 Upstream = Mapping[str, Record]
 ROLES = ("train", "validation")
+#: Record fields that say how a run went rather than what it produced (ignored when comparing).
+VOLATILE_FIELDS = frozenset({"seconds", "timings", "summary", "downloaded", "deployed_at"})
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
 
 from taxipipe.config import Settings, load_settings
-from taxipipe.errors import (
-    ConfigError,
-    CorruptDataError,
-    DataNotFoundError,
-    DataQualityError,
-    PipelineStateError,
-    SchemaError,
-    TaxipipeError,
-)
+from taxipipe.errors import ConfigError
 from taxipipe.partition import Partition
 from taxipipe.pipeline import BY_NAME, Step
 from taxipipe.steps import ROLES, Record, StepContext, combine_extracts, extract_month
@@ -36,10 +28,6 @@ if TYPE_CHECKING:
 
 DAG_ID = "taxi_duration_pipeline"
 RUNNER = "airflow"
-#: Failures another try cannot fix: the task fails at once instead of retrying.
-PERMANENT_ERRORS: tuple[type[TaxipipeError], ...] = (
-    ConfigError, DataNotFoundError, SchemaError, CorruptDataError, DataQualityError, PipelineStateError,
-)
 #: Months between the training month and the logical date of the run that trains on it.
 PUBLICATION_LAG_MONTHS = 2
 

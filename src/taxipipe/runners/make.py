@@ -30,13 +30,11 @@ from taxipipe.layout import Layout, remove
 from taxipipe.lockfile import Entry, LockFile, hold_home, lock_path
 from taxipipe.pipeline import BY_NAME, STEPS, Step, chain, run_step
 from taxipipe.runners.simple import StepFailed
-from taxipipe.steps import Record, StepContext
+from taxipipe.steps import VOLATILE_FIELDS, Record, StepContext
 
 RUNNER = "make"
 DEFAULT_TARGET = "deploy"
 ALIASES = {"validate": "validate_model"}
-#: Record fields that describe how a run went rather than what it produced.
-CIRCUMSTANTIAL = frozenset({"seconds", "timings", "summary", "downloaded", "deployed_at"})
 
 
 def resolve_target(name: str) -> Step:
@@ -316,7 +314,7 @@ def _essential(value: Any, home: str) -> Any:
     """A record without its circumstantial fields and with home-relative paths: what
     identifies the step's output wherever the home directory lives."""
     if isinstance(value, dict):
-        return {key: _essential(item, home) for key, item in value.items() if key not in CIRCUMSTANTIAL}
+        return {key: _essential(item, home) for key, item in value.items() if key not in VOLATILE_FIELDS}
     if isinstance(value, list):
         return [_essential(item, home) for item in value]
     if isinstance(value, str) and value.startswith(home):

@@ -17,29 +17,16 @@ from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel
 
 from taxipipe.config import Settings, get_value
-from taxipipe.errors import (
-    ConfigError,
-    CorruptDataError,
-    DataNotFoundError,
-    DataQualityError,
-    PipelineStateError,
-    SchemaError,
-)
+from taxipipe.errors import PERMANENT_ERRORS
 from taxipipe.layout import Layout
 from taxipipe.pipeline import BY_NAME
+from taxipipe.steps import VOLATILE_FIELDS
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import TaskRun
     from prefect.context import TaskRunContext
     from prefect.states import State
     from prefect.tasks import Task
-
-#: Record fields that differ between two runs of the same step on the same inputs.
-VOLATILE_FIELDS = frozenset({"seconds", "timings", "summary", "downloaded", "deployed_at"})
-
-#: Errors another attempt cannot fix: a month that is not published, a broken file or rule.
-NOT_RETRYABLE = (ConfigError, CorruptDataError, DataNotFoundError, DataQualityError,
-                 PipelineStateError, SchemaError)
 
 
 def stable(value: Any) -> Any:
@@ -79,4 +66,4 @@ class StepInputs(CachePolicy):
 
 def retryable(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
     """Retry unless the task failed with an error that a new attempt cannot fix."""
-    return not isinstance(state.result(raise_on_failure=False), NOT_RETRYABLE)
+    return not isinstance(state.result(raise_on_failure=False), PERMANENT_ERRORS)

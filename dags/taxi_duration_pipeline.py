@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, conf, dag, task
+from airflow.sdk import (
+    ExceptionRetryPolicy,
+    Param,
+    RetryAction,
+    RetryRule,
+    conf,
+    dag,
+    task,
+)
 
 from taxipipe.errors import PERMANENT_ERRORS
 from taxipipe.pipeline import BY_NAME, run_step

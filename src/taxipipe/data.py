@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from taxipipe.errors import CorruptDataError, DataNotFoundError, NetworkError, SchemaError
+from taxipipe.errors import (
+    CorruptDataError,
+    DataNotFoundError,
+    NetworkError,
+    SchemaError,
+)
 from taxipipe.layout import atomic_path
 from taxipipe.partition import Partition
 
@@ -99,9 +104,8 @@ class _Retryable(Exception):
 
 
 def _stream_to_file(response, tmp: Path) -> None:
-    from tqdm import tqdm
-
     import requests
+    from tqdm import tqdm
 
     expected = int(response.headers.get("Content-Length") or 0)
     written = 0

@@ -40,6 +40,7 @@ BENCH ?= green green-onehot scaled
 
 bench: env
 	for scenario in $(BENCH); do $(BIN)/python benchmarks/bench_pipeline.py $$scenario || exit 1; done
+	$(BIN)/python benchmarks/bench_make_uptodate.py
 
 mlflow-ui: env
 	$(BIN)/taxipipe ui $(ARGS)

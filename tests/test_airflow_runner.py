@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,9 +16,6 @@ from taxipipe.errors import ConfigError
 from taxipipe.partition import Partition
 from taxipipe.pipeline import STEPS
 from taxipipe.runners.airflow import DAG_ID, logical_date_for, settings_for, training_partition
-
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("airflow") is None,
-                                reason="the airflow extra is not installed")
 
 REPO = Path(__file__).resolve().parents[1]
 DAGS_FOLDER = REPO / "dags"

@@ -74,10 +74,6 @@ class Layout:
     def deployment_record(self) -> Path:
         return self.home / "deployments" / f"{self.partition.color}_{self.partition.label}.json"
 
-    @property
-    def mlflow_artifacts(self) -> Path:
-        return self.home / "mlflow" / "artifacts"
-
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:

@@ -109,3 +109,19 @@ def test_help_and_version_are_fast() -> None:
     assert time.perf_counter() - started < 5
     help_text = run_cli("--help")
     assert help_text.returncode == 0 and "run" in help_text.stdout
+
+
+def test_concurrent_loads_keep_their_own_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.delenv("TAXIPIPE_CONFIG", raising=False)
+    monkeypatch.delenv("TAXIPIPE_DATA__YEAR", raising=False)
+    config = tmp_path / "c.toml"
+    config.write_text("[data]\nyear = 2021\n")
+
+    def year(index: int) -> tuple[int, int]:
+        return index, load_settings(config if index % 2 else None).data.year
+
+    with ThreadPoolExecutor(8) as pool:
+        for index, loaded in pool.map(year, range(400)):
+            assert loaded == (2021 if index % 2 else 2023)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,16 +164,18 @@ class _FilteredEnvSource(EnvSettingsSource):
         return {k: v for k, v in super().__call__().items() if k in Settings.model_fields}
 
 
-class _FileSource(PydanticBaseSettingsSource):
-    """The config file chosen for this load (see `load_settings`)."""
+#: The tables of the config file of the load in progress (per thread and task, see `load_settings`).
+_FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("taxipipe_config_file_values", default={})
 
-    values: dict[str, Any] = {}
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The config file chosen for this load."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return self.values.get(field_name), field_name, False
+        return _FILE_VALUES.get().get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(self.values)
+        return dict(_FILE_VALUES.get())
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -202,13 +205,13 @@ def load_settings(
     `overrides` are nested tables like the file's, e.g. {"data": {"month": 2}}.
     """
     path = config_file or os.environ.get(CONFIG_ENV)
-    _FileSource.values = read_config_file(Path(path)) if path else {}
+    token = _FILE_VALUES.set(read_config_file(Path(path)) if path else {})
     try:
         return Settings(**(overrides or {}))
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc, path)) from None
     finally:
-        _FileSource.values = {}
+        _FILE_VALUES.reset(token)
 
 
 def _describe_validation_error(exc: ValidationError, path: Any) -> str:

@@ -114,3 +114,14 @@ def test_sigterm_during_download_leaves_no_partial_file(home: Path, tlc_server: 
     assert process.wait(timeout=30) == 143
     slow.shutdown()
     assert list(downloads.iterdir()) == []
+
+
+def test_unreachable_tracking_server(home: Path, tlc_server: TlcServer) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_cli("run", *cli_data_flags(home, tlc_server), "--tracking-uri", f"http://127.0.0.1:{port}",
+                     timeout=120)
+    assert result.returncode == 1
+    assert "❌ Task 'train' failed: cannot reach the MLflow tracking server" in result.stdout
+    assert "Traceback" not in result.stderr

@@ -29,6 +29,10 @@ class DataQualityError(TaxipipeError):
     """The data broke one or more quality rules."""
 
 
+class TrackingError(TaxipipeError):
+    """The MLflow tracking server could not be reached."""
+
+
 class PipelineStateError(TaxipipeError):
     """A step was asked to run before the steps it depends on."""
 

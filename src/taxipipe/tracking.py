@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taxipipe.config import Settings
+from taxipipe.errors import TrackingError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 CHAMPION = "champion"
 _CREATED_STORES: set[str] = set()
+_REACHED_SERVERS: set[str] = set()
 _warm_up: threading.Thread | None = None
 
 
@@ -59,9 +61,28 @@ def _open(settings: Settings) -> MlflowClient:
     uri = settings.tracking_uri()
     if settings.mlflow.tracking_uri is None and uri not in _CREATED_STORES:
         _create_store(settings.home / "mlflow", uri)
+    elif uri.startswith(("http://", "https://")) and uri not in _REACHED_SERVERS:
+        _check_server(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(uri, registry_uri=uri)
+
+
+def _check_server(uri: str) -> None:
+    """Fail in seconds, with the fix, when the tracking server does not answer.
+
+    Without this MLflow retries for minutes before it gives up with a traceback.
+    """
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=5)
+    except requests.RequestException:
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {uri}; start it (`taxipipe ui`) or point "
+            "mlflow.tracking_uri (--tracking-uri or TAXIPIPE_MLFLOW__TRACKING_URI) elsewhere"
+        ) from None
+    _REACHED_SERVERS.add(uri)
 
 
 def _create_store(directory: Path, uri: str) -> None:

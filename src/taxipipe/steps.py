@@ -73,13 +73,20 @@ def extract(ctx: StepContext, upstream: Upstream) -> Record:
     return combine_extracts([extract_month(ctx, role) for role in ROLES])
 
 
-def combine_extracts(months: list[Record]) -> Record:
-    """The extract record of two `extract_month` records."""
+def combine_extracts(months: list[Record], seconds: float | None = None) -> Record:
+    """The extract record of two `extract_month` records.
+
+    Runners that downloaded the months in parallel pass the wall `seconds` it took, which
+    becomes the step's time as `run_step` would have recorded it.
+    """
     record: Record = {month["role"]: month for month in months}
     record["summary"] = ", ".join(
         f"{m['partition']} {'downloaded' if m['downloaded'] else 'cached'} ({m['bytes']:,} bytes)"
         for m in months
     )
+    if seconds is not None:
+        record["seconds"] = round(seconds, 3)
+        record["timings"] = {"extract": record["seconds"]}
     return record
 
 

@@ -92,10 +92,7 @@ def combine_months(months: Sequence[Record]) -> Record:
     past its end and logs an error).
     """
     months = list(months[:])
-    record = combine_extracts(months)
-    record["seconds"] = max(month["seconds"] for month in months)
-    record["timings"] = {"extract": record["seconds"]}
-    return record
+    return combine_extracts(months, seconds=max(month["seconds"] for month in months))
 
 
 def use_airflow_home(airflow_home: Path, dags_folder: Path) -> None:

@@ -113,9 +113,8 @@ class _Steps:
         started = time.perf_counter()
         futures = [extract_month.submit(self.settings, role) for role in ROLES]
         wait(futures)
-        record = steps.combine_extracts([self._result("extract", f.state) for f in futures])
-        record["seconds"] = round(time.perf_counter() - started, 3)
-        record["timings"] = {"extract": record["seconds"]}
+        record = steps.combine_extracts([self._result("extract", f.state) for f in futures],
+                                        seconds=time.perf_counter() - started)
         return self._keep("extract", record, "Completed")
 
     def __call__(self, step_task: Task[..., Record], **upstream: Record) -> Record:

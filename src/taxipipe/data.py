@@ -91,7 +91,7 @@ def _download(url: str, tmp: Path, retries: int, backoff_seconds: float) -> None
             if attempt == retries:
                 reason = exc if isinstance(exc, _Retryable) else "the network or server is unreachable"
                 raise NetworkError(
-                    f"cannot download {url} after {retries + 1} attempts ({reason}); "
+                    f"cannot download {url} after {retries + 1} attempt{'s' if retries else ''} ({reason}); "
                     f"check the network or {URL_SETTING_HINT}"
                 ) from None
             delay = backoff_seconds * 2**attempt

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         console.pipeline_failed(INSTALL_HINT)
         return 1
 
-    console.header(airflow_runner.RUNNER, settings, target=STEPS[-1].name)
+    console.header(airflow_runner.RUNNER, settings)
     try:
         airflow_runner.migrate_once(airflow_home)
         outcome = airflow_runner.run_in_process(settings, DAGS_FOLDER)

@@ -20,7 +20,8 @@ def test_cli_run_onehot_matches_reference_and_tracks_everything(home: Path, tlc_
     result = run_cli("run", *cli_data_flags(home, tlc_server), "--features", "onehot")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert "🎯 Target: cleanup" in lines and "📅 Data: green 2021-01 (validation 2021-02)" in lines
+    assert lines[0] == "🚀 Starting ML Pipeline (simple runner)" and not any("Target" in line for line in lines)
+    assert "📅 Data: green 2021-01 (validation 2021-02)" in lines
     for step in ("extract", "validate_data", "transform", "features", "train", "validate_model",
                  "save", "deploy", "cleanup"):
         assert f"🚀 Running task: {step}" in lines

@@ -1,4 +1,9 @@
-"""The `taxipipe` command. Heavy libraries load only inside the commands that need them."""
+# PYTHON_ARGCOMPLETE_OK
+"""The `taxipipe` command. Heavy libraries load only inside the commands that need them.
+
+Each command is one `add_*` function that builds its parser and names its handler; a new
+command is a new function and one line in `COMMANDS`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,11 @@ from typing import Any, Callable, Sequence
 from taxipipe import __version__
 from taxipipe.errors import TaxipipeError
 
+#: The status a shell reports for a command that a closed pipe stopped (128 + SIGPIPE), as for git.
+CLOSED_PIPE_STATUS = 128 + signal.SIGPIPE
+
+Handler = Callable[[argparse.Namespace], int]
+
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     """The flags every pipeline command shares; each overrides one setting."""
@@ -23,7 +33,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--month", type=int, help="training month (validation is the next one)")
     group.add_argument("--features", choices=["categorical", "onehot"], help="feature encoding")
     group.add_argument("--preset", choices=["zoomcamp"], help="named model parameter preset")
-    group.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite in the home)")
+    group.add_argument("--tracking-uri", help="MLflow tracking URI (default: a SQLite store in the home)")
     group.add_argument("--url-template", help="URL, file:// URL or path template of TLC months")
 
 
@@ -59,15 +69,77 @@ def settings_from(args: argparse.Namespace):
     return load_settings(args.config, overrides_from(args))
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default; a settings flag shows the setting's built-in default.
+
+    The settings module loads only when help is printed, so parsing stays cheap.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is argparse.SUPPRESS:
+            return text
+        default = action.default
+        if action.dest in FLAG_KEYS:
+            from taxipipe.config import default_value
+
+            default = default_value(".".join(FLAG_KEYS[action.dest]))
+        if default is None or not action.option_strings or action.nargs == 0:
+            return text
+        return f"{text} (default: {str(default).replace('%', '%%')})"
+
+
+def command(commands: Any, name: str, handler: Handler, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand with the shared output flags, the help formatter and its handler."""
+    parser = commands.add_parser(name, help=help, formatter_class=HelpFormatter, **kwargs)
+    add_output_flags(parser, argparse.SUPPRESS)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def add_output_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+    """-v/-q, accepted before and after the command (`taxipipe -q run` or `taxipipe run -q`)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=default,
+                       help="also show library messages, warnings and training metrics every 10 rounds")
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=default,
+                       help="show only errors (and the --json record)")
+
+
+# -- run ------------------------------------------------------------------------------------
+
 def cmd_run(args: argparse.Namespace) -> int:
+    import json
+
+    from taxipipe import console
     from taxipipe.runners.simple import SimplePipeline, StepFailed
 
     try:
-        SimplePipeline(settings_from(args)).run()
-    except StepFailed:
+        records = SimplePipeline(settings_from(args)).run()
+    except StepFailed as failed:
+        if args.json:
+            print(json.dumps({"ok": False, "step": failed.step, "error": failed.reason}), flush=True)
         return 1
+    except TaxipipeError as exc:
+        if not args.json:
+            raise
+        console.pipeline_failed(str(exc))
+        print(json.dumps({"ok": False, "step": None, "error": str(exc)}), flush=True)
+        return 1
+    if args.json:
+        print(json.dumps({"ok": True, **console.final_record(records)}), flush=True)
     return 0
 
+
+def add_run(commands: Any) -> None:
+    run = command(commands, "run", cmd_run, "run the nine steps in order (the simple runner)",
+                  description="Run the nine steps in order, in this process.")
+    run.add_argument("--json", action="store_true",
+                     help="print the final record as one JSON line on stdout (the run's lines go to stderr)")
+    add_settings_flags(run)
+
+
+# -- make -----------------------------------------------------------------------------------
 
 def cmd_make(args: argparse.Namespace) -> int:
     from taxipipe.runners import make
@@ -92,54 +164,10 @@ def cmd_make(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_config_show(args: argparse.Namespace) -> int:
-    from taxipipe.config import describe_settings
-
-    rows = describe_settings(args.config, overrides_from(args))
-    width = max(len(key) for key, _, _ in rows)
-    for key, value, origin in rows:
-        print(f"{key:<{width}}  {value!s:<50}  [{origin}]")
-    return 0
-
-
-def cmd_ui(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    (settings.home / "mlflow").mkdir(parents=True, exist_ok=True)
-    address = f"http://127.0.0.1:{args.port}"
-    print(f"📈 MLflow UI on {address} (store {settings.tracking_uri()}); Ctrl-C stops it", flush=True)
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", settings.tracking_uri(),
-               "--default-artifact-root", (settings.home / "mlflow" / "artifacts").as_uri(),
-               "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
-    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    os.execv(sys.executable, command)
-    return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from taxipipe.compare import report
-
-    text, status = report(settings_from(args), latest_only=not args.all, as_machine=args.json,
-                          plot_path=args.plot, check=args.check)
-    print(text)
-    if args.plot is not None:
-        print(f"🖼️  plot written to {args.plot}", file=sys.stderr)
-    return status
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="taxipipe",
-        description="NYC taxi trip-duration pipeline: one ML job, many orchestration styles.",
-    )
-    parser.add_argument("--version", action="version", version=f"taxipipe {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = commands.add_parser("run", help="run the nine steps in order (the simple runner)")
-    add_settings_flags(run)
-    run.set_defaults(handler=cmd_run)
-
-    make = commands.add_parser(
-        "make", help="build a target incrementally: rerun only the steps whose inputs, config or code changed",
+def add_make(commands: Any) -> None:
+    make = command(
+        commands, "make", cmd_make,
+        "build a target incrementally: rerun only the steps whose inputs, config or code changed",
         description="Build TARGET (default deploy) and what it depends on, running only the steps that are "
                     "out of date. State lives in HOME/state/{color}/{YYYY-MM}.lock.json.")
     make.add_argument("target", nargs="?", metavar="TARGET",
@@ -157,26 +185,116 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--no-wait", action="store_true",
                       help="stop at once when another make run holds the home, instead of waiting")
     add_settings_flags(make)
-    make.set_defaults(handler=cmd_make)
 
+
+# -- config ---------------------------------------------------------------------------------
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    import json
+
+    from taxipipe.config import describe_settings
+
+    rows = describe_settings(args.config, overrides_from(args))
+    if args.json:
+        print(json.dumps({key: {"value": value, "origin": origin} for key, value, origin in rows}, indent=2))
+        return 0
+    key_width = max(len(key) for key, _, _ in rows)
+    origin_width = max(len(origin) for _, _, origin in rows)
+    print(f"{'KEY':<{key_width}}  {'ORIGIN':<{origin_width}}  VALUE")
+    for key, value, origin in rows:
+        print(f"{key:<{key_width}}  {origin:<{origin_width}}  {'' if value is None else value}")
+    return 0
+
+
+def add_config(commands: Any) -> None:
     config = commands.add_parser("config", help="inspect the configuration")
-    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    show = config_commands.add_parser("show", help="effective settings and where each came from")
+    actions = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = command(actions, "show", cmd_config_show,
+                   "effective settings and where each came from (default, file, env, flag, preset)")
+    show.add_argument("--json", action="store_true", help="print {key: {value, origin}} as JSON")
     add_settings_flags(show)
-    show.set_defaults(handler=cmd_config_show)
 
-    ui = commands.add_parser("ui", help="start the MLflow UI on the store, bound to 127.0.0.1")
+
+# -- ui -------------------------------------------------------------------------------------
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    (settings.home / "mlflow").mkdir(parents=True, exist_ok=True)
+    address = f"http://127.0.0.1:{args.port}"
+    print(f"📈 MLflow UI on {address} (store {settings.tracking_uri()}); Ctrl-C stops it", flush=True)
+    command_line = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", settings.tracking_uri(),
+                    "--default-artifact-root", (settings.home / "mlflow" / "artifacts").as_uri(),
+                    "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    os.execv(sys.executable, command_line)
+    return 0
+
+
+def add_ui(commands: Any) -> None:
+    ui = command(commands, "ui", cmd_ui, "start the MLflow UI on the store, bound to 127.0.0.1")
     add_settings_flags(ui)
-    ui.add_argument("--port", type=int, default=5000)
-    ui.set_defaults(handler=cmd_ui)
-    compare = commands.add_parser("compare", help="compare the runs each runner recorded in MLflow")
+    ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1")
+
+
+# -- compare --------------------------------------------------------------------------------
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from taxipipe.compare import report
+
+    text, status = report(settings_from(args), latest_only=not args.all, as_machine=args.json,
+                          plot_path=args.plot, check=args.check)
+    print(text, flush=True)
+    if args.plot is not None:
+        print(f"🖼️  plot written to {args.plot}", file=sys.stderr)
+    return status
+
+
+def add_compare(commands: Any) -> None:
+    compare = command(commands, "compare", cmd_compare, "compare the runs each runner recorded in MLflow")
     add_settings_flags(compare)
     compare.add_argument("--all", action="store_true", help="every run, not only each runner's latest")
     compare.add_argument("--json", action="store_true", help="print JSON for machines")
     compare.add_argument("--plot", type=Path, metavar="FILE.png", help="draw RMSE and step times")
     compare.add_argument("--check", action="store_true",
-                         help="exit 1 if runs on the same data and config disagree on RMSE")
-    compare.set_defaults(handler=cmd_compare)
+                         help="say whether runs on the same data and config agree on RMSE; exit 1 if not")
+
+
+# -- completion -----------------------------------------------------------------------------
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    import argcomplete
+
+    print(argcomplete.shellcode(["taxipipe"], shell=args.shell), end="")
+    return 0
+
+
+def add_completion(commands: Any) -> None:
+    completion = command(commands, "completion", cmd_completion, "print the shell completion script",
+                         description='Print the completion script: eval "$(taxipipe completion bash)" '
+                                     "in ~/.bashrc (or zsh in ~/.zshrc).")
+    completion.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete in")
+
+
+COMMANDS: tuple[Callable[[Any], None], ...] = (
+    add_run,
+    add_make,
+    add_config,
+    add_ui,
+    add_compare,
+    add_completion,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taxipipe", formatter_class=HelpFormatter,
+        description="NYC taxi trip-duration pipeline: one ML job, many orchestration styles.",
+    )
+    parser.add_argument("--version", action="version", version=f"taxipipe {__version__}")
+    add_output_flags(parser, 0)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(commands)
     return parser
 
 
@@ -185,19 +303,38 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def _silence_stdout() -> None:
+    """After the reader of stdout went away: send what is left to /dev/null, quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    args = build_parser().parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = args.handler
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from taxipipe import console
+
+    console.configure(args.verbosity, human_to_stderr=getattr(args, "json", False) and args.command == "run")
+    handler: Handler = args.handler
     try:
         return handler(args)
     except TaxipipeError as exc:
-        from taxipipe import console
-
         console.pipeline_failed(str(exc))
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return CLOSED_PIPE_STATUS
 
 
 def entry() -> None:
@@ -207,7 +344,11 @@ def entry() -> None:
     MLflow, pandas and XGBoost saves most of a second on every command.
     """
     status = main()
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        status = CLOSED_PIPE_STATUS
     sys.stderr.flush()
     os._exit(status)
 

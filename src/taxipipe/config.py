@@ -246,6 +246,15 @@ def get_value(settings: Settings, dotted_key: str) -> Any:
     return value
 
 
+def default_value(dotted_key: str) -> Any:
+    """The built-in default of a dotted key (no file, environment or flags applied)."""
+    section, *rest = dotted_key.split(".")
+    value: Any = Settings.model_fields[section].default
+    for part in rest:
+        value = getattr(value, part)
+    return value
+
+
 def describe_settings(
     config_file: Path | str | None = None, overrides: dict[str, Any] | None = None
 ) -> list[tuple[str, Any, str]]:
@@ -258,7 +267,9 @@ def describe_settings(
         ("flag", flatten(overrides or {})),
     ]
     rows = []
-    for key, value in flatten(settings.model_dump(mode="json")).items():
+    effective = flatten(settings.model_dump(mode="json"))
+    effective["mlflow.tracking_uri"] = settings.tracking_uri()
+    for key, value in effective.items():
         origin = "default"
         for name, layer in layers:
             if key in layer:

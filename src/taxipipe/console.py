@@ -1,22 +1,71 @@
-"""The seed's console output, shared by every runner so they all read alike."""
+"""The seed's console output, shared by every runner so they all read alike.
+
+The run's lines go to stdout unless the `taxipipe` logger is set above INFO (`-q`);
+`configure` sets the levels the command line's -v/-q ask for, for taxipipe and its libraries.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
-from typing import Mapping
+from typing import TYPE_CHECKING, Any, Mapping, TextIO
 
-from taxipipe.config import Settings
+if TYPE_CHECKING:
+    from taxipipe.config import Settings
+
+LOGGER = logging.getLogger("taxipipe")
+#: Where the run's lines go; None: stdout at the time of writing.
+_human_stream: TextIO | None = None
+
+
+def configure(verbosity: int = 0, human_to_stderr: bool = False) -> None:
+    """Levels for -q (-1: errors only), the default (0) and -v (1: library messages too).
+
+    By default MLflow's informational lines and Python warnings of the libraries stay
+    hidden; `-v` shows them, and taxipipe's own debug lines (training metrics).
+    """
+    global _human_stream
+    _human_stream = sys.stderr if human_to_stderr else None
+    level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    LOGGER.handlers = [handler]
+    LOGGER.setLevel(level)
+    LOGGER.propagate = False
+    library_level = "INFO" if verbosity > 0 else "ERROR"
+    os.environ["MLFLOW_LOGGING_LEVEL"] = library_level
+    logging.getLogger("mlflow").setLevel(library_level)
+    logging.captureWarnings(True)
+    warnings_logger = logging.getLogger("py.warnings")
+    warnings_logger.handlers = [handler]
+    warnings_logger.setLevel(logging.WARNING if verbosity > 0 else logging.ERROR)
+    warnings_logger.propagate = False
+
+
+def quiet() -> bool:
+    """True under -q: the run's lines and progress are not shown."""
+    return LOGGER.level > logging.INFO
+
+
+def verbose() -> bool:
+    """True under -v."""
+    return logging.NOTSET < LOGGER.level <= logging.DEBUG
 
 
 def say(line: str = "") -> None:
-    print(line, flush=True)
+    if not quiet():
+        print(line, file=_human_stream or sys.stdout, flush=True)
 
 
-def header(runner: str, settings: Settings, target: str, force: bool | None = None) -> None:
-    """Title, target and the data months the run will use."""
+def header(runner: str, settings: Settings, target: str | None = None, force: bool | None = None,
+           dry_run: bool = False) -> None:
+    """Title, target (for runners that build one) and the data months the run will use."""
     partition = settings.partition
-    say(f"🚀 Starting ML Pipeline ({runner} runner)")
-    say(f"🎯 Target: {target}")
+    say(f"🔍 Dry run ({runner} runner): nothing is executed" if dry_run
+        else f"🚀 Starting ML Pipeline ({runner} runner)")
+    if target is not None:
+        say(f"🎯 Target: {target}")
     say(f"📅 Data: {partition.color} {partition.label} (validation {partition.next().label})")
     if force is not None:
         say(f"🔨 Force: {force}")
@@ -38,7 +87,8 @@ def task_up_to_date(name: str) -> None:
 
 
 def task_failed(name: str, reason: str) -> None:
-    say(f"❌ Task '{name}' failed: {reason}")
+    """Shown even under -q: it is the error."""
+    print(f"❌ Task '{name}' failed: {reason}", file=_human_stream or sys.stdout, flush=True)
 
 
 def pipeline_failed(reason: str) -> None:
@@ -56,3 +106,14 @@ def final_summary(records: Mapping[str, Mapping]) -> None:
     deployed = records.get("deploy")
     if deployed:
         say(f"🏷️  {deployed['summary']}")
+
+
+def final_record(records: Mapping[str, Mapping]) -> dict[str, Any]:
+    """What a finished run produced, for machines (`taxipipe run --json`)."""
+    trained, deployed = records.get("train", {}), records.get("deploy", {})
+    last = records[next(reversed(records))] if records else {}
+    return {"partition": deployed.get("partition"), "rmse": trained.get("rmse"),
+            "run_id": trained.get("run_id"), "best_iteration": trained.get("best_iteration"),
+            "model_name": deployed.get("model_name"), "version": deployed.get("version"),
+            "champion": deployed.get("champion"), "reason": deployed.get("reason"),
+            "step_seconds": last.get("timings", {})}

@@ -191,8 +191,7 @@ class MakeRun:
 
     def dry_run(self) -> dict[str, list[str]]:
         """Print, for every step of the chain, "up to date" or why it would run; run nothing."""
-        console.header(RUNNER, self.settings, self.target, self.force)
-        console.say("🔍 Dry run: nothing is executed")
+        console.header(RUNNER, self.settings, self.target, self.force, dry_run=True)
         reasons = self.plan()
         for step in self.chain:
             if reasons[step.name]:

@@ -28,7 +28,7 @@ class SimplePipeline:
 
     def run(self) -> dict[str, Record]:
         """Run every step; raise StepFailed on the first user-facing error."""
-        console.header(self.context.runner, self.context.settings, target=self.steps[-1].name)
+        console.header(self.context.runner, self.context.settings)
         tracking.warm_up(self.context.settings, self.context.runner)
         for step in self.steps:
             self.run_task(step)

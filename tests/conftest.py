@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import http.server
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator
@@ -133,3 +136,38 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 def cli_data_flags(home: Path, server: TlcServer, year: int = 2021, month: int = 1) -> list[str]:
     return ["--home", str(home), "--url-template", server.url_template,
             "--year", str(year), "--month", str(month)]
+
+
+def free_port() -> int:
+    """A port nothing listens on now (bind port 0 and let the kernel choose)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 90) -> None:
+    """Wait until `url`/health answers 200; fail early if the server process exits."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early: {process.stdout.read()}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not become healthy in {seconds}s")
+
+
+@pytest.fixture(scope="session")
+def champion_home(tlc_server: TlcServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose store holds a champion (version 1) trained on green 2021-01 by `taxipipe run`.
+
+    Shared by the serving, batch and monitoring tests: they may add versions or runs but
+    leave the alias on version 1.
+    """
+    home = tmp_path_factory.mktemp("champion") / "home"
+    result = run_cli("run", *cli_data_flags(home, tlc_server))
+    assert result.returncode == 0, result.stderr
+    return home

@@ -259,6 +259,42 @@ def add_compare(commands: Any) -> None:
                          help="say whether runs on the same data and config agree on RMSE; exit 1 if not")
 
 
+# -- serve / predict ------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from taxipipe.config import load_settings
+    from taxipipe.serve.app import serve
+
+    tables = overrides_from(args)
+    tables["serve"] = {key: getattr(args, key) for key in ("host", "port", "workers") if getattr(args, key) is not None}
+    return serve(load_settings(args.config, tables))
+
+
+def add_serve(commands: Any) -> None:
+    serve = command(commands, "serve", cmd_serve, "serve the champion over HTTP: /predict, /health, /metrics",
+                    description="Serve models:/<model_name>@champion from the store with FastAPI on uvicorn; "
+                                "a new champion is picked up within serve.reload_seconds.")
+    serve.add_argument("--host", help="address to bind (default: serve.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: serve.port, 9696)")
+    serve.add_argument("--workers", type=int, metavar="N", help="server processes (default: serve.workers, 1)")
+    add_settings_flags(serve)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from taxipipe.serve.batch import score_month
+
+    print(score_month(settings_from(args)).summary(), flush=True)
+    return 0
+
+
+def add_predict(commands: Any) -> None:
+    predict = command(commands, "predict", cmd_predict,
+                      "score every ride of a month (--year/--month) with the champion",
+                      description="Score every ride of the month with the champion into "
+                                  "HOME/predictions/{color}/{YYYY-MM}.parquet; print rows, seconds and RMSE.")
+    add_settings_flags(predict)
+
+
 # -- completion -----------------------------------------------------------------------------
 
 def cmd_completion(args: argparse.Namespace) -> int:
@@ -281,6 +317,8 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     add_config,
     add_ui,
     add_compare,
+    add_serve,
+    add_predict,
     add_completion,
 )
 

@@ -109,6 +109,22 @@ class ArtifactSettings(Section):
     keep_downloads: bool = True
 
 
+class ServeSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=9696, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    reload_seconds: float = Field(default=30.0, gt=0, description="how often the champion alias is looked up")
+    batch_limit: int = Field(default=10_000, ge=1, description="most rides one /predict/batch request may hold")
+
+
+class MonitorSettings(Section):
+    max_feature_psi: float = Field(default=0.2, gt=0, description="PSI of a feature beyond which it drifted")
+    max_prediction_psi: float = Field(default=0.2, gt=0, description="PSI of the predictions beyond which they drifted")
+    max_rmse_increase: float = Field(
+        default=1.0, ge=0, description="minutes the month's RMSE may exceed the champion's registered RMSE"
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of the pipeline, one section per concern."""
 
@@ -125,6 +141,8 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     validation: ValidationSettings = ValidationSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
+    serve: ServeSettings = ServeSettings()
+    monitor: MonitorSettings = MonitorSettings()
 
     @model_validator(mode="after")
     def _expand_home(self) -> Settings:

@@ -20,6 +20,7 @@ from taxipipe.partition import Partition
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
 URL_SETTING_HINT = "point data.url_template (--url-template or TAXIPIPE_DATA__URL_TEMPLATE) at a mirror"
 CHUNK_BYTES = 1 << 20
@@ -141,38 +142,58 @@ def check_parquet(path: Path, source: str | None = None) -> None:
         ) from None
 
 
-def read_trips(path: Path, color: str) -> pa.Table:
-    """Read the model's columns of a TLC month with one schema whatever the month's writer.
-
-    Returns columns pickup_datetime, dropoff_datetime (timestamp[us]), PULocationID,
-    DOLocationID (int32) and trip_distance (float64). Extra columns in the file are ignored.
-    """
+def trip_columns(color: str) -> dict[str, tuple[str, pa.DataType]]:
+    """The source columns the pipeline reads, each with its normalised name and arrow type."""
     import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     pickup, dropoff = datetime_columns(color)
-    wanted = {
+    return {
         pickup: (PICKUP, pa.timestamp("us")),
         dropoff: (DROPOFF, pa.timestamp("us")),
         "PULocationID": ("PULocationID", pa.int32()),
         "DOLocationID": ("DOLocationID", pa.int32()),
         "trip_distance": ("trip_distance", pa.float64()),
     }
+
+
+def open_trips(path: Path, color: str) -> pq.ParquetFile:
+    """Open a TLC month for reading, checking that it holds the colour's `trip_columns`."""
+    import pyarrow.parquet as pq
+
     try:
-        schema = pq.read_schema(path)
+        trips = pq.ParquetFile(path)
+        names = trips.schema_arrow.names
     except Exception:
         raise CorruptDataError(f"{path} is not a readable parquet file (truncated or corrupt)") from None
-    missing = [name for name in wanted if name not in schema.names]
+    missing = [name for name in trip_columns(color) if name not in names]
     if missing:
         raise SchemaError(
             f"{path.name} lacks required column(s) {', '.join(missing)} for the {color} layout "
-            f"(it has {', '.join(schema.names)})"
+            f"(it has {', '.join(names)})"
         )
+    return trips
+
+
+def read_trips(path: Path, color: str) -> pa.Table:
+    """Read the model's columns of a TLC month with one schema whatever the month's writer.
+
+    Returns columns pickup_datetime, dropoff_datetime (timestamp[us]), PULocationID,
+    DOLocationID (int32) and trip_distance (float64). Extra columns in the file are ignored.
+    """
+    trips = open_trips(path, color)
     try:
-        table = pq.read_table(path, columns=list(wanted))
+        table = trips.read(columns=list(trip_columns(color)))
     except Exception as exc:
         raise CorruptDataError(f"{path} cannot be read ({exc}); it is truncated or corrupt") from None
+    return normalise_trips(table, color, path.name)
+
+
+def normalise_trips(table: pa.Table, color: str, source: str) -> pa.Table:
+    """Rename and cast the `trip_columns` of a table (or one batch of it) read from `source`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wanted = trip_columns(color)
     columns = []
     for source_name, (name, arrow_type) in wanted.items():
         column = table[source_name]
@@ -183,7 +204,7 @@ def read_trips(path: Path, color: str) -> pa.Table:
                 column = pc.cast(column, arrow_type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             raise SchemaError(
-                f"column {source_name} of {path.name} has type {column.type}, which cannot be "
+                f"column {source_name} of {source} has type {column.type}, which cannot be "
                 f"read as {arrow_type}"
             ) from None
         columns.append(column)

@@ -41,6 +41,10 @@ class UsageError(TaxipipeError):
     """A command was given an unknown target or options that do not fit together."""
 
 
+class NoChampionError(TaxipipeError):
+    """No registered model version carries the `champion` alias yet."""
+
+
 class BusyError(TaxipipeError):
     """Another run holds the home directory's lock."""
 

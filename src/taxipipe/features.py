@@ -63,7 +63,7 @@ class Encoder:
                 pickup_zones=np.unique(rides["PULocationID"]).tolist(),
                 dropoff_zones=np.unique(rides["DOLocationID"]).tolist(),
             )
-        pairs = np.unique(_pair_keys(rides))
+        pairs = np.unique(_pair_keys(rides["PULocationID"].to_numpy(), rides["DOLocationID"].to_numpy()))
         names = [f"PU_DO={key // PAIR_KEY_BASE}_{key % PAIR_KEY_BASE}" for key in pairs.tolist()]
         return cls(mode, vocabulary=sorted([*names, "trip_distance"]))
 
@@ -73,29 +73,31 @@ class Encoder:
 
     def transform(self, rides: pd.DataFrame) -> np.ndarray | sp.csr_matrix:
         """The feature matrix of `rides` (columns PULocationID, DOLocationID, trip_distance)."""
-        if self.mode == "categorical":
-            return self._categorical(rides)
-        return self._onehot(rides)
+        return self.encode(rides["PULocationID"].to_numpy(), rides["DOLocationID"].to_numpy(),
+                           rides["trip_distance"].to_numpy())
 
-    def _categorical(self, rides: pd.DataFrame) -> np.ndarray:
+    def encode(self, pickup: np.ndarray, dropoff: np.ndarray, distance: np.ndarray) -> np.ndarray | sp.csr_matrix:
+        """The feature matrix of rides given as three arrays (no DataFrame: the serving path)."""
+        if self.mode == "categorical":
+            return self._categorical(pickup, dropoff, distance)
+        return self._onehot(pickup, dropoff, distance)
+
+    def _categorical(self, pickup: np.ndarray, dropoff: np.ndarray, distance: np.ndarray) -> np.ndarray:
         import numpy as np
 
-        matrix = np.empty((len(rides), 3), dtype=np.float32)
-        for column, zones, target in (
-            ("PULocationID", self.pickup_zones, 0),
-            ("DOLocationID", self.dropoff_zones, 1),
-        ):
-            matrix[:, target] = _positions(np.asarray(zones), rides[column].to_numpy())
-        matrix[:, 2] = rides["trip_distance"].to_numpy()
+        matrix = np.empty((len(distance), 3), dtype=np.float32)
+        matrix[:, 0] = _positions(np.asarray(self.pickup_zones), pickup)
+        matrix[:, 1] = _positions(np.asarray(self.dropoff_zones), dropoff)
+        matrix[:, 2] = distance
         return matrix
 
-    def _onehot(self, rides: pd.DataFrame) -> sp.csr_matrix:
+    def _onehot(self, pickup: np.ndarray, dropoff: np.ndarray, distance: np.ndarray) -> sp.csr_matrix:
         import numpy as np
         import scipy.sparse as sp
 
         known_keys, columns = self._pair_columns()
-        rows = len(rides)
-        pair_column = _positions(known_keys, _pair_keys(rides))
+        rows = len(distance)
+        pair_column = _positions(known_keys, _pair_keys(pickup, dropoff))
         has_pair = ~np.isnan(pair_column)
         distance_column = len(self.vocabulary) - 1
         counts = has_pair.astype(np.int64) + 1
@@ -103,7 +105,7 @@ class Encoder:
         np.cumsum(counts, out=indptr[1:])
         indices = np.full(indptr[-1], distance_column, dtype=np.int32)
         data = np.empty(indptr[-1], dtype=np.float64)
-        data[indptr[1:] - 1] = rides["trip_distance"].to_numpy()
+        data[indptr[1:] - 1] = distance
         first = indptr[:-1][has_pair]
         indices[first] = columns[pair_column[has_pair].astype(np.int64)]
         data[first] = 1.0
@@ -138,11 +140,10 @@ class Encoder:
         return cls.from_json(path.read_text())
 
 
-def _pair_keys(rides: pd.DataFrame) -> np.ndarray:
+def _pair_keys(pickup: np.ndarray, dropoff: np.ndarray) -> np.ndarray:
     import numpy as np
 
-    pickup = rides["PULocationID"].to_numpy().astype(np.int64)
-    return pickup * PAIR_KEY_BASE + rides["DOLocationID"].to_numpy().astype(np.int64)
+    return pickup.astype(np.int64) * PAIR_KEY_BASE + dropoff.astype(np.int64)
 
 
 def _positions(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:

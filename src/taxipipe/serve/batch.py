@@ -1,0 +1,132 @@
+"""`taxipipe predict`: score every ride of a month with the champion, one row group at a time.
+
+The month is read in record batches and each batch's predictions are appended to the
+output, so a 3M-row month needs the memory of one batch, not of the month.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from taxipipe.config import Settings
+from taxipipe.errors import NoChampionError
+from taxipipe.partition import Partition
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+BATCH_ROWS = 262_144
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one scoring run wrote and how well it did where the month has actual durations."""
+
+    partition: Partition
+    path: Path
+    rows: int
+    seconds: float
+    model_name: str
+    model_version: int
+    rmse: float | None
+    rmse_rows: int
+
+    def summary(self) -> str:
+        score = (f"RMSE {self.rmse:.4f} on the {self.rmse_rows:,} rides of 1..60 minutes"
+                 if self.rmse is not None else "no rides of 1..60 minutes to compute an RMSE on")
+        return (f"🧮 {self.rows:,} rides of {self.partition.color} {self.partition.label} scored with "
+                f"{self.model_name} v{self.model_version} in {self.seconds:.1f} s: {score}\n   -> {self.path}")
+
+
+def predictions_path(settings: Settings, partition: Partition) -> Path:
+    return settings.home / "predictions" / partition.color / f"{partition.label}.parquet"
+
+
+def month_file(settings: Settings, partition: Partition) -> Path:
+    """The month's file in the download cache, fetched from the configured source if missing."""
+    from taxipipe.data import fetch, source_url
+    from taxipipe.layout import Layout
+
+    path = Layout(settings.home, partition).download(partition)
+    data = settings.data
+    fetch(source_url(data.url_template, partition), path, data.download_retries, data.download_backoff_seconds)
+    return path
+
+
+def load_champion(settings: Settings) -> Any:
+    """The champion as served (`champion.Loaded`), or NoChampionError naming the fix."""
+    from taxipipe import tracking
+    from taxipipe.serve.champion import NO_CHAMPION, load_version
+
+    name = settings.mlflow.model_name
+    version = tracking.champion_version(tracking.client(settings), name)
+    if version is None:
+        raise NoChampionError(NO_CHAMPION.format(alias=tracking.CHAMPION, name=name))
+    return load_version(settings, name, version)
+
+
+def score_month(settings: Settings) -> BatchResult:
+    """Score the configured month (data.color/year/month) into {home}/predictions/{color}/{YYYY-MM}.parquet."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from taxipipe.data import open_trips, trip_columns
+    from taxipipe.layout import atomic_path
+
+    started = time.perf_counter()
+    partition = settings.partition
+    champion = load_champion(settings)
+    source = month_file(settings, partition)
+    trips = open_trips(source, partition.color)
+    target = predictions_path(settings, partition)
+    rows = rmse_rows = 0
+    squared = 0.0
+    with atomic_path(target) as tmp:
+        writer: pq.ParquetWriter | None = None
+        for batch in trips.iter_batches(batch_size=BATCH_ROWS, columns=list(trip_columns(partition.color))):
+            scored, errors = _score(batch, partition.color, source.name, champion, rows)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, scored.schema)
+            writer.write_table(scored)
+            rows += scored.num_rows
+            rmse_rows += len(errors)
+            squared += float(np.sum(errors * errors))
+        if writer is None:
+            writer = pq.ParquetWriter(tmp, pa.schema([]))
+        writer.close()
+    rmse = float(np.sqrt(squared / rmse_rows)) if rmse_rows else None
+    return BatchResult(partition, target, rows, time.perf_counter() - started, champion.name,
+                       champion.version, rmse, rmse_rows)
+
+
+def _score(batch: pa.RecordBatch, color: str, source: str, champion: Any, first_index: int) -> tuple[pa.Table, Any]:
+    """The predictions table of one batch, and the errors of its rides of 1..60 minutes."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from taxipipe.data import DROPOFF, PICKUP, normalise_trips
+    from taxipipe.features import MAX_MINUTES, MIN_MINUTES
+
+    trips = normalise_trips(pa.Table.from_batches([batch]), color, source)
+    columns = {name: trips[name].to_numpy() for name in ("PULocationID", "DOLocationID", "trip_distance")}
+    predicted = champion.predict(columns["PULocationID"], columns["DOLocationID"], columns["trip_distance"])
+    elapsed = pc.subtract(trips[DROPOFF], trips[PICKUP]).cast(pa.int64())
+    actual = pc.divide(elapsed.cast(pa.float64()), 60e6)
+    actual_values = actual.to_numpy(zero_copy_only=False)
+    in_range = (actual_values >= MIN_MINUTES) & (actual_values <= MAX_MINUTES)
+    table = pa.table({
+        "ride_index": pa.array(np.arange(first_index, first_index + trips.num_rows, dtype=np.int64)),
+        PICKUP: trips[PICKUP],
+        "PULocationID": trips["PULocationID"],
+        "DOLocationID": trips["DOLocationID"],
+        "trip_distance": trips["trip_distance"],
+        "predicted_minutes": pa.array(predicted, type=pa.float32()),
+        "actual_minutes": actual,
+        "model_version": pa.array(np.full(trips.num_rows, champion.version, dtype=np.int32)),
+    })
+    return table, actual_values[in_range] - predicted[in_range].astype(np.float64)

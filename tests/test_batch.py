@@ -1,0 +1,59 @@
+"""`taxipipe predict`: a month scored by the champion into {home}/predictions, streamed by batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from taxipipe.config import load_settings
+from taxipipe.serve import batch
+from tests.conftest import TlcServer, cli_data_flags, run_cli
+
+
+def test_predict_scores_every_ride_like_the_pyfunc(champion_home: Path, tlc_server: TlcServer,
+                                                   tlc_dir: Path) -> None:
+    import mlflow.pyfunc
+
+    from taxipipe import tracking
+
+    result = run_cli("predict", *cli_data_flags(champion_home, tlc_server, month=2))
+    assert result.returncode == 0, result.stderr
+    written = champion_home / "predictions" / "green" / "2021-02.parquet"
+    assert "64,572 rides of green 2021-02 scored with nyc-taxi-duration v1" in result.stdout
+    assert "RMSE 6.0515 on the 61,921 rides of 1..60 minutes" in result.stdout
+    assert str(written) in result.stdout
+    scored = pq.read_table(written).to_pandas()
+    source = pq.read_table(tlc_dir / "green_tripdata_2021-02.parquet").to_pandas()
+    assert len(scored) == len(source) == 64_572
+    assert list(scored.columns) == ["ride_index", "pickup_datetime", "PULocationID", "DOLocationID",
+                                    "trip_distance", "predicted_minutes", "actual_minutes", "model_version"]
+    assert (scored["ride_index"].to_numpy() == np.arange(len(source))).all()
+    assert (scored["model_version"] == 1).all()
+    settings = load_settings(overrides={"home": str(champion_home)})
+    tracking.client(settings)
+    pyfunc = mlflow.pyfunc.load_model("models:/nyc-taxi-duration@champion")
+    expected = pyfunc.predict(source[["PULocationID", "DOLocationID", "trip_distance"]])
+    assert np.array_equal(scored["predicted_minutes"].to_numpy(), expected)
+    minutes = (source["lpep_dropoff_datetime"] - source["lpep_pickup_datetime"]).dt.total_seconds() / 60
+    assert np.allclose(scored["actual_minutes"], minutes)
+
+
+def test_predict_streams_batches(champion_home: Path, tlc_server: TlcServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batch, "BATCH_ROWS", 10_000)
+    settings = load_settings(overrides={"home": str(champion_home), "data": {
+        "year": 2021, "month": 3, "url_template": tlc_server.url_template}})
+    result = batch.score_month(settings)
+    stored = pq.ParquetFile(result.path)
+    assert stored.metadata.num_rows == result.rows
+    assert stored.metadata.num_row_groups == -(-result.rows // 10_000)
+    assert result.rmse is not None and 3 < result.rmse < 10
+
+
+def test_predict_without_champion_says_what_to_do(tmp_path: Path, tlc_server: TlcServer) -> None:
+    result = run_cli("predict", *cli_data_flags(tmp_path / "home", tlc_server, month=2))
+    assert result.returncode == 1
+    assert "run the pipeline first" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,208 @@
+"""`taxipipe serve`: the champion over HTTP, checked input, metrics, and swaps that drop nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from taxipipe.config import Settings, load_settings
+from taxipipe.serve.app import create_app
+from tests.conftest import REPO, TlcServer, cli_data_flags, free_port, run_cli, wait_healthy
+
+RIDE = {"PULocationID": 74, "DOLocationID": 168, "trip_distance": 2.5}
+
+
+def serve_settings(home: Path, **serve: Any) -> Settings:
+    return load_settings(overrides={"home": str(home), "serve": serve})
+
+
+@pytest.fixture
+def client(champion_home: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(serve_settings(champion_home, batch_limit=20_000))) as test_client:
+        yield test_client
+
+
+def test_predictions_equal_mlflow_pyfunc(client: TestClient, champion_home: Path, tlc_dir: Path) -> None:
+    import mlflow.pyfunc
+
+    from taxipipe import tracking
+
+    settings = serve_settings(champion_home)
+    tracking.client(settings)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.model_name}@champion")
+    rides = pd.read_parquet(tlc_dir / "green_tripdata_2021-02.parquet",
+                            columns=["PULocationID", "DOLocationID", "trip_distance"])
+    rides = rides[(rides["trip_distance"] >= 0)].reset_index(drop=True)
+    expected = pyfunc.predict(rides)
+    served = []
+    for start in range(0, len(rides), 20_000):
+        chunk = rides.iloc[start:start + 20_000]
+        response = client.post("/predict/batch", json={"rides": chunk.to_dict(orient="records")})
+        assert response.status_code == 200, response.text
+        served.extend(response.json()["durations"])
+    assert np.array_equal(np.asarray(served, dtype=np.float32), expected)
+    for index in (0, 17, len(rides) - 1):
+        one = client.post("/predict", json=rides.iloc[index].to_dict()).json()
+        assert np.float32(one["duration_minutes"]) == expected[index]
+        assert one["model_version"] == 1 and len(one["run_id"]) == 32
+
+
+@pytest.mark.parametrize(("body", "field", "rule"), [
+    ({"DOLocationID": 168, "trip_distance": 2.5}, "PULocationID", "is required"),
+    ({**RIDE, "PULocationID": "74"}, "PULocationID", "must be a whole number"),
+    ({**RIDE, "PULocationID": 74.5}, "PULocationID", "must be a whole number"),
+    ({**RIDE, "PULocationID": True}, "PULocationID", "must be a whole number"),
+    ({**RIDE, "DOLocationID": 0}, "DOLocationID", "must be a zone id in 1..265"),
+    ({**RIDE, "DOLocationID": 266}, "DOLocationID", "must be a zone id in 1..265"),
+    ({**RIDE, "trip_distance": -0.1}, "trip_distance", "must not be negative"),
+    ({**RIDE, "trip_distance": None}, "trip_distance", "must be a number"),
+    ([RIDE], "body", "must be a JSON object"),
+])
+def test_bad_ride_is_422_naming_field_and_rule(client: TestClient, body: Any, field: str, rule: str) -> None:
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422
+    answer = response.json()
+    assert answer["field"] == field and answer["rule"].startswith(rule)
+    assert client.post("/predict", json=RIDE).status_code == 200
+
+
+def test_non_finite_and_unparsable_bodies_are_422(client: TestClient) -> None:
+    text = json.dumps({**RIDE, "trip_distance": float("inf")})
+    assert client.post("/predict", content=text).json()["rule"] == "must be a finite number"
+    assert client.post("/predict", content=text.replace("Infinity", "NaN")).json()["rule"] == "must be a finite number"
+    broken = client.post("/predict", content="{not json")
+    assert broken.status_code == 422 and broken.json()["rule"] == "must be valid JSON"
+
+
+def test_whole_floats_and_extra_fields_are_accepted(client: TestClient) -> None:
+    plain = client.post("/predict", json=RIDE).json()
+    floats = client.post("/predict", json={"PULocationID": 74.0, "DOLocationID": 168.0, "trip_distance": 2.5,
+                                           "VendorID": 2}).json()
+    assert floats == plain
+
+
+def test_batch_rules(champion_home: Path) -> None:
+    with TestClient(create_app(serve_settings(champion_home, batch_limit=3))) as small:
+        assert small.post("/predict/batch", json={"rides": [RIDE] * 4}).status_code == 413
+        empty = small.post("/predict/batch", json={"rides": []})
+        assert empty.status_code == 422 and empty.json()["field"] == "rides"
+        bad = small.post("/predict/batch", json={"rides": [RIDE, {**RIDE, "DOLocationID": -3}]}).json()
+        assert bad["field"] == "rides[1].DOLocationID"
+        assert small.post("/predict/batch", json={"ride": RIDE}).json()["field"] == "rides"
+        answer = small.post("/predict/batch", json={"rides": [RIDE, {**RIDE, "trip_distance": 10}]}).json()
+        assert answer["rides"] == 2 and answer["durations"][0] != answer["durations"][1]
+
+
+def test_health_and_metrics(client: TestClient) -> None:
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["version"] == 1 and health["alias"] == "champion"
+    assert health["model_name"] == "nyc-taxi-duration" and health["loaded_at"]
+    client.post("/predict", json=RIDE)
+    client.post("/predict/batch", json={"rides": [RIDE] * 5})
+    client.post("/predict", json={})
+    metrics = client.get("/metrics").text
+    assert 'taxipipe_serve_requests_total{endpoint="/predict",status="200"} 1.0' in metrics
+    assert 'taxipipe_serve_requests_total{endpoint="/predict",status="422"} 1.0' in metrics
+    assert 'taxipipe_serve_request_seconds_count{endpoint="/predict/batch",status="200"} 1.0' in metrics
+    assert "taxipipe_serve_rides_predicted_total 6.0" in metrics
+    assert "taxipipe_serve_predicted_minutes_count 6.0" in metrics
+    assert "taxipipe_serve_model_version 1.0" in metrics
+
+
+def test_no_champion_starts_and_answers_503(tmp_path: Path) -> None:
+    with TestClient(create_app(serve_settings(tmp_path / "empty-home"))) as empty:
+        health = empty.get("/health")
+        assert health.status_code == 200 and health.json()["status"] == "no champion"
+        response = empty.post("/predict", json=RIDE)
+        assert response.status_code == 503
+        assert "run the pipeline first" in response.json()["detail"]
+        assert empty.post("/predict/batch", json={"rides": [RIDE]}).status_code == 503
+
+
+def test_admin_reload_follows_the_alias(champion_home: Path) -> None:
+    from taxipipe import tracking
+
+    settings = serve_settings(champion_home, reload_seconds=3600)
+    registry = tracking.client(settings)
+    name = settings.mlflow.model_name
+    with TestClient(create_app(settings)) as service:
+        first = service.get("/health").json()["version"]
+        current = registry.get_model_version(name, str(first))
+        copy = registry.create_model_version(name, current.source, run_id=current.run_id)
+        registry.set_registered_model_alias(name, tracking.CHAMPION, copy.version)
+        try:
+            assert service.get("/health").json()["version"] == first
+            assert service.post("/admin/reload").json()["version"] == int(copy.version)
+            assert service.post("/predict", json=RIDE).json()["model_version"] == int(copy.version)
+        finally:
+            registry.set_registered_model_alias(name, tracking.CHAMPION, str(first))
+
+
+@pytest.mark.slow
+def test_served_champion_switches_through_a_deploy_without_a_failed_request(
+        tmp_path: Path, tlc_server: TlcServer) -> None:
+    """No champion -> 503; `taxipipe run` deploys one; a second deploy swaps it under load."""
+    home, port = tmp_path / "home", free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAXIPIPE_")}
+    env.update(TAXIPIPE_SERVE__RELOAD_SECONDS="1", TAXIPIPE_VALIDATION__CHAMPION_TOLERANCE="100")
+    process = subprocess.Popen([sys.executable, "-m", "taxipipe.cli", "serve", "--home", str(home), "--port",
+                                str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               cwd=REPO)
+    import httpx
+
+    try:
+        wait_healthy(url, process)
+        with httpx.Client(base_url=url, timeout=10) as http:
+            assert http.post("/predict", json=RIDE).status_code == 503
+            first = run_cli("run", *cli_data_flags(home, tlc_server), env=env)
+            assert first.returncode == 0, first.stderr
+            assert _wait_for_version(http, 1)
+            answers: list[tuple[int, Any]] = []
+            stop = threading.Event()
+
+            def load() -> None:
+                with httpx.Client(base_url=url, timeout=10) as loop:
+                    while not stop.is_set():
+                        single = loop.post("/predict", json=RIDE)
+                        batch = loop.post("/predict/batch", json={"rides": [RIDE] * 100})
+                        answers.append((single.status_code, single.json().get("model_version")))
+                        answers.append((batch.status_code, batch.json().get("model_version")))
+
+            worker = threading.Thread(target=load)
+            worker.start()
+            try:
+                second = run_cli("run", *cli_data_flags(home, tlc_server, month=2), env=env)
+                assert second.returncode == 0, second.stderr
+                assert _wait_for_version(http, 2)
+                time.sleep(1)
+            finally:
+                stop.set()
+                worker.join()
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert [status for status, _ in answers if status != 200] == []
+    versions = [version for _, version in answers]
+    assert versions[0] == 1 and versions[-1] == 2 and versions == sorted(versions)
+    assert "serving nyc-taxi-duration version 2" in output
+
+
+def _wait_for_version(http: Any, version: int, seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if http.get("/health").json().get("version") == version:
+            return True
+        time.sleep(0.2)
+    return False

@@ -82,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
             loaded = champion.current
             metrics.model_version.set(loaded.version)
             metrics.reloads.inc()
-            log.warning("serving %s version %s (run %s)", loaded.name, loaded.version, loaded.run_id)
+            log.info("serving %s version %s (run %s)", loaded.name, loaded.version, loaded.run_id)
         return champion.describe()
 
     async def watch() -> None:
@@ -179,7 +179,6 @@ def serve(settings: Settings) -> int:
     options = settings.serve
     print(f"🚕 serving models:/{settings.mlflow.model_name}@champion from {settings.tracking_uri()} on "
           f"http://{options.host}:{options.port} (Ctrl-C stops it)", flush=True)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     common = {"host": options.host, "port": options.port, "log_level": "warning", "access_log": False}
     if options.workers == 1:
         uvicorn.run(create_app(settings), **common)

@@ -295,6 +295,24 @@ def add_predict(commands: Any) -> None:
     add_settings_flags(predict)
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from taxipipe.serve.monitor import monitor_month
+
+    report = monitor_month(settings_from(args))
+    print(report.table(), flush=True)
+    return 3 if report.drifted else 0
+
+
+def add_monitor(commands: Any) -> None:
+    monitor = command(commands, "monitor", cmd_monitor,
+                      "drift and RMSE of a month (--year/--month) against the champion; exit 3 past a threshold",
+                      description="Compare the month with the champion's training month (PSI, KS, Wasserstein "
+                                  "per feature and for the predictions; RMSE on its actual durations), write "
+                                  "HOME/reports/monitor_{color}_{YYYY-MM}.html, log to the MLflow experiment "
+                                  "'monitoring', and exit 3 when a monitor.* threshold is crossed.")
+    add_settings_flags(monitor)
+
+
 # -- completion -----------------------------------------------------------------------------
 
 def cmd_completion(args: argparse.Namespace) -> int:
@@ -319,6 +337,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     add_compare,
     add_serve,
     add_predict,
+    add_monitor,
     add_completion,
 )
 

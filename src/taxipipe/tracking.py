@@ -102,9 +102,13 @@ def _create_store(directory: Path, uri: str) -> None:
 
 def experiment_id(settings: Settings, mlflow_client: MlflowClient, runner: str) -> str:
     """The runner's experiment, created on first use with artifacts in the home directory."""
+    return named_experiment(settings, mlflow_client, settings.experiment_name(runner))
+
+
+def named_experiment(settings: Settings, mlflow_client: MlflowClient, name: str) -> str:
+    """The experiment `name`, created on first use with artifacts in the home directory."""
     from mlflow.exceptions import MlflowException
 
-    name = settings.experiment_name(runner)
     existing = mlflow_client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id

@@ -1,0 +1,320 @@
+"""`taxipipe monitor`: has the month drifted away from what the champion was trained on?
+
+For each feature (PULocationID, DOLocationID, trip_distance) and for the predictions, the
+month is compared with the champion's training month (rides of 1..60 minutes in both):
+
+- PSI (population stability index) decides: zones by their share of rides, distance and
+  minutes by the training month's deciles. PSI does not grow with the row count, so one
+  threshold (monitor.max_feature_psi, max_prediction_psi; 0.2 is the usual "major shift")
+  fits a 60k-ride green month and a 3M-ride yellow one.
+- KS statistic and Wasserstein distance (scipy) describe numeric shifts; Jensen-Shannon
+  distance describes zone shifts. They are reported, not thresholded: on months of this
+  size a KS p-value is ~0 for any visible difference.
+- RMSE on the month's actual durations against the RMSE the champion was registered with
+  (monitor.max_rmse_increase minutes).
+
+Evidently, the course's monitoring library, does not import with pandas 3 (the locked
+environment), so the statistics come from scipy and numpy.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from taxipipe.config import Settings
+from taxipipe.partition import Partition
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from taxipipe.serve.champion import Loaded
+
+ZONES = ("PULocationID", "DOLocationID")
+NUMERIC = ("trip_distance", "predicted_minutes")
+SHARE_FLOOR = 1e-4
+DECILES = 10
+EXPERIMENT = "monitoring"
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One column's shift between the training month and the monitored month."""
+
+    column: str
+    psi: float
+    threshold: float
+    ks: float | None = None
+    wasserstein: float | None = None
+    jensen_shannon: float | None = None
+
+    @property
+    def drifted(self) -> bool:
+        return self.psi > self.threshold
+
+
+@dataclass
+class MonitorReport:
+    """The comparison of a month with the champion's training month, and where it was recorded."""
+
+    partition: Partition
+    reference: Partition
+    model_name: str
+    model_version: int
+    champion_run_id: str
+    rows: int
+    reference_rows: int
+    drifts: list[Drift]
+    rmse: float
+    champion_rmse: float | None
+    max_rmse_increase: float
+    report_path: Path | None = None
+    run_id: str | None = None
+    seconds: float = 0.0
+    histograms: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def rmse_increase(self) -> float | None:
+        return None if self.champion_rmse is None else self.rmse - self.champion_rmse
+
+    @property
+    def reasons(self) -> list[str]:
+        """Every threshold crossed, in words."""
+        found = [f"{d.column} PSI {d.psi:.3f} > {d.threshold}" for d in self.drifts if d.drifted]
+        if self.rmse_increase is not None and self.rmse_increase > self.max_rmse_increase:
+            found.append(f"RMSE {self.rmse:.3f} is {self.rmse_increase:.3f} above the champion's "
+                         f"{self.champion_rmse:.3f} (allowed {self.max_rmse_increase})")
+        return found
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.reasons)
+
+    def metrics(self) -> dict[str, float]:
+        values: dict[str, float] = {"rmse": self.rmse, "rows": self.rows, "reference_rows": self.reference_rows,
+                                    "drifted": float(self.drifted)}
+        if self.champion_rmse is not None:
+            values.update(champion_rmse=self.champion_rmse, rmse_increase=self.rmse_increase)
+        for drift in self.drifts:
+            for stat in ("psi", "ks", "wasserstein", "jensen_shannon"):
+                value = getattr(drift, stat)
+                if value is not None:
+                    values[f"{drift.column}.{stat}"] = value
+        return values
+
+    def record(self) -> dict[str, Any]:
+        """A small JSON-serialisable record (for schedulers' XCom and task results)."""
+        return {"partition": self.partition.key, "reference": self.reference.key,
+                "model_version": self.model_version, "drifted": self.drifted, "reasons": self.reasons,
+                "rmse": self.rmse, "champion_rmse": self.champion_rmse, "run_id": self.run_id,
+                "report": str(self.report_path) if self.report_path else None,
+                "psi": {d.column: d.psi for d in self.drifts}}
+
+    def table(self) -> str:
+        lines = [f"🔎 {self.partition.color} {self.partition.label} ({self.rows:,} rides) against "
+                 f"{self.model_name} v{self.model_version}'s training month {self.reference.label} "
+                 f"({self.reference_rows:,} rides)", "",
+                 f"{'column':<18} {'PSI':>7} {'limit':>6} {'KS':>7} {'Wasserst.':>9} {'JS':>7}  drift"]
+        for d in self.drifts:
+            cells = [_cell(d.ks), _cell(d.wasserstein, 9), _cell(d.jensen_shannon)]
+            lines.append(f"{d.column:<18} {d.psi:>7.4f} {d.threshold:>6} {cells[0]} {cells[1]} {cells[2]}  "
+                         f"{'YES' if d.drifted else 'no'}")
+        champion = f"{self.champion_rmse:.4f}" if self.champion_rmse is not None else "unknown"
+        lines += ["", f"RMSE {self.rmse:.4f} on the month's rides of 1..60 minutes; champion registered with "
+                      f"{champion} (allowed increase {self.max_rmse_increase})"]
+        verdict = "⚠️  drift: " + "; ".join(self.reasons) if self.drifted else "✅ no threshold crossed"
+        lines.append(verdict)
+        if self.report_path:
+            lines.append(f"   report {self.report_path} (MLflow run {self.run_id} in '{EXPERIMENT}')")
+        return "\n".join(lines)
+
+
+def _cell(value: float | None, width: int = 7) -> str:
+    return f"{value:>{width}.4f}" if value is not None else " " * (width - 1) + "-"
+
+
+def psi(reference: np.ndarray, current: np.ndarray) -> float:
+    """Population stability index of two vectors of shares (each summing to 1)."""
+    import numpy as np
+
+    ref = np.clip(reference, SHARE_FLOOR, None)
+    cur = np.clip(current, SHARE_FLOOR, None)
+    return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def zone_drift(column: str, reference: np.ndarray, current: np.ndarray, threshold: float) -> Drift:
+    """Shift of a zone column: PSI and Jensen-Shannon distance of the zones' shares of rides."""
+    import numpy as np
+    from scipy.spatial.distance import jensenshannon
+
+    size = int(max(reference.max(initial=0), current.max(initial=0))) + 1
+    ref = np.bincount(reference.astype(np.int64), minlength=size) / max(len(reference), 1)
+    cur = np.bincount(current.astype(np.int64), minlength=size) / max(len(current), 1)
+    return Drift(column, psi(ref, cur), threshold, jensen_shannon=float(jensenshannon(ref, cur, base=2)))
+
+
+def numeric_drift(column: str, reference: np.ndarray, current: np.ndarray, threshold: float) -> Drift:
+    """Shift of a numeric column: PSI over the reference's deciles, KS statistic, Wasserstein distance."""
+    import numpy as np
+    from scipy import stats
+
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, DECILES + 1)[1:-1]))
+
+    def shares(values: np.ndarray) -> np.ndarray:
+        return np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1) / len(values)
+
+    return Drift(column, psi(shares(reference), shares(current)), threshold,
+                 ks=float(stats.ks_2samp(reference, current).statistic),
+                 wasserstein=float(stats.wasserstein_distance(reference, current)))
+
+
+def clean_rides(settings: Settings, partition: Partition) -> dict[str, np.ndarray]:
+    """The month's rides of 1..60 minutes as arrays (fetched into the download cache if needed)."""
+    from taxipipe.data import read_trips
+    from taxipipe.features import MODEL_COLUMNS, TARGET, add_duration
+    from taxipipe.serve.batch import month_file
+
+    table = add_duration(read_trips(month_file(settings, partition), partition.color))
+    return {name: table[name].to_numpy() for name in (*MODEL_COLUMNS, TARGET)}
+
+
+def training_month(settings: Settings, champion: Loaded) -> tuple[Partition, float | None]:
+    """The champion's training month and its registered RMSE, from its MLflow run."""
+    from taxipipe import tracking
+
+    run = tracking.client(settings).get_run(champion.run_id)
+    params = run.data.params
+    reference = Partition(params["color"], int(params["year"]), int(params["month"]))
+    return reference, run.data.metrics.get("rmse")
+
+
+def compare(settings: Settings, champion: Loaded) -> MonitorReport:
+    """Drift of the configured month against the champion's training month, and its RMSE."""
+    import numpy as np
+
+    from taxipipe.model import rmse
+
+    limits = settings.monitor
+    reference_month, champion_rmse = training_month(settings, champion)
+    reference = clean_rides(settings, reference_month)
+    current = clean_rides(settings, settings.partition)
+    for rides in (reference, current):
+        rides["predicted_minutes"] = champion.predict(rides["PULocationID"], rides["DOLocationID"],
+                                                      rides["trip_distance"]).astype(np.float64)
+    drifts = [zone_drift(column, reference[column], current[column], limits.max_feature_psi) for column in ZONES]
+    drifts += [numeric_drift(column, reference[column], current[column],
+                             limits.max_feature_psi if column == "trip_distance" else limits.max_prediction_psi)
+               for column in NUMERIC]
+    report = MonitorReport(
+        partition=settings.partition, reference=reference_month, model_name=champion.name,
+        model_version=champion.version, champion_run_id=champion.run_id, rows=len(current["duration"]), reference_rows=len(reference["duration"]),
+        drifts=drifts, rmse=rmse(current["duration"], current["predicted_minutes"]), champion_rmse=champion_rmse,
+        max_rmse_increase=limits.max_rmse_increase)
+    report.histograms = {column: (reference[column], current[column]) for column in NUMERIC}
+    return report
+
+
+def monitor_month(settings: Settings) -> MonitorReport:
+    """Compare the configured month with the champion's training month; write the HTML report
+    under {home}/reports/ and log the metrics to the MLflow experiment `monitoring`."""
+    from taxipipe.layout import write_text_atomic
+    from taxipipe.serve.batch import load_champion
+
+    started = time.perf_counter()
+    report = compare(settings, load_champion(settings))
+    partition = report.partition
+    report.report_path = settings.home / "reports" / f"monitor_{partition.color}_{partition.label}.html"
+    report.run_id = log_to_mlflow(settings, report)
+    report.seconds = time.perf_counter() - started
+    write_text_atomic(report.report_path, render_html(report))
+    _log_artifact(settings, report)
+    return report
+
+
+def log_to_mlflow(settings: Settings, report: MonitorReport) -> str:
+    """One run in the `monitoring` experiment: the month, the champion, every statistic."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    from taxipipe import tracking
+
+    client = tracking.client(settings)
+    experiment = tracking.named_experiment(settings, client, EXPERIMENT)
+    partition = report.partition
+    run = client.create_run(experiment, run_name=f"monitor-{partition.color}-{partition.label}",
+                            tags={"partition": partition.key, "reference_partition": report.reference.key})
+    now = int(time.time() * 1000)
+    params = {"color": partition.color, "year": partition.year, "month": partition.month,
+              "model_name": report.model_name, "model_version": report.model_version,
+              "champion_run_id": report.champion_run_id, "reference": report.reference.key}
+    client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in report.metrics().items()],
+                     params=[Param(k, str(v)) for k, v in params.items()],
+                     tags=[RunTag("drift.reasons", "; ".join(report.reasons) or "none")])
+    return run.info.run_id
+
+
+def _log_artifact(settings: Settings, report: MonitorReport) -> None:
+    from taxipipe import tracking
+
+    client = tracking.client(settings)
+    client.log_artifact(report.run_id, str(report.report_path))
+    client.set_terminated(report.run_id)
+
+
+def render_html(report: MonitorReport) -> str:
+    """A self-contained HTML page: the verdict, the statistics and the two distributions."""
+    rows = "".join(
+        f"<tr class='{'bad' if d.drifted else ''}'><td>{d.column}</td><td>{d.psi:.4f}</td><td>{d.threshold}</td>"
+        f"<td>{_html_cell(d.ks)}</td><td>{_html_cell(d.wasserstein)}</td><td>{_html_cell(d.jensen_shannon)}</td>"
+        f"<td>{'drift' if d.drifted else 'ok'}</td></tr>" for d in report.drifts)
+    verdict = ("Drift: " + "; ".join(report.reasons)) if report.drifted else "No threshold crossed."
+    champion = f"{report.champion_rmse:.4f}" if report.champion_rmse is not None else "unknown"
+    plots = "".join(f"<h2>{html.escape(column)}</h2><img alt='{column}' src='data:image/png;base64,{_histogram(*values)}'>"
+                    for column, values in report.histograms.items())
+    p = report.partition
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>taxipipe monitor {p.color} {p.label}</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.3em .8em;border-bottom:1px solid #ddd}}
+.bad{{background:#fdd}}</style></head><body>
+<h1>{p.color} {p.label} against {html.escape(report.model_name)} v{report.model_version}</h1>
+<p>Training month {report.reference.label}: {report.reference_rows:,} rides; this month: {report.rows:,} rides
+(rides of 1..60 minutes in both).</p>
+<p><strong>{html.escape(verdict)}</strong></p>
+<table><tr><th>column</th><th>PSI</th><th>limit</th><th>KS</th><th>Wasserstein</th><th>Jensen-Shannon</th><th></th></tr>
+{rows}</table>
+<p>RMSE on this month's actual durations: {report.rmse:.4f}; the champion was registered with {champion}
+(allowed increase {report.max_rmse_increase} minutes).</p>
+{plots}
+<p>MLflow run {report.run_id} in experiment '{EXPERIMENT}'. PSI over the training month's deciles
+(numbers) or the zones' shares (zones) decides; KS, Wasserstein and Jensen-Shannon describe.</p>
+</body></html>
+"""
+
+
+def _html_cell(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "-"
+
+
+def _histogram(reference: np.ndarray, current: np.ndarray) -> str:
+    """Both distributions as one PNG (base64), clipped at the reference's 99th percentile."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    top = float(np.quantile(reference, 0.99))
+    bins = np.linspace(0, top, 40)
+    figure, axes = plt.subplots(figsize=(7, 3))
+    axes.hist(np.clip(reference, 0, top), bins=bins, density=True, alpha=0.5, label="training month")
+    axes.hist(np.clip(current, 0, top), bins=bins, density=True, alpha=0.5, label="this month")
+    axes.legend()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode()

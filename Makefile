@@ -10,12 +10,13 @@ ARGS ?=
 HOME_OF := $(BIN)/python -c 'from taxipipe.config import load_settings; print(load_settings().home)'
 AIRFLOW_PORT ?= 8080
 
-.PHONY: env run test bench mlflow-ui airflow-ui prefect-server clean help
+.PHONY: env run test bench serve mlflow-ui airflow-ui prefect-server clean help
 
 help:
 	@echo "make run        run the pipeline (simple runner; ARGS='--year 2021 --month 1 ...')"
 	@echo "make test       run the test suite"
 	@echo "make bench      the benchmarks against the reference pipeline (BENCH='green scaled')"
+	@echo "make serve      serve the champion on 127.0.0.1:9696 (/predict, /health, /metrics; ARGS='--port N')"
 	@echo "make mlflow-ui  start the MLflow UI on the embedded store (127.0.0.1:5000)"
 	@echo "make airflow-ui start Airflow (standalone) with the DAG in dags/ (127.0.0.1:AIRFLOW_PORT, 8080)"
 	@echo "make prefect-server  start a Prefect server and UI on 127.0.0.1:4200 (docs/prefect.md)"
@@ -41,6 +42,9 @@ BENCH ?= green green-onehot scaled
 bench: env
 	for scenario in $(BENCH); do $(BIN)/python benchmarks/bench_pipeline.py $$scenario || exit 1; done
 	$(BIN)/python benchmarks/bench_make_uptodate.py
+
+serve: env
+	$(BIN)/taxipipe serve $(ARGS)
 
 mlflow-ui: env
 	$(BIN)/taxipipe ui $(ARGS)

@@ -313,6 +313,49 @@ def add_monitor(commands: Any) -> None:
     add_settings_flags(monitor)
 
 
+# -- stack ----------------------------------------------------------------------------------
+
+def stack_runner_env(args: argparse.Namespace) -> dict[str, str]:
+    """The settings flags of `stack up` as TAXIPIPE_* variables for the runs its workers start."""
+    from taxipipe.config import flatten
+
+    tables = {key: value for key, value in overrides_from(args).items() if key not in ("home", "mlflow")}
+    env = {"TAXIPIPE_" + key.upper().replace(".", "__"): str(value) for key, value in flatten(tables).items()}
+    if args.config is not None:
+        env["TAXIPIPE_CONFIG"] = str(args.config.resolve())
+    return env
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from taxipipe.stack import control
+
+    settings = settings_from(args)
+    if args.action == "up":
+        control.up(settings, stack_runner_env(args))
+    elif args.action == "down":
+        control.down(settings)
+    elif args.action == "env":
+        print(control.environment(settings))
+    else:
+        states = control.status(settings)
+        width = max(len(state.name) for state in states)
+        for state in states:
+            pid = f"pid {state.pid}" if state.pid else "-"
+            print(f"{state.name:<{width}}  {state.state:<9}  {state.url or '-':<32}  {pid}")
+        return 0 if all(state.state == "healthy" for state in states) else 1
+    return 0
+
+
+def add_stack(commands: Any) -> None:
+    stack = command(commands, "stack", cmd_stack,
+                    "PostgreSQL, MLflow, Airflow and Prefect servers on 127.0.0.1 (docs/production.md)",
+                    description="Run the shared stack in the background, with state and logs in HOME/stack.")
+    stack.add_argument("action", choices=["up", "down", "status", "env"],
+                       help="up: start what is missing; down: stop everything; status: health of each "
+                            "service (exit 1 if one is not healthy); env: export lines for a shell")
+    add_settings_flags(stack)
+
+
 # -- completion -----------------------------------------------------------------------------
 
 def cmd_completion(args: argparse.Namespace) -> int:
@@ -338,6 +381,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     add_serve,
     add_predict,
     add_monitor,
+    add_stack,
     add_completion,
 )
 

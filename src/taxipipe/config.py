@@ -125,6 +125,20 @@ class MonitorSettings(Section):
     )
 
 
+class StackSettings(Section):
+    """`taxipipe stack`: the ports of its servers on 127.0.0.1 and how long to wait for them."""
+
+    postgres_port: int = Field(default=5432, ge=1, le=65535)
+    mlflow_port: int = Field(default=5000, ge=1, le=65535)
+    airflow_port: int = Field(default=8080, ge=1, le=65535)
+    prefect_port: int = Field(default=4200, ge=1, le=65535)
+    airflow_parallelism: int = Field(default=4, ge=1, description="task slots of the LocalExecutor")
+    start_timeout_seconds: float = Field(default=300, gt=0)
+    project_dir: Path | None = Field(
+        default=None, description="holds dags/ and prefect.yaml; None: the checkout of the package"
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of the pipeline, one section per concern."""
 
@@ -143,6 +157,7 @@ class Settings(BaseSettings):
     artifacts: ArtifactSettings = ArtifactSettings()
     serve: ServeSettings = ServeSettings()
     monitor: MonitorSettings = MonitorSettings()
+    stack: StackSettings = StackSettings()
 
     @model_validator(mode="after")
     def _expand_home(self) -> Settings:

@@ -49,6 +49,10 @@ class BusyError(TaxipipeError):
     """Another run holds the home directory's lock."""
 
 
+class StackError(TaxipipeError):
+    """A server of `taxipipe stack` cannot start: a port is taken, a program is missing..."""
+
+
 #: Failures another attempt cannot fix: runners fail at once on these instead of retrying.
 PERMANENT_ERRORS: tuple[type[TaxipipeError], ...] = (
     ConfigError, DataNotFoundError, SchemaError, CorruptDataError, DataQualityError, PipelineStateError,

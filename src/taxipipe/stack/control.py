@@ -1,0 +1,203 @@
+"""`taxipipe stack up | down | status | env`: the services in order, each started only if missing."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from taxipipe.config import Settings
+from taxipipe.errors import StackError
+from taxipipe.stack import postgres, processes
+from taxipipe.stack.processes import PidRecord
+from taxipipe.stack.services import AIRFLOW_ADMIN, Service, Stack, prefect_pool
+from taxipipe.stack.state import StackPaths
+
+#: Every service, in start order (`down` stops them in reverse).
+SERVICES = ("postgres", "mlflow", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+            "prefect-server", "prefect-worker")
+
+_print_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    with _print_lock:
+        print(line, flush=True)
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """One line of `stack status`."""
+
+    name: str
+    state: str
+    url: str | None
+    pid: int | None
+
+
+def _running(paths: StackPaths, name: str) -> PidRecord | None:
+    if name == postgres.SERVICE:
+        return postgres.running(paths)
+    record = processes.read_record(paths, name)
+    return record if record is not None and record.leader_alive() else None
+
+
+def _services(stack: Stack) -> list[Service]:
+    return [stack.mlflow(), *stack.airflow(), stack.prefect_server(), stack.prefect_worker()]
+
+
+def _start(stack: Stack, service: Service) -> None:
+    """Start one service (after ending what a dead predecessor left) and wait until it is healthy."""
+    started = time.monotonic()
+    previous = processes.read_record(stack.paths, service.name)
+    if previous is not None:
+        processes.stop_members(previous, grace_seconds=10)
+    record = processes.start(stack.paths, service.name, service.command, service.env(), cwd=service.cwd,
+                             url=service.url, port=service.port)
+    timeout = stack.settings.stack.start_timeout_seconds
+    log = stack.paths.log(service.name)
+    if not processes.wait_until(lambda: not record.leader_alive() or service.health(), timeout, 0.5):
+        raise StackError(f"{service.name} did not become healthy within {timeout:.0f} s; see {log}")
+    if not record.leader_alive():
+        raise StackError(f"{service.name} exited while starting; see {log}")
+    where = f" on {service.url}" if service.url else ""
+    say(f"✅ {service.name} healthy in {time.monotonic() - started:.1f}s{where} (pid {record.pid})")
+
+
+def _start_missing(stack: Stack, service: Service, missing: set[str]) -> None:
+    if service.name in missing:
+        _start(stack, service)
+
+
+def _airflow_chain(stack: Stack, services: dict[str, Service], missing: set[str]) -> None:
+    """Migrate the database if the API server is missing, then start the missing parts together."""
+    names = [name for name in SERVICES if name.startswith("airflow-") and name in missing]
+    if not names:
+        return
+    stack.write_airflow_files()
+    if "airflow-api-server" in missing:
+        started = time.monotonic()
+        processes.run_checked(stack.python("airflow", "db", "migrate"), stack.airflow_env(),
+                              "airflow db migrate", stack.paths.log("airflow-migrate"), timeout=900)
+        say(f"✅ airflow db migrate done in {time.monotonic() - started:.1f}s")
+    with ThreadPoolExecutor(len(names)) as pool:
+        for future in [pool.submit(_start, stack, services[name]) for name in names]:
+            future.result()
+
+
+def _prefect_chain(stack: Stack, services: dict[str, Service], missing: set[str]) -> None:
+    import httpx
+
+    _start_missing(stack, services["prefect-server"], missing)
+    pool = prefect_pool(stack.project)
+    answer = httpx.post(f"{stack.prefect_api}/work_pools/", json={"name": pool, "type": "process"},
+                        timeout=30)
+    if answer.status_code not in (201, 409):
+        raise StackError(f"creating the Prefect work pool '{pool}' failed: HTTP {answer.status_code}")
+    if not stack.deployments_applied():
+        started = time.monotonic()
+        processes.run_checked(stack.python("prefect", "--no-prompt", "deploy", "--all"), stack.prefect_env(),
+                              "prefect deploy --all", stack.paths.log("prefect-deploy"), cwd=stack.project)
+        say(f"✅ prefect.yaml deployed to work pool '{pool}' in {time.monotonic() - started:.1f}s")
+    _start_missing(stack, services["prefect-worker"], missing)
+
+
+def up(settings: Settings, runner_env: Mapping[str, str]) -> None:
+    """Start every missing service: PostgreSQL, then MLflow, Airflow and Prefect side by side."""
+    stack = Stack(settings, runner_env)
+    paths = stack.paths
+    paths.create()
+    services = {service.name: service for service in _services(stack)}
+    missing = {name for name in SERVICES if _running(paths, name) is None}
+    for name in SERVICES:
+        record = _running(paths, name)
+        if record is not None:
+            say(f"⏭️  {name} already running (pid {record.pid})")
+    if postgres.SERVICE in missing:
+        processes.require_free_port(settings.stack.postgres_port, "PostgreSQL", "postgres_port")
+    for name in missing - {postgres.SERVICE}:
+        service = services[name]
+        if service.port is not None:
+            processes.require_free_port(service.port, name, service.setting or "")
+
+    started = time.monotonic()
+    env = stack.base_env()
+    if not postgres.initialised(paths):
+        postgres.init_cluster(paths, stack.secrets["postgres"], env)
+    if postgres.SERVICE in missing:
+        record = postgres.start(paths, settings.stack.postgres_port, env)
+        say(f"✅ postgres healthy in {time.monotonic() - started:.1f}s on 127.0.0.1:"
+            f"{settings.stack.postgres_port} (pid {record.pid})")
+    postgres.ensure_databases(settings.stack.postgres_port, stack.secrets)
+
+    chains: list[Callable[[], None]] = [
+        lambda: _start_missing(stack, services["mlflow"], missing),
+        lambda: _airflow_chain(stack, services, missing),
+        lambda: _prefect_chain(stack, services, missing),
+    ]
+    with ThreadPoolExecutor(len(chains)) as pool:
+        futures = [pool.submit(chain) for chain in chains]
+    errors = [future.exception() for future in futures if future.exception() is not None]
+    if errors:
+        raise errors[0]
+    say(f"🟢 stack up in {time.monotonic() - started:.1f}s; Airflow login '{AIRFLOW_ADMIN}', password in "
+        f"{paths.airflow_home / 'passwords.json'}")
+    say('👉 eval "$(taxipipe stack env)" points this shell and its runners at the stack')
+
+
+#: `down` stops these groups in order, the services of a group side by side.
+STOP_ORDER = (("prefect-worker", "airflow-scheduler", "airflow-dag-processor"),
+              ("prefect-server", "airflow-api-server", "mlflow"))
+
+
+def _stop(paths: StackPaths, name: str) -> None:
+    started = time.monotonic()
+    processes.stop(paths, name)
+    say(f"⏹️  {name} stopped in {time.monotonic() - started:.1f}s")
+
+
+def down(settings: Settings) -> None:
+    """Stop every service: workers, then servers, then PostgreSQL (a fast shutdown)."""
+    paths = StackPaths.of(settings.home)
+    if not paths.root.exists():
+        say(f"⏭️  no stack in {settings.home}")
+        return
+    for group in STOP_ORDER:
+        present = [name for name in group if processes.read_record(paths, name) is not None]
+        with ThreadPoolExecutor(max(len(present), 1)) as pool:
+            for future in [pool.submit(_stop, paths, name) for name in present]:
+                future.result()
+    if postgres.running(paths) is not None:
+        started = time.monotonic()
+        postgres.stop(paths, dict(os.environ))
+        say(f"⏹️  postgres stopped in {time.monotonic() - started:.1f}s")
+
+
+def status(settings: Settings) -> list[ServiceState]:
+    """Each service with its URL, pid and health."""
+    stack = Stack(settings)
+    services = {service.name: service for service in _services(stack)}
+    states = []
+    for name in SERVICES:
+        record = _running(stack.paths, name)
+        if name == postgres.SERVICE:
+            port = record.port if record else settings.stack.postgres_port
+            healthy = record is not None and postgres.healthy(port)
+            url = f"postgresql://127.0.0.1:{port}"
+        else:
+            service = services[name]
+            healthy = record is not None and service.health()
+            url = record.url if record else service.url
+        state = "healthy" if healthy else ("unhealthy" if record else "down")
+        states.append(ServiceState(name, state, url, record.pid if record else None))
+    return states
+
+
+def environment(settings: Settings) -> str:
+    """`export` lines that point a shell (and every runner it starts) at the stack."""
+    stack = Stack(settings)
+    return "\n".join(f"export {key}={shlex.quote(value)}" for key, value in stack.user_env().items())

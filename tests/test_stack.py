@@ -1,0 +1,318 @@
+"""`taxipipe stack`: the real servers on PostgreSQL, real schedules, then nothing left behind.
+
+One stack serves the whole module (starting it takes about a minute): the tests run in file
+order against it, and the last one stops it, starts it again and stops it for good.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import psutil
+import pytest
+
+from taxipipe.stack import postgres
+from taxipipe.stack.control import SERVICES
+from taxipipe.stack.processes import PidRecord, read_record
+from taxipipe.stack.state import StackPaths
+from tests.conftest import REPO, TlcServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+
+DAG_ID = "taxi_duration_pipeline"
+PORTS = ("postgres", "mlflow", "airflow", "prefect")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class RunningStack:
+    home: Path
+    env: dict[str, str]
+    ports: dict[str, int]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def paths(self) -> StackPaths:
+        return StackPaths.of(self.home)
+
+    def cli(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "taxipipe.cli", "stack", *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def up(self) -> str:
+        started = time.monotonic()
+        result = self.cli("up")
+        assert result.returncode == 0, result.stdout + result.stderr[-5000:]
+        self.timings.setdefault("up", time.monotonic() - started)
+        return result.stdout
+
+    def user_env(self) -> dict[str, str]:
+        """The environment of a shell after `eval "$(taxipipe stack env)"`."""
+        result = self.cli("env", timeout=120)
+        assert result.returncode == 0, result.stderr
+        exported = {key: " ".join(shlex.split(value))
+                    for key, value in re.findall(r"^export (\w+)=(.*)$", result.stdout, re.M)}
+        return {**self.env, **exported}
+
+    def secrets(self) -> dict[str, str]:
+        return json.loads(self.paths.secrets.read_text())
+
+    def records(self) -> list[PidRecord]:
+        found = [read_record(self.paths, name) for name in SERVICES[1:]]
+        found.append(postgres.running(self.paths))
+        return [record for record in found if record is not None]
+
+    def processes(self) -> list[psutil.Process]:
+        return [process for record in self.records() for process in record.members()]
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['mlflow']}"
+
+    @property
+    def prefect_api(self) -> str:
+        return f"http://127.0.0.1:{self.ports['prefect']}/api"
+
+
+@pytest.fixture(scope="module")
+def stack(tlc_server: TlcServer) -> Iterator[RunningStack]:
+    """A stack in a fresh home on free ports, its data served by the test mirror."""
+    base = Path(tempfile.mkdtemp(prefix="taxipipe-stack-"))
+    base.chmod(0o711)  # as root, PostgreSQL runs as user postgres and must reach the cluster
+    ports = {name: free_port() for name in PORTS}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "AIRFLOW", "PREFECT_", "MLFLOW_"))}
+    env.update({
+        "TAXIPIPE_HOME": str(base / "home"),
+        "TAXIPIPE_DATA__URL_TEMPLATE": tlc_server.url_template,
+        "TAXIPIPE_DATA__DOWNLOAD_BACKOFF_SECONDS": "0.01",
+        "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "5",
+        **{f"TAXIPIPE_STACK__{name.upper()}_PORT": str(port) for name, port in ports.items()},
+    })
+    running = RunningStack(base / "home", env, ports)
+    try:
+        print(running.up())
+        yield running
+    finally:
+        running.cli("down", timeout=300)
+        for record in running.records():
+            for process in record.members():
+                process.kill()
+        shutil.rmtree(base, ignore_errors=True)
+        print(f"stack timings: {running.timings}")
+
+
+def airflow_api(stack: RunningStack) -> httpx.Client:
+    """A client of Airflow's REST API, logged in as the generated admin."""
+    url = f"http://127.0.0.1:{stack.ports['airflow']}"
+    password = json.loads((stack.paths.airflow_home / "passwords.json").read_text())["admin"]
+    token = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30)
+    assert token.status_code in (200, 201), token.text
+    return httpx.Client(base_url=f"{url}/api/v2", timeout=30,
+                        headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+
+
+def backfill_runs(api: httpx.Client) -> list[dict[str, Any]]:
+    runs = api.get(f"/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill", "order_by": "logical_date"})
+    assert runs.status_code == 200, runs.text
+    return runs.json()["dag_runs"]
+
+
+def running_tasks(api: httpx.Client, run_id: str) -> list[str]:
+    tasks = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
+    assert tasks.status_code == 200, tasks.text
+    return [task["task_id"] for task in tasks.json()["task_instances"] if task["state"] == "running"]
+
+
+def wait_for(condition: Any, seconds: float, what: str, interval: float = 2) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {seconds:.0f} s")
+
+
+def finished_runs(stack: RunningStack, runner: str) -> list[Any]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(stack.mlflow_url, registry_uri=stack.mlflow_url)
+    experiment = client.get_experiment_by_name(f"orchestration-pipeline-{runner}")
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time ASC"])
+
+
+def status_lines(stack: RunningStack) -> tuple[int, dict[str, str]]:
+    result = stack.cli("status", timeout=120)
+    states = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()}
+    return result.returncode, states
+
+
+# --- the tests, in order -----------------------------------------------------------------
+
+
+def test_up_starts_every_service_healthy_and_again_starts_nothing(stack: RunningStack):
+    code, states = status_lines(stack)
+    assert states == dict.fromkeys(SERVICES, "healthy") and code == 0
+
+    again = stack.up()
+    assert [line.split()[1] for line in again.splitlines() if "already running" in line] == list(SERVICES)
+    assert "healthy in" not in again
+
+    user = stack.user_env()
+    assert user["TAXIPIPE_MLFLOW__TRACKING_URI"] == stack.mlflow_url
+    assert user["PREFECT_API_URL"] == stack.prefect_api
+    assert httpx.get(f"{stack.prefect_api}/deployments/name/ml-pipeline/monthly", timeout=30).status_code == 200
+
+
+def test_nothing_listens_beyond_localhost_and_no_password_shows(stack: RunningStack):
+    listening = {}
+    for process in stack.processes():
+        for connection in process.net_connections(kind="inet"):
+            if connection.status == psutil.CONN_LISTEN:
+                listening[(connection.laddr.ip, connection.laddr.port)] = process.name()
+    assert {port for _, port in listening} >= set(stack.ports.values())
+    assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
+
+    secrets = stack.secrets()
+    assert len(secrets) >= 5 and all(len(value) >= 16 for value in secrets.values())
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        assert not [name for name, value in secrets.items() if value in command], command
+    private = {stack.paths.secrets, stack.paths.airflow_home / "passwords.json",
+               stack.paths.airflow_home / "sql_alchemy_conn"}
+    logs = [*stack.paths.logs.iterdir(), postgres.log_path(stack.paths)]
+    for log in logs:
+        text = log.read_text(errors="replace")
+        assert not [name for name, value in secrets.items() if value in text], log
+    for path in private:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert REPO not in stack.paths.secrets.parents
+    environment = stack.cli("env", timeout=120).stdout
+    assert not [name for name, value in secrets.items() if value in environment]
+
+
+def test_airflow_backfill_survives_a_killed_scheduler(stack: RunningStack):
+    started = time.monotonic()
+    user = stack.user_env()
+    backfill = subprocess.run(
+        [sys.executable, "-m", "airflow", "backfill", "create", "--dag-id", DAG_ID, "--from-date", "2021-03-01",
+         "--to-date", "2021-04-01", "--max-active-runs", "1"], env=user, capture_output=True, text=True,
+        timeout=600)
+    assert backfill.returncode == 0, backfill.stdout + backfill.stderr[-5000:]
+    api = airflow_api(stack)
+    runs = wait_for(lambda: len(backfill_runs(api)) == 2 and backfill_runs(api), 300, "two backfill runs")
+    assert [run["logical_date"][:10] for run in runs] == ["2021-03-01", "2021-04-01"]
+
+    first = runs[0]["dag_run_id"]
+    busy = wait_for(lambda: running_tasks(api, first), 600, "a running task of the first run", interval=1)
+    scheduler = read_record(stack.paths, "airflow-scheduler")
+    os.kill(scheduler.pid, signal.SIGKILL)
+    code, states = status_lines(stack)
+    assert code == 1 and states["airflow-scheduler"] == "down"
+    print(f"killed the scheduler while {busy} ran")
+
+    restarted = stack.up()
+    assert "airflow-scheduler healthy in" in restarted, restarted
+    assert restarted.count("already running") == len(SERVICES) - 1
+    code, states = status_lines(stack)
+    assert code == 0, states
+
+    def settled() -> list[str] | None:
+        states = [run["state"] for run in backfill_runs(api)]
+        return states if all(state in ("success", "failed") for state in states) else None
+
+    assert wait_for(settled, 1500, "both backfill runs finished", interval=5) == ["success", "success"]
+    stack.timings["airflow backfill of two months"] = time.monotonic() - started
+
+    runs = finished_runs(stack, "airflow")
+    assert [run.data.tags["partition"] for run in runs] == ["green/2021-01", "green/2021-02"]
+    assert all(run.data.tags["airflow.run_id"].startswith("backfill__") for run in runs)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(stack.mlflow_url, registry_uri=stack.mlflow_url)
+    champion = client.get_model_version_by_alias("nyc-taxi-duration", "champion")
+    assert champion.run_id in {run.info.run_id for run in runs}
+    assert list(stack.paths.artifacts.rglob("MLmodel")), "the server keeps the models in its artifact root"
+
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=stack.ports["postgres"], user="mlflow", dbname="mlflow",
+                         password=stack.secrets()["db_mlflow"]) as connection:
+        stored = {row[0] for row in connection.execute("SELECT run_uuid FROM runs WHERE status = 'FINISHED'")}
+        aliases = connection.execute("SELECT alias FROM registered_model_aliases").fetchall()
+    assert {run.info.run_id for run in runs} <= stored and ("champion",) in aliases
+
+
+def test_the_prefect_worker_runs_a_deployment(stack: RunningStack):
+    started = time.monotonic()
+    user = stack.user_env()
+    prefect = Path(sys.executable).with_name("prefect")
+    result = subprocess.run([str(prefect), "deployment", "run", "ml-pipeline/monthly", "--param", "latest=false",
+                             "--param", "year=2021", "--param", "month=3"], env=user, capture_output=True,
+                            text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", result.stdout).group(1)
+
+    def final_state() -> str | None:
+        state = httpx.get(f"{stack.prefect_api}/flow_runs/{flow_run_id}", timeout=30).json()["state"]["type"]
+        return state if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    assert wait_for(final_state, 900, "the flow run finished", interval=3) == "COMPLETED"
+    stack.timings["prefect deployment run"] = time.monotonic() - started
+    [run] = [run for run in finished_runs(stack, "prefect")
+             if run.data.tags.get("prefect_flow_run_id") == flow_run_id]
+    assert run.data.tags["partition"] == "green/2021-03"
+
+
+def test_down_leaves_nothing_and_up_again_keeps_everything(stack: RunningStack):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(stack.mlflow_url, registry_uri=stack.mlflow_url)
+    champion = client.get_model_version_by_alias("nyc-taxi-duration", "champion")
+    runs = {run.info.run_id for runner in ("airflow", "prefect") for run in finished_runs(stack, runner)}
+
+    for cycle in ("down", "down after a second up"):
+        processes = stack.processes()
+        assert len(processes) >= len(SERVICES)
+        started = time.monotonic()
+        result = stack.cli("down", timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        stack.timings[cycle] = time.monotonic() - started
+        assert not [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], cycle
+        for port in stack.ports.values():
+            with socket.socket() as probe:
+                assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open after {cycle}"
+        code, states = status_lines(stack)
+        assert code == 1 and set(states.values()) == {"down"}
+        if cycle == "down":
+            started = time.monotonic()
+            stack.up()
+            stack.timings["second up"] = time.monotonic() - started
+            again = MlflowClient(stack.mlflow_url, registry_uri=stack.mlflow_url)
+            assert again.get_model_version_by_alias("nyc-taxi-duration", "champion").version == champion.version
+            assert runs <= {run.info.run_id for runner in ("airflow", "prefect")
+                            for run in finished_runs(stack, runner)}
+            assert [run["state"] for run in backfill_runs(airflow_api(stack))] == ["success", "success"]

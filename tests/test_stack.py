@@ -1,7 +1,7 @@
 """`taxipipe stack`: the real servers on PostgreSQL, real schedules, then nothing left behind.
 
-One stack serves the whole module (starting it takes about a minute): the tests run in file
-order against it, and the last one stops it, starts it again and stops it for good.
+One stack serves the slow tests (starting it takes about a minute): they run in file order
+against it, and the last one stops it, starts it again and stops it for good.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from taxipipe.stack import postgres
 from taxipipe.stack.control import SERVICES
 from taxipipe.stack.processes import PidRecord, read_record
 from taxipipe.stack.state import StackPaths
+from taxipipe.cli import build_parser, stack_runner_env
 from tests.conftest import REPO, TlcServer
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 DAG_ID = "taxi_duration_pipeline"
 PORTS = ("postgres", "mlflow", "airflow", "prefect")
@@ -99,15 +99,13 @@ def stack(tlc_server: TlcServer) -> Iterator[RunningStack]:
     """A stack in a fresh home on free ports, its data served by the test mirror."""
     base = Path(tempfile.mkdtemp(prefix="taxipipe-stack-"))
     base.chmod(0o711)  # as root, PostgreSQL runs as user postgres and must reach the cluster
-    ports = {name: free_port() for name in PORTS}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "AIRFLOW", "PREFECT_", "MLFLOW_"))}
+    env = stack_env(base / "home")
     env.update({
-        "TAXIPIPE_HOME": str(base / "home"),
         "TAXIPIPE_DATA__URL_TEMPLATE": tlc_server.url_template,
         "TAXIPIPE_DATA__DOWNLOAD_BACKOFF_SECONDS": "0.01",
         "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "5",
-        **{f"TAXIPIPE_STACK__{name.upper()}_PORT": str(port) for name, port in ports.items()},
     })
+    ports = {name: int(env[f"TAXIPIPE_STACK__{name.upper()}_PORT"]) for name in PORTS}
     running = RunningStack(base / "home", env, ports)
     try:
         print(running.up())
@@ -170,9 +168,58 @@ def status_lines(stack: RunningStack) -> tuple[int, dict[str, str]]:
     return result.returncode, states
 
 
-# --- the tests, in order -----------------------------------------------------------------
+def stack_env(home: Path, **ports: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "AIRFLOW", "PREFECT_", "MLFLOW_"))}
+    env["TAXIPIPE_HOME"] = str(home)
+    env.update({f"TAXIPIPE_STACK__{name.upper()}_PORT": str(ports.get(name) or free_port()) for name in PORTS})
+    return env
 
 
+# --- without servers ---------------------------------------------------------------------
+
+
+def test_a_taken_port_stops_up_before_anything_starts(tmp_path: Path):
+    home = tmp_path / "home"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "taxipipe.cli", "stack", "up"], capture_output=True,
+                                text=True, env=stack_env(home, mlflow=port), timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"❌ port {port} on 127.0.0.1, wanted by mlflow, is taken: stop what listens there or set "
+        "stack.mlflow_port (TAXIPIPE_STACK__MLFLOW_PORT) to a free port")
+    paths = StackPaths.of(home)
+    assert not paths.postgres.exists() and not paths.secrets.exists() and not list(paths.run.iterdir())
+
+
+def test_env_switches_a_shell_without_a_stack_or_a_secret(tmp_path: Path):
+    home = tmp_path / "home"
+    env = stack_env(home, mlflow=5001, prefect=4201)
+    shell = subprocess.run(["sh", "-c", f'eval "$({sys.executable} -m taxipipe.cli stack env)"; '
+                                        'echo "$TAXIPIPE_MLFLOW__TRACKING_URI $PREFECT_API_URL $AIRFLOW_HOME"'],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.split() == ["http://127.0.0.1:5001", "http://127.0.0.1:4201/api",
+                                    str(home / "stack" / "airflow")]
+    assert not home.exists()
+
+
+def test_settings_flags_of_up_reach_the_runs(tmp_path: Path):
+    config = tmp_path / "taxipipe.toml"
+    args = build_parser().parse_args(["stack", "up", "--home", str(tmp_path), "--config", str(config),
+                                      "--year", "2021", "--url-template", "http://mirror/{year}",
+                                      "--tracking-uri", "http://elsewhere"])
+    assert stack_runner_env(args) == {"TAXIPIPE_CONFIG": str(config), "TAXIPIPE_DATA__YEAR": "2021",
+                                      "TAXIPIPE_DATA__URL_TEMPLATE": "http://mirror/{year}"}
+
+
+# --- the stack, in order -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_up_starts_every_service_healthy_and_again_starts_nothing(stack: RunningStack):
     code, states = status_lines(stack)
     assert states == dict.fromkeys(SERVICES, "healthy") and code == 0
@@ -187,6 +234,8 @@ def test_up_starts_every_service_healthy_and_again_starts_nothing(stack: Running
     assert httpx.get(f"{stack.prefect_api}/deployments/name/ml-pipeline/monthly", timeout=30).status_code == 200
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_nothing_listens_beyond_localhost_and_no_password_shows(stack: RunningStack):
     listening = {}
     for process in stack.processes():
@@ -214,6 +263,8 @@ def test_nothing_listens_beyond_localhost_and_no_password_shows(stack: RunningSt
     assert not [name for name, value in secrets.items() if value in environment]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_airflow_backfill_survives_a_killed_scheduler(stack: RunningStack):
     started = time.monotonic()
     user = stack.user_env()
@@ -266,6 +317,8 @@ def test_airflow_backfill_survives_a_killed_scheduler(stack: RunningStack):
     assert {run.info.run_id for run in runs} <= stored and ("champion",) in aliases
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_the_prefect_worker_runs_a_deployment(stack: RunningStack):
     started = time.monotonic()
     user = stack.user_env()
@@ -287,6 +340,8 @@ def test_the_prefect_worker_runs_a_deployment(stack: RunningStack):
     assert run.data.tags["partition"] == "green/2021-03"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_down_leaves_nothing_and_up_again_keeps_everything(stack: RunningStack):
     from mlflow import MlflowClient
 

@@ -25,8 +25,11 @@ _print_lock = threading.Lock()
 
 
 def say(line: str) -> None:
+    """One progress line (hidden by -q); services starting side by side print whole lines."""
+    from taxipipe import console
+
     with _print_lock:
-        print(line, flush=True)
+        console.say(line)
 
 
 @dataclass(frozen=True)

@@ -111,8 +111,9 @@ class Stack:
     # --- environments ----------------------------------------------------------------------
 
     def base_env(self) -> dict[str, str]:
-        """This process's environment, without stale settings of another stack."""
-        stale = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD", "PREFECT_API_URL", "MLFLOW_TRACKING_URI")
+        """This process's environment, without stale settings of another stack or of this command."""
+        stale = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD", "PREFECT_API_URL", "MLFLOW_TRACKING_URI",
+                 "MLFLOW_LOGGING_LEVEL")
         return {key: value for key, value in os.environ.items() if key not in stale}
 
     def user_env(self) -> dict[str, str]:

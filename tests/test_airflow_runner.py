@@ -85,7 +85,7 @@ def mlflow_runs(home: Path) -> list[Any]:
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("orchestration-pipeline-airflow")
+    experiment = client.get_experiment_by_name("airflow-taxi-duration")
     return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
 
 

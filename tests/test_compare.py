@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import subprocess
+import sys
+
 from taxipipe import tracking
+from taxipipe.compare import WIDTH, RunRow, figure
+from taxipipe.pipeline import STEPS
 from taxipipe.runners.simple import SimplePipeline
 from tests.conftest import run_cli
 
@@ -16,7 +21,17 @@ def test_two_runners_agree_then_a_divergent_run_is_flagged(make_settings, home: 
     settings = make_settings()
     first = SimplePipeline(settings, runner="simple").run()
     second = SimplePipeline(settings, runner="script").run()
+    SimplePipeline(settings, runner="partial", steps=STEPS[:5]).run()
     assert first["train"]["rmse"] == second["train"]["rmse"]
+
+    plain = run_cli("compare", "--home", str(home))
+    assert plain.returncode == 0, plain.stderr
+    lines = plain.stdout.splitlines()
+    assert max(len(line) for line in lines) <= WIDTH and "nan" not in plain.stdout
+    assert "agree" not in plain.stdout
+    head = next(line for line in lines if line.split()[:2] == ["#", "runner"] and "deploy" in line)
+    partial = next(line for line in lines[lines.index(head):] if " partial " in line)
+    assert len(partial) <= head.index("train") + len("train"), "steps partial did not run must be blank"
 
     plot = tmp_path / "compare.png"
     result = run_cli("compare", "--home", str(home), "--check", "--plot", str(plot))
@@ -45,3 +60,25 @@ def test_two_runners_agree_then_a_divergent_run_is_flagged(make_settings, home: 
 def test_empty_store_fails_the_check(home: Path) -> None:
     result = run_cli("compare", "--home", str(home), "--check")
     assert result.returncode == 1 and "no runs yet" in result.stdout
+
+
+def test_empty_home_is_left_alone_and_mlflow_is_not_loaded(home: Path) -> None:
+    probe = ("import sys\nfrom taxipipe.cli import main\n"
+             f"status = main(['compare', '--home', {str(home)!r}])\n"
+             "print(status, 'mlflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert "no runs yet" in result.stdout and result.stdout.splitlines()[-1] == "0 False"
+    assert not home.exists()
+
+
+def test_plot_legend_does_not_cover_the_bars() -> None:
+    steps = {step.name: 0.5 + index for index, step in enumerate(STEPS)}
+    rows = [RunRow(runner, "green/2021-01", "categorical", 6.05, sum(steps.values()), steps, "0" * 32,
+                   "2026-11-27 02:00", runner == "make", "{}") for runner in ("simple", "make", "airflow", "prefect")]
+    chart = figure(rows)
+    chart.canvas.draw()
+    renderer = chart.canvas.get_renderer()
+    right = chart.axes[1]
+    legend = right.get_legend().get_window_extent(renderer)
+    bars = [patch.get_window_extent(renderer) for patch in right.patches]
+    assert bars and not [bar for bar in bars if bar.overlaps(legend)]

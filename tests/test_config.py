@@ -17,7 +17,7 @@ def test_defaults_match_the_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.data.color, settings.data.year, settings.data.month) == ("green", 2023, 1)
     assert settings.model.params.max_depth == 6 and settings.model.params.n_estimators == 100
     assert settings.model.features == "categorical"
-    assert settings.experiment_name("airflow") == "orchestration-pipeline-airflow"
+    assert settings.experiment_name("airflow") == "airflow-taxi-duration"
     assert settings.home == Path("~/.taxipipe").expanduser()
     assert settings.tracking_uri() == f"sqlite:///{settings.home}/mlflow/mlflow.db"
 

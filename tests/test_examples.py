@@ -31,7 +31,7 @@ def test_original_script_writes_the_run_id(home: Path, tlc_server: TlcServer, tm
 
     client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
     run = client.get_run(run_id)
-    assert client.get_experiment(run.info.experiment_id).name == "orchestration-pipeline-script"
+    assert client.get_experiment(run.info.experiment_id).name == "script-taxi-duration"
     assert run.data.metrics["rmse"] < 6.2
 
 

@@ -42,7 +42,7 @@ def test_cli_run_onehot_matches_reference_and_tracks_everything(home: Path, tlc_
     assert {f"step_seconds.{s}" for s in ("extract", "train", "save", "deploy", "cleanup")} <= set(run.data.metrics)
     assert run.data.tags["partition"] == "green/2021-01" and run.data.tags["runner"] == "simple"
     experiment = client.get_experiment(run.info.experiment_id)
-    assert experiment.name == "orchestration-pipeline-simple"
+    assert experiment.name == "simple-taxi-duration"
     assert experiment.artifact_location.startswith((home / "mlflow" / "artifacts").as_uri())
     artifacts = [a.path for a in client.list_artifacts(run_id, "plots")]
     assert artifacts == ["plots/predicted_vs_actual.png"]

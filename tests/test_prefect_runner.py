@@ -63,7 +63,7 @@ def runs_of(home: Path) -> list:
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("orchestration-pipeline-prefect")
+    experiment = client.get_experiment_by_name("prefect-taxi-duration")
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 

@@ -7,17 +7,23 @@ partition and the parameters must agree on RMSE; a difference beyond `RMSE_AGREE
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from taxipipe import tracking
 from taxipipe.config import Settings
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 RMSE_AGREEMENT = 1e-6
-EXPERIMENT_PREFIX = "orchestration-pipeline-"
 STEP_METRIC = "step_seconds."
-SHORT_NAMES = {"validate_data": "val_data", "validate_model": "val_model", "transform": "transform"}
+SHORT_NAMES = {"validate_data": "val_data", "validate_model": "val_model"}
+#: The tables fit a terminal this wide.
+WIDTH = 100
 
 
 @dataclass
@@ -45,10 +51,24 @@ class Disagreement:
         return f"{self.partition} {self.feature_mode}: same data and config, RMSE differs ({values})"
 
 
+def experiment_pattern(settings: Settings) -> re.Pattern[str]:
+    """Names the configured experiment template gives, whatever the runner."""
+    prefix, _, suffix = settings.mlflow.experiment_name.partition("{runner}")
+    return re.compile(re.escape(prefix) + (".+" if _ else "") + re.escape(suffix) + "$")
+
+
+def store_is_empty(settings: Settings) -> bool:
+    """True when the embedded store has not been created yet (nothing to compare, nothing to open)."""
+    return settings.mlflow.tracking_uri is None and not (settings.home / "mlflow" / "mlflow.db").exists()
+
+
 def collect(settings: Settings, latest_only: bool = True) -> list[RunRow]:
-    """The runs of every `orchestration-pipeline-*` experiment that finished training."""
+    """The runs of every runner's experiment (`mlflow.experiment_name`) that finished training."""
+    if store_is_empty(settings):
+        return []
     client = tracking.client(settings)
-    experiments = [e for e in client.search_experiments() if e.name.startswith(EXPERIMENT_PREFIX)]
+    pattern = experiment_pattern(settings)
+    experiments = [e for e in client.search_experiments() if pattern.match(e.name)]
     if not experiments:
         return []
     champion = tracking.champion_version(client, settings.mlflow.model_name)
@@ -68,7 +88,7 @@ def collect(settings: Settings, latest_only: bool = True) -> list[RunRow]:
         rows.append(RunRow(
             runner=runner, partition=identity[1], feature_mode=identity[2], rmse=metrics["rmse"],
             total_seconds=round(sum(steps.values()), 3), step_seconds=steps, run_id=run.info.run_id,
-            start_time=datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+            start_time=datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M"),
             champion=run.info.run_id == champion_run,
             config_key=json.dumps(sorted(run.data.params.items())),
         ))
@@ -90,20 +110,49 @@ def disagreements(rows: list[RunRow]) -> list[Disagreement]:
 
 
 def table(rows: list[RunRow]) -> str:
-    """A fixed-width table: one line per run, step times in pipeline order."""
+    """Two narrow tables: the runs, then each run's step times in pipeline order (blank: not run)."""
     from taxipipe.pipeline import STEP_NAMES
 
+    runs = [["#", "runner", "partition", "features", "RMSE", "total s", "started (UTC)", "run id", ""]]
+    runs += [[str(number), row.runner, row.partition, row.feature_mode, f"{row.rmse:.4f}", f"{row.total_seconds:.2f}",
+              row.start_time, row.run_id[:8], "🏆 champion" if row.champion else ""]
+             for number, row in enumerate(rows, 1)]
     steps = [name for name in STEP_NAMES if any(name in row.step_seconds for row in rows)]
-    short = {name: SHORT_NAMES.get(name, name) for name in steps}
-    head = (f"{'runner':<9}{'partition':<15}{'features':<12}{'RMSE':>9}{'total s':>9}"
-            + "".join(f"{short[name]:>10}" for name in steps) + f"  {'run id':<34}{'started (UTC)':<21}champion")
-    lines = [head, "-" * len(head)]
-    for row in rows:
-        times = "".join(f"{row.step_seconds.get(name, float('nan')):>10.2f}" for name in steps)
-        lines.append(f"{row.runner:<9}{row.partition:<15}{row.feature_mode:<12}{row.rmse:>9.4f}"
-                     f"{row.total_seconds:>9.2f}{times}  {row.run_id:<34}{row.start_time:<21}"
-                     f"{'🏆' if row.champion else ''}")
-    return "\n".join(lines)
+    steps += sorted({name for row in rows for name in row.step_seconds} - set(steps))
+    times = [["#", "runner", *(SHORT_NAMES.get(name, name) for name in steps)]]
+    times += [[str(number), row.runner, *(f"{row.step_seconds[name]:.2f}" if name in row.step_seconds else ""
+                                          for name in steps)]
+              for number, row in enumerate(rows, 1)]
+    return "\n".join([*_columns(runs, numeric={0, 4, 5}), "", "step seconds", *_columns(times, keep=2)])
+
+
+def _columns(cells: list[list[str]], numeric: set[int] | None = None, keep: int = 0) -> list[str]:
+    """Aligned columns, two spaces apart; text left, numbers right (all numbers when `numeric` is None).
+
+    Columns after the first `keep` are split into blocks that each fit WIDTH, every block
+    repeating the first `keep` columns.
+    """
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    right = set(range(keep, len(widths))) | {0} if numeric is None else numeric
+
+    def cell(i: int, text: str) -> str:
+        return text.rjust(widths[i]) if i in right else text.ljust(widths[i])
+
+    blocks: list[list[int]] = [[]]
+    used = sum(widths[:keep]) + 2 * keep
+    for i in range(keep, len(widths)):
+        if blocks[-1] and used + widths[i] > WIDTH:
+            blocks.append([])
+            used = sum(widths[:keep]) + 2 * keep
+        blocks[-1].append(i)
+        used += widths[i] + 2
+    lines: list[str] = []
+    for block in blocks:
+        if lines:
+            lines.append("")
+        for row in cells:
+            lines.append("  ".join(cell(i, row[i]) for i in [*range(keep), *block]).rstrip())
+    return lines
 
 
 def as_json(rows: list[RunRow], problems: list[Disagreement]) -> str:
@@ -111,8 +160,8 @@ def as_json(rows: list[RunRow], problems: list[Disagreement]) -> str:
     return json.dumps({"runs": runs, "disagreements": [asdict(p) for p in problems]}, indent=2)
 
 
-def plot(rows: list[RunRow], path: Path) -> None:
-    """RMSE and per-step time by runner, side by side, as a PNG."""
+def figure(rows: list[RunRow]) -> Figure:
+    """RMSE and per-step time by run, side by side; the legend sits beside the bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,7 +170,7 @@ def plot(rows: list[RunRow], path: Path) -> None:
     from taxipipe.pipeline import STEP_NAMES
 
     labels = [f"{row.runner}\n{row.partition}\n{row.feature_mode}" for row in rows]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(max(8, 2.2 * len(rows)), 5))
+    chart, (left, right) = plt.subplots(1, 2, figsize=(max(9, 2.2 * len(rows) + 2), 5))
     left.bar(labels, [row.rmse for row in rows], color="tab:blue")
     left.set(title="Validation RMSE (minutes)", ylabel="RMSE")
     bottom = [0.0] * len(rows)
@@ -130,17 +179,28 @@ def plot(rows: list[RunRow], path: Path) -> None:
         if any(heights):
             right.bar(labels, heights, bottom=bottom, label=name)
             bottom = [b + h for b, h in zip(bottom, heights)]
-    right.set(title="Step time by runner", ylabel="seconds")
-    right.legend(fontsize="small")
-    figure.tight_layout()
+    right.set(title="Step time by run", ylabel="seconds")
+    right.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    chart.tight_layout()
+    return chart
+
+
+def plot(rows: list[RunRow], path: Path) -> None:
+    """Write `figure` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    chart = figure(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    chart.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(chart)
 
 
 def report(settings: Settings, latest_only: bool, as_machine: bool, plot_path: Path | None,
            check: bool) -> tuple[str, int]:
-    """The text (table or JSON) and the exit status of `taxipipe compare`."""
+    """The text (table or JSON) and the exit status of `taxipipe compare`.
+
+    Only `check` judges the runs: it adds the verdict and fails when runs disagree or none exist.
+    """
     rows = collect(settings, latest_only)
     problems = disagreements(rows)
     if plot_path is not None and rows:
@@ -148,11 +208,10 @@ def report(settings: Settings, latest_only: bool, as_machine: bool, plot_path: P
     if as_machine:
         text = as_json(rows, problems)
     elif not rows:
-        text = f"no runs yet in experiments {EXPERIMENT_PREFIX}* of {settings.tracking_uri()}"
+        text = f"no runs yet in {settings.tracking_uri()} (experiments {settings.mlflow.experiment_name})"
     else:
         verdict = ["⚠️  " + p.describe() for p in problems] or [
             f"✅ runs on the same data and config agree on RMSE (within {RMSE_AGREEMENT:g})"]
-        text = "\n".join([table(rows), "", *verdict])
+        text = "\n".join([table(rows), *(["", *verdict] if check else [])])
     status = 1 if check and (problems or not rows) else 0
     return text, status
-

@@ -52,7 +52,7 @@ class MlflowSettings(Section):
     tracking_uri: str | None = Field(
         default=None, description="None: a SQLite store in the home directory"
     )
-    experiment_name: str = "orchestration-pipeline-{runner}"
+    experiment_name: str = "{runner}-taxi-duration"
     model_name: str = "nyc-taxi-duration"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from taxipipe.config import ModelSettings
 from taxipipe.features import Encoder
@@ -46,9 +46,13 @@ def to_dmatrix(encoder: Encoder, matrix: Any, target: Any = None, quantised: boo
 
 
 def train_booster(
-    model: ModelSettings, encoder: Encoder, train: tuple[Any, Any], validation: tuple[Any, Any]
+    model: ModelSettings, encoder: Encoder, train: tuple[Any, Any], validation: tuple[Any, Any],
+    callbacks: Sequence[xgb.callback.TrainingCallback] = (),
 ) -> tuple[xgb.Booster, np.ndarray]:
-    """Train with early stopping on the validation month; return the booster and its predictions."""
+    """Train with early stopping on the validation month; return the booster and its predictions.
+
+    `callbacks` watch the rounds (e.g. `taxipipe.progress.TrainingProgress`).
+    """
     import xgboost as xgb
 
     dtrain = to_dmatrix(encoder, *train, quantised=True)
@@ -60,6 +64,7 @@ def train_booster(
         evals=[(dvalid, "validation")],
         early_stopping_rounds=model.early_stopping_rounds,
         verbose_eval=False,
+        callbacks=list(callbacks),
     )
     return booster, booster.predict(dvalid)
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mlflow.pyfunc
+import numpy as np
+import pandas as pd
 
-from taxipipe.features import Encoder
-
-if TYPE_CHECKING:
-    import numpy as np
+from taxipipe.features import MODEL_COLUMNS, Encoder
 
 
 class TripDurationModel(mlflow.pyfunc.PythonModel):
-    """Predicts trip minutes from PULocationID, DOLocationID and trip_distance."""
+    """Predicts trip minutes from PULocationID, DOLocationID and trip_distance.
+
+    Zone ids may be written as integers or floats (74 or 74.0).
+    """
 
     def load_context(self, context: Any) -> None:
         import xgboost as xgb
@@ -23,7 +25,7 @@ class TripDurationModel(mlflow.pyfunc.PythonModel):
         self.booster = xgb.Booster()
         self.booster.load_model(context.artifacts["booster"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
         return self.predict_rides(model_input["PULocationID"].to_numpy(), model_input["DOLocationID"].to_numpy(),
                                   model_input["trip_distance"].to_numpy())
 
@@ -34,3 +36,12 @@ class TripDurationModel(mlflow.pyfunc.PythonModel):
         same numbers: the trees' categorical splits read the category codes directly.
         """
         return self.booster.inplace_predict(self.encoder.encode(pickup, dropoff, distance))
+
+
+def signature() -> Any:
+    """Named, required columns of any numeric type (ids as 74 or 74.0); minutes out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    return ModelSignature(Schema([ColSpec(AnyType(), name) for name in MODEL_COLUMNS]),
+                          Schema([ColSpec("double")]))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -165,20 +164,18 @@ def features(ctx: StepContext, upstream: Upstream) -> Record:
 
 
 def train(ctx: StepContext, upstream: Upstream) -> Record:
-    """Train XGBoost with early stopping inside one MLflow run that records everything."""
-    from taxipipe import tracking
+    """Train XGBoost with early stopping inside one MLflow run that records everything.
+
+    The run exists before the first round, so its duration is the training's; progress is
+    shown while boosting, and under -v every 10th round's score is logged to the run live.
+    """
+    from taxipipe import console, tracking
     from taxipipe.features import Encoder, load_matrix
     from taxipipe.model import booster_params, rmse, train_booster
+    from taxipipe.progress import TrainingProgress
 
     settings, layout = ctx.settings, ctx.layout
     encoder = Encoder.load(layout.encoder)
-    train_set = load_matrix(layout.train_features)
-    validation_set = load_matrix(layout.validation_features)
-    booster, predictions = train_booster(settings.model, encoder, train_set, validation_set)
-    score = rmse(validation_set[1], predictions)
-    with atomic_path(layout.booster) as tmp:
-        booster.save_model(tmp)
-
     client = tracking.client(settings)
     experiment = tracking.experiment_id(settings, client, ctx.runner)
     partition = settings.partition
@@ -189,11 +186,29 @@ def train(ctx: StepContext, upstream: Upstream) -> Record:
         tags["git_commit"] = commit
     run = client.create_run(experiment, tags=tags, run_name=f"{ctx.runner}-{partition.color}-{partition.label}")
     run_id = run.info.run_id
-    params = {**booster_params(settings.model), "num_boost_round": settings.model.params.n_estimators,
+    rounds = settings.model.params.n_estimators
+    params = {**booster_params(settings.model), "num_boost_round": rounds,
               "early_stopping_rounds": settings.model.early_stopping_rounds,
               "feature_mode": encoder.mode, "preset": settings.model.preset,
               "color": partition.color, "year": partition.year, "month": partition.month}
-    _log(client, run_id, params=params, metrics={
+    _log(client, run_id, params=params)
+
+    def live(done: int, score: float) -> None:
+        console.LOGGER.debug(f"   round {done}: validation RMSE {score:.4f}")
+        client.log_metric(run_id, "validation_rmse", score, step=done)
+
+    callbacks = [] if console.quiet() else [TrainingProgress(rounds, on_round=live if console.verbose() else None)]
+    try:
+        train_set = load_matrix(layout.train_features)
+        validation_set = load_matrix(layout.validation_features)
+        booster, predictions = train_booster(settings.model, encoder, train_set, validation_set, callbacks)
+        score = rmse(validation_set[1], predictions)
+        with atomic_path(layout.booster) as tmp:
+            booster.save_model(tmp)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    _log(client, run_id, metrics={
         "rmse": score, "train_rows": train_set[1].shape[0], "validation_rows": validation_set[1].shape[0],
         "features": len(encoder.feature_names), "best_iteration": booster.best_iteration,
     })
@@ -270,27 +285,25 @@ def save(ctx: StepContext, upstream: Upstream) -> Record:
     import mlflow
     import mlflow.pyfunc
     import pandas as pd
-    from mlflow.models import infer_signature
 
     import taxipipe
     from taxipipe import tracking
     from taxipipe.features import MODEL_COLUMNS, TARGET
-    from taxipipe.serving import TripDurationModel
+    from taxipipe.serving import TripDurationModel, signature
 
     run_id = _require(upstream, "train")["run_id"]
     layout = ctx.layout
     tracking.client(ctx.settings)
     rides = pd.read_parquet(layout.validation_clean)
-    example = rides[MODEL_COLUMNS].head(5).astype({"PULocationID": "int64", "DOLocationID": "int64"})
-    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+    with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=TripDurationModel(),
             artifacts={"encoder": str(layout.encoder), "booster": str(layout.booster)},
             code_paths=[str(Path(taxipipe.__file__).parent)],
             pip_requirements=tracking.pip_requirements(),
-            signature=infer_signature(example, rides[TARGET].head(5).to_numpy()),
+            signature=signature(),
+            input_example=rides[MODEL_COLUMNS].head(2).astype("float64"),
         )
         model = mlflow.pyfunc.load_model(info.model_uri, suppress_warnings=True)
         sample = rides.sample(n=min(5000, len(rides)), random_state=0)
@@ -317,8 +330,6 @@ def _prediction_plot(actual: Any, predicted: Any) -> Any:
 
 def deploy(ctx: StepContext, upstream: Upstream) -> Record:
     """Register the model version; move `champion` to it only when validate_model allowed it."""
-    import mlflow
-
     from taxipipe import tracking
 
     verdict = _require(upstream, "validate_model")
@@ -326,10 +337,10 @@ def deploy(ctx: StepContext, upstream: Upstream) -> Record:
     settings = ctx.settings
     client = tracking.client(settings)
     name = settings.mlflow.model_name
-    version = mlflow.register_model(saved["model_uri"], name, tags={
+    version = tracking.register(client, name, saved["model_uri"], saved["run_id"], saved["model_id"], tags={
         "run_id": saved["run_id"], "rmse": f"{verdict['rmse']:.6f}", "partition": settings.partition.key,
         "runner": ctx.runner,
-    }).version
+    })
     if verdict["promotable"]:
         client.set_registered_model_alias(name, tracking.CHAMPION, version)
         outcome = f"version {version} is now '{tracking.CHAMPION}' ({verdict['reason']})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import threading
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 CHAMPION = "champion"
+logger = logging.getLogger(__name__)
 _CREATED_STORES: set[str] = set()
 _REACHED_SERVERS: set[str] = set()
 _warm_up: threading.Thread | None = None
@@ -66,6 +68,14 @@ def _open(settings: Settings) -> MlflowClient:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(uri, registry_uri=uri)
+
+
+def check_reachable(settings: Settings) -> None:
+    """Probe the tracking server once as a run starts, so an unreachable one fails before
+    the data steps rather than in `train`. The embedded store needs no probe."""
+    uri = settings.tracking_uri()
+    if uri.startswith(("http://", "https://")) and uri not in _REACHED_SERVERS:
+        _check_server(uri)
 
 
 def _check_server(uri: str) -> None:
@@ -152,6 +162,26 @@ def champion_version(mlflow_client: MlflowClient, model_name: str) -> Any | None
         return mlflow_client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException:
         return None
+
+
+def register(mlflow_client: MlflowClient, name: str, model_uri: str, run_id: str, model_id: str | None,
+             tags: dict[str, str]) -> str:
+    """A new version of registered model `name` (created on first use); its version number.
+
+    The client's calls print nothing, unlike `mlflow.register_model`; the news is logged (-v).
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS, ErrorCode
+
+    try:
+        mlflow_client.create_registered_model(name)
+        logger.debug(f"registered model '{name}'")
+    except MlflowException as exc:
+        if exc.error_code not in (ErrorCode.Name(RESOURCE_ALREADY_EXISTS), ErrorCode.Name(ALREADY_EXISTS)):
+            raise
+    version = mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id).version
+    logger.debug(f"created version {version} of model '{name}'")
+    return version
 
 
 def pip_requirements() -> list[str]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from taxipipe import console, steps
+from taxipipe import console, steps, tracking
 from taxipipe.config import Settings, flatten, get_value
 from taxipipe.errors import TaxipipeError, UsageError
 from taxipipe.hashing import FileHasher, FileState, code_fingerprint, value_fingerprint
@@ -208,6 +208,7 @@ class MakeRun:
         The caller holds the home's run lock (see `make`).
         """
         console.header(RUNNER, self.settings, self.target, self.force)
+        tracking.check_reachable(self.settings)
         planned = self.plan()
         pending = list(self.chain)
         running: dict[Future[Record], tuple[Check, set[str]]] = {}

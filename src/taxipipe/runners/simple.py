@@ -29,6 +29,7 @@ class SimplePipeline:
     def run(self) -> dict[str, Record]:
         """Run every step; raise StepFailed on the first user-facing error."""
         console.header(self.context.runner, self.context.settings)
+        tracking.check_reachable(self.context.settings)
         tracking.warm_up(self.context.settings, self.context.runner)
         for step in self.steps:
             self.run_task(step)

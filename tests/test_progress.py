@@ -1,0 +1,60 @@
+"""Training progress: redrawn in place on a terminal, a line every few seconds elsewhere."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import subprocess
+import sys
+
+import numpy as np
+import xgboost as xgb
+
+from taxipipe.progress import CLEAR_LINE, TrainingProgress
+
+
+def train(rounds: int, *callbacks: TrainingProgress) -> None:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(500, 3))
+    target = features @ np.array([1.0, 2.0, 3.0]) + rng.normal(size=500)
+    data = xgb.DMatrix(features, label=target)
+    xgb.train({"max_depth": 2, "seed": 1}, data, num_boost_round=rounds, evals=[(data, "validation")],
+              verbose_eval=False, callbacks=list(callbacks))
+
+
+def test_off_a_terminal_a_plain_line_every_interval() -> None:
+    every_round, hourly = io.StringIO(), io.StringIO()
+    seen: list[tuple[int, float]] = []
+    train(30, TrainingProgress(30, stream=every_round, interval=0.0, on_round=lambda n, s: seen.append((n, s))),
+          TrainingProgress(30, stream=hourly, interval=3600.0))
+    lines = every_round.getvalue().splitlines()
+    assert len(lines) == 30 and "\r" not in every_round.getvalue()
+    assert lines[0].startswith("   round 1/30, validation RMSE ") and lines[-1].endswith(", 0 s left")
+    assert hourly.getvalue() == ""
+    assert [n for n, _ in seen] == [10, 20, 30] and seen[0][1] > seen[-1][1]
+
+
+def test_on_a_terminal_one_line_redrawn_then_cleared() -> None:
+    """A real pseudo-terminal: the line is redrawn in place and wiped when training ends."""
+    script = ("import sys\nfrom tests.test_progress import train\nfrom taxipipe.progress import TrainingProgress\n"
+              "train(400, TrainingProgress(400))\nprint('done', file=sys.stderr)\n")
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-c", script], stdin=terminal, stdout=terminal, stderr=terminal,
+                               cwd=os.path.dirname(os.path.dirname(__file__)))
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    assert process.wait(timeout=120) == 0
+    text = output.decode()
+    assert f"{CLEAR_LINE}   round " in text and "validation RMSE" in text and "s left" in text
+    assert "\n   round" not in text
+    assert text.rstrip().endswith(f"{CLEAR_LINE}done")

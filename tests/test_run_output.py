@@ -1,0 +1,64 @@
+"""What a real run prints: the seed's lines, no library noise, --json for machines, more under -v."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from taxipipe import tracking
+from taxipipe.config import load_settings
+from tests.conftest import cli_data_flags, run_cli
+
+NOISE = ("warning", "Warning", "CloudPickle", "type hints", "Successfully registered", "Created version",
+         "Traceback", "mlflow.")
+
+
+@pytest.mark.slow
+def test_a_run_reads_cleanly_and_json_is_one_line_then_verbose_shows_the_rest(
+        home: Path, tlc_server, tlc_dir: Path) -> None:
+    quiet = run_cli("run", "--json", *cli_data_flags(home, tlc_server))
+    assert quiet.returncode == 0, quiet.stderr
+    [line] = quiet.stdout.splitlines()
+    record = json.loads(line)
+    assert record["ok"] is True and record["partition"] == "green/2021-01"
+    assert record["rmse"] == pytest.approx(6.0515, abs=0.005)
+    assert record["version"] == 1 and record["champion"] is True and record["model_name"] == "nyc-taxi-duration"
+    assert set(record["step_seconds"]) >= {"extract", "train", "deploy", "cleanup"}
+    assert "🎉 Pipeline completed successfully!" in quiet.stderr and "✅ Task 'train' completed" in quiet.stderr
+    assert not [phrase for phrase in NOISE if phrase in quiet.stderr], quiet.stderr
+
+    client = tracking.client(load_settings(overrides={"home": str(home)}))
+    run = client.get_run(record["run_id"])
+    tracked_seconds = (run.info.end_time - run.info.start_time) / 1000
+    assert tracked_seconds >= 0.5 * record["step_seconds"]["train"], "the MLflow run must span the training"
+
+    verbose = run_cli("run", "-v", *cli_data_flags(home, tlc_server))
+    assert verbose.returncode == 0, verbose.stderr
+    assert "   round 10: validation RMSE " in verbose.stderr
+    assert "created version 2 of model 'nyc-taxi-duration'" in verbose.stderr
+    run_id = verbose.stdout.split("🆔 Model run ID: ")[1].split()[0]
+    history = client.get_metric_history(run_id, "validation_rmse")
+    assert [metric.step for metric in history][:3] == [10, 20, 30]
+
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model("models:/nyc-taxi-duration@champion")
+    rides = pd.read_parquet(tlc_dir / "green_tripdata_2021-02.parquet",
+                            columns=["PULocationID", "DOLocationID", "trip_distance"]).head(50)
+    as_ints = model.predict(rides.astype({"PULocationID": "int64", "DOLocationID": "int64"}))
+    as_floats = model.predict(rides.astype("float64"))
+    written = model.predict(pd.DataFrame({"PULocationID": [74.0], "DOLocationID": [75.0], "trip_distance": [2]}))
+    assert list(as_ints) == list(as_floats) and 1 < float(written[0]) < 60
+
+
+def test_quiet_run_failure_still_says_what_went_wrong(home: Path, tlc_server) -> None:
+    result = run_cli("run", "-q", "--json", *cli_data_flags(home, tlc_server, year=2030, month=1),
+                     env={"TAXIPIPE_DATA__DOWNLOAD_BACKOFF_SECONDS": "0.01"})
+    assert result.returncode == 1
+    [line] = result.stdout.splitlines()
+    failure = json.loads(line)
+    assert failure["ok"] is False and failure["step"] == "extract" and "HTTP 404" in failure["error"]
+    assert result.stderr.splitlines() == [f"❌ Task 'extract' failed: {failure['error']}"]

@@ -9,6 +9,7 @@ STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml | cksum | cut -d' ' 
 ARGS ?=
 HOME_OF := $(BIN)/python -c 'from taxipipe.config import load_settings; print(load_settings().home)'
 AIRFLOW_PORT ?= 8080
+PREFECT_PORT ?= 4200
 
 .PHONY: env run test bench serve mlflow-ui airflow-ui prefect-server clean help
 
@@ -19,7 +20,7 @@ help:
 	@echo "make serve      serve the champion on 127.0.0.1:9696 (/predict, /health, /metrics; ARGS='--port N')"
 	@echo "make mlflow-ui  start the MLflow UI on the embedded store (127.0.0.1:5000)"
 	@echo "make airflow-ui start Airflow (standalone) with the DAG in dags/ (127.0.0.1:AIRFLOW_PORT, 8080)"
-	@echo "make prefect-server  start a Prefect server and UI on 127.0.0.1:4200 (docs/prefect.md)"
+	@echo "make prefect-server  start a Prefect server and UI on 127.0.0.1:PREFECT_PORT, 4200 (docs/prefect.md)"
 	@echo "make env        create or update the environment only"
 	@echo "make clean      remove the environment and caches (not ~/.taxipipe)"
 
@@ -54,17 +55,28 @@ prefect-server: env
 	@home=$$($(HOME_OF)) && mkdir -p $$home/prefect && \
 	PREFECT_HOME=$$home/prefect PREFECT_SERVER_MEMO_STORE_PATH=$$home/prefect/memo_store.toml \
 	PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY=false \
-	exec $(BIN)/prefect server start --host 127.0.0.1 --port 4200
+	exec $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 # Airflow's state lives in HOME/airflow (HOME: the taxipipe home, ~/.taxipipe by default);
-# tasks reach the API server's execution API on the same port.
+# tasks reach the API server's execution API on the same port. The components run as
+# `airflow standalone` starts them, but the scheduler and triggerer without their log servers,
+# which would listen on every interface (ports 8793, 8794): the API server reads the task logs
+# from disk. Ctrl-C stops them all.
 airflow-ui: env
-	@home=$$($(HOME_OF)) && \
-	echo "Airflow home $$home/airflow, UI on http://127.0.0.1:$(AIRFLOW_PORT) (user admin, password below)" && \
-	AIRFLOW_HOME=$$home/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	@set -e; home=$$($(HOME_OF)); \
+	export AIRFLOW_HOME=$$home/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
 	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$(AIRFLOW_PORT)/execution/ \
-	PATH=$(CURDIR)/$(BIN):$$PATH exec $(BIN)/airflow standalone
+	PATH=$(CURDIR)/$(BIN):$$PATH; \
+	airflow db migrate > /dev/null; \
+	echo "Airflow home $$AIRFLOW_HOME, UI on http://127.0.0.1:$(AIRFLOW_PORT)" \
+	     "(user admin, password in $$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)"; \
+	trap 'kill $$(jobs -p) 2> /dev/null; wait' EXIT INT TERM; \
+	airflow scheduler --skip-serve-logs & \
+	airflow triggerer --skip-serve-logs & \
+	airflow dag-processor & \
+	airflow api-server & \
+	wait
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist

@@ -4,30 +4,32 @@
     python examples/duration-prediction.py --year 2021 --month 1
 
 Reads like the seed's script (data, features, model, tracking, in order) but every stage is
-a call into the taxipipe steps. Writes the MLflow run id to run_id.txt in the current directory.
+a call into the taxipipe steps, and it prints what every runner prints. Writes the MLflow run
+id to run_id.txt in the current directory.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
+from taxipipe import console
 from taxipipe.cli import add_settings_flags, settings_from
 from taxipipe.config import Settings
 from taxipipe.errors import TaxipipeError
-from taxipipe.pipeline import BY_NAME, run_step
-from taxipipe.steps import StepContext
+from taxipipe.pipeline import BY_NAME
+from taxipipe.runners.simple import SimplePipeline, StepFailed
 
 STAGES = ("extract", "validate_data", "transform", "features", "train", "validate_model", "save", "deploy")
 
 
 def run(settings: Settings) -> str:
     """Train and register the model; return the MLflow run id."""
-    context = StepContext(settings, runner="script")
-    records: dict = {}
+    pipeline = SimplePipeline(settings, runner="script")
+    console.header(pipeline.context.runner, settings)
     for name in STAGES:
-        records[name] = run_step(BY_NAME[name], context, records)
-        print(f"{name}: {records[name].get('summary', 'done')}")
-    return records["train"]["run_id"]
+        pipeline.run_task(BY_NAME[name])
+    console.final_summary(pipeline.records)
+    return pipeline.records["train"]["run_id"]
 
 
 def main() -> int:
@@ -36,6 +38,8 @@ def main() -> int:
     args = parser.parse_args()
     try:
         run_id = run(settings_from(args))
+    except StepFailed:
+        return 1
     except TaxipipeError as exc:
         print(f"❌ {exc}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 #
 #   examples/run_examples.sh            interactive menu
 #   examples/run_examples.sh 5          run one item and exit with its status (also --all)
+#   examples/run_examples.sh --help     the items
 #
 # Settings come from TAXIPIPE_* variables or a TAXIPIPE_CONFIG file, e.g.
 #   TAXIPIPE_DATA__URL_TEMPLATE='../shared/data/tlc/{color}_tripdata_{year}-{month:02d}.parquet'
@@ -24,11 +25,16 @@ months() {
 }
 
 # run LABEL COMMAND...: run a command, then report ✅ or ❌ with the step that failed.
+# On a terminal only stdout goes through the log, so progress (on stderr) still draws there.
 run() {
     local label="$1"; shift
     local log; log="$(mktemp)"
     echo "▶️  $label"
-    "$@" 2>&1 | tee "$log"
+    if [ -t 2 ]; then
+        "$@" | tee "$log"
+    else
+        "$@" 2>&1 | tee "$log"
+    fi
     local status=${PIPESTATUS[0]}
     if [ "$status" -eq 0 ]; then
         echo "✅ $label succeeded"
@@ -72,11 +78,7 @@ clean() {
 show_config() { run "Configuration" "$TAXIPIPE" config show; }
 check_components() { run "Component check" "$PY" "$ROOT/examples/check_components.py"; }
 
-menu() {
-    cat <<'MENU'
-
-🚕 taxipipe: one pipeline, many orchestrators
-  1) Simple runner
+ITEMS='  1) Simple runner
   2) Airflow runner
   3) Prefect runner
   4) Make-like runner
@@ -85,8 +87,16 @@ menu() {
   7) Clean caches and temporary files
   8) Show the configuration
   9) Test individual components
-  0) Exit
-MENU
+  0) Exit'
+
+menu() {
+    printf '\n🚕 taxipipe: one pipeline, many orchestrators\n%s\n' "$ITEMS"
+}
+
+usage() {
+    printf 'Usage: examples/run_examples.sh [ITEM | --all | --help]\n\n'
+    printf 'Without ITEM: an interactive menu. With ITEM: run it and exit with its status.\n'
+    printf 'Settings come from TAXIPIPE_* variables or a TAXIPIPE_CONFIG file.\n\n%s\n' "$ITEMS"
 }
 
 dispatch() {
@@ -100,10 +110,12 @@ dispatch() {
         7) clean ;;
         8) show_config ;;
         9) check_components ;;
-        *) echo "❓ Unknown choice '$1': pick 0-9"; return 2 ;;
+        -h|--help) usage ;;
+        *) echo "❓ Unknown choice '$1': pick 0-9 (--help lists them)"; return 2 ;;
     esac
 }
 
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 require_env
 if [ $# -gt 0 ]; then
     dispatch "$1"

@@ -171,3 +171,25 @@ def champion_home(tlc_server: TlcServer, tmp_path_factory: pytest.TempPathFactor
     result = run_cli("run", *cli_data_flags(home, tlc_server))
     assert result.returncode == 0, result.stderr
     return home
+
+
+def run_on_terminal(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+                    timeout: float = 900) -> tuple[int, str]:
+    """Run a command on a real pseudo-terminal (stdin, stdout and stderr); its status and output."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(args, stdin=terminal, stdout=terminal, stderr=terminal, env=env, cwd=cwd,
+                               start_new_session=True)
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    return process.wait(timeout=timeout), output.decode()

@@ -26,6 +26,9 @@ def test_original_script_writes_the_run_id(home: Path, tlc_server: TlcServer, tm
     assert result.returncode == 0, result.stderr
     run_id = (tmp_path / "run_id.txt").read_text()
     assert len(run_id) == 32 and f"MLflow run_id: {run_id}" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0] == "🚀 Starting ML Pipeline (script runner)" and "🚀 Running task: deploy" in lines
+    assert "🎉 Pipeline completed successfully!" in lines and f"🆔 Model run ID: {run_id}" in lines
 
     from mlflow import MlflowClient
 

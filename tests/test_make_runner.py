@@ -155,6 +155,7 @@ def test_changing_max_depth_reruns_exactly_train_to_deploy(built_home: Path, mak
     config.write_text("[model.params]\nmax_depth = 3\n")
     before = lock(built_home)["steps"]
     plan = make("--dry-run", "--config", str(config))
+    assert plan.out.startswith("🔍 Dry run (make runner): nothing is executed\n") and "Starting" not in plan.out
     assert plan.up_to_date == ["extract", "validate_data", "transform", "features"]
     assert plan.would_run["train"] == "config model.params.max_depth changed (6 -> 3)"
     assert plan.would_run["validate_model"] == "upstream 'train' will run"

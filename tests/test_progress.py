@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import io
-import os
-import pty
-import subprocess
 import sys
 
 import numpy as np
 import xgboost as xgb
 
 from taxipipe.progress import CLEAR_LINE, TrainingProgress
+from tests.conftest import REPO, run_on_terminal
 
 
 def train(rounds: int, *callbacks: TrainingProgress) -> None:
@@ -39,22 +37,8 @@ def test_on_a_terminal_one_line_redrawn_then_cleared() -> None:
     """A real pseudo-terminal: the line is redrawn in place and wiped when training ends."""
     script = ("import sys\nfrom tests.test_progress import train\nfrom taxipipe.progress import TrainingProgress\n"
               "train(400, TrainingProgress(400))\nprint('done', file=sys.stderr)\n")
-    controller, terminal = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-c", script], stdin=terminal, stdout=terminal, stderr=terminal,
-                               cwd=os.path.dirname(os.path.dirname(__file__)))
-    os.close(terminal)
-    output = b""
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.close(controller)
-    assert process.wait(timeout=120) == 0
-    text = output.decode()
+    status, text = run_on_terminal([sys.executable, "-c", script], cwd=REPO, timeout=120)
+    assert status == 0, text
     assert f"{CLEAR_LINE}   round " in text and "validation RMSE" in text and "s left" in text
     assert "\n   round" not in text
     assert text.rstrip().endswith(f"{CLEAR_LINE}done")

@@ -7,7 +7,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.conftest import REPO, TlcServer, run_cli
+import pytest
+
+from tests.conftest import REPO, TlcServer, run_cli, run_on_terminal
 
 SCRIPT = REPO / "examples" / "run_examples.sh"
 
@@ -59,3 +61,21 @@ def test_run_all_then_every_runner_agrees(home: Path, tlc_server: TlcServer, tmp
     assert {run["runner"] for run in runs} == {"simple", "airflow", "prefect", "make"}
     assert len({round(run["rmse"], 9) for run in runs}) == 1
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_help_lists_the_items_without_an_environment_check() -> None:
+    for flag in ("--help", "-h"):
+        result = subprocess.run(["bash", str(SCRIPT), flag], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and result.stdout.startswith("Usage: examples/run_examples.sh")
+        assert "5) Run all in sequence (then compare)" in result.stdout and "Unknown" not in result.stdout
+
+
+@pytest.mark.slow
+def test_progress_shows_through_the_menu_on_a_terminal(home: Path, tlc_server: TlcServer, tmp_path: Path) -> None:
+    """Item 1 on a real pseudo-terminal: the boosting line is redrawn there, and the log still works."""
+    from taxipipe.progress import CLEAR_LINE
+
+    status, text = run_on_terminal(["bash", str(SCRIPT), "1"], env=menu_env(home, tlc_server), cwd=tmp_path)
+    assert status == 0, text[-3000:]
+    assert f"{CLEAR_LINE}   round " in text and "validation RMSE" in text
+    assert "✅ Simple runner succeeded" in text

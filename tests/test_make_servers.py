@@ -1,0 +1,83 @@
+"""`make airflow-ui` and `make prefect-server`: the ports they are given, loopback only."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, free_port
+
+
+def listening(session: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket that the processes of `session` listen on."""
+    inodes: set[str] = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getsid(int(pid)) != session:
+                continue
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except (OSError, ProcessLookupError):
+            continue
+    found = set()
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                address, port = fields[1].split(":")
+                raw = bytes.fromhex(address)
+                if width == 4:
+                    host = socket.inet_ntop(socket.AF_INET, raw[::-1])
+                else:
+                    host = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+                found.add((host, int(port, 16)))
+    return found
+
+
+def serve(target: str, variable: str, home: Path, ready_path: str, timeout: float = 300) -> None:
+    """Start `make TARGET VARIABLE=port`, wait until it answers, check its sockets, stop it."""
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "AIRFLOW", "PREFECT"))}
+    environment["TAXIPIPE_HOME"] = str(home)
+    process = subprocess.Popen(["make", "-s", target, f"{variable}={port}"], cwd=REPO, env=environment,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert process.poll() is None, process.stdout.read().decode()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=5):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, f"{target} did not answer on port {port}"
+                time.sleep(2)
+        time.sleep(10)
+        sockets = listening(process.pid)
+        assert ("127.0.0.1", port) in sockets
+        assert {host for host, _ in sockets} <= {"127.0.0.1", "::1"}, sockets
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.mark.slow
+def test_prefect_server_takes_its_port_from_prefect_port(tmp_path: Path) -> None:
+    serve("prefect-server", "PREFECT_PORT", tmp_path / "home", "/api/health")
+
+
+@pytest.mark.slow
+def test_airflow_ui_listens_on_loopback_only_and_has_no_log_servers(tmp_path: Path) -> None:
+    serve("airflow-ui", "AIRFLOW_PORT", tmp_path / "home", "/api/v2/monitor/health", timeout=600)

@@ -45,8 +45,8 @@ def client(settings: Settings) -> MlflowClient:
     """An MLflow client on the configured store (the embedded SQLite one by default).
 
     Served models carry explicit pip requirements, so MLflow is told not to copy the
-    project's uv files into them, not to draw download progress bars, to log warnings only
-    and to send no telemetry.
+    project's uv files into them, not to draw download progress bars, to log errors only
+    (MLFLOW_LOGGING_LEVEL, or `-v` on the command line, shows more) and to send no telemetry.
     """
     if _warm_up is not None:
         _warm_up.join()
@@ -55,7 +55,7 @@ def client(settings: Settings) -> MlflowClient:
 
 def _open(settings: Settings) -> MlflowClient:
     for name, value in (("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"), ("MLFLOW_LOG_UV_FILES", "false"),
-                        ("MLFLOW_LOGGING_LEVEL", "WARNING"), ("MLFLOW_DISABLE_TELEMETRY", "true")):
+                        ("MLFLOW_LOGGING_LEVEL", "ERROR"), ("MLFLOW_DISABLE_TELEMETRY", "true")):
         os.environ.setdefault(name, value)
     import mlflow
     from mlflow import MlflowClient

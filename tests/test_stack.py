@@ -155,7 +155,7 @@ def finished_runs(stack: RunningStack, runner: str) -> list[Any]:
     from mlflow import MlflowClient
 
     client = MlflowClient(stack.mlflow_url, registry_uri=stack.mlflow_url)
-    experiment = client.get_experiment_by_name(f"orchestration-pipeline-{runner}")
+    experiment = client.get_experiment_by_name(f"{runner}-taxi-duration")
     if experiment is None:
         return []
     return client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'",

@@ -76,17 +76,28 @@ def _start_missing(stack: Stack, service: Service, missing: set[str]) -> None:
         _start(stack, service)
 
 
-def _airflow_chain(stack: Stack, services: dict[str, Service], missing: set[str]) -> None:
-    """Migrate the database if the API server is missing, then start the missing parts together."""
+def _migrate_airflow(stack: Stack, database_oid: int) -> None:
+    """`airflow db migrate`, unless this Airflow version already migrated this very database."""
+    from importlib.metadata import version
+
+    stamp = stack.paths.airflow_home / "migrated"
+    wanted = f"apache-airflow {version('apache-airflow')} database {database_oid}"
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    started = time.monotonic()
+    processes.run_checked(stack.python("airflow", "db", "migrate"), stack.airflow_env(),
+                          "airflow db migrate", stack.paths.log("airflow-migrate"), timeout=900)
+    stamp.write_text(wanted)
+    say(f"✅ airflow db migrate done in {time.monotonic() - started:.1f}s")
+
+
+def _airflow_chain(stack: Stack, services: dict[str, Service], missing: set[str], database_oid: int) -> None:
+    """Migrate the database when needed, then start the missing parts together."""
     names = [name for name in SERVICES if name.startswith("airflow-") and name in missing]
     if not names:
         return
     stack.write_airflow_files()
-    if "airflow-api-server" in missing:
-        started = time.monotonic()
-        processes.run_checked(stack.python("airflow", "db", "migrate"), stack.airflow_env(),
-                              "airflow db migrate", stack.paths.log("airflow-migrate"), timeout=900)
-        say(f"✅ airflow db migrate done in {time.monotonic() - started:.1f}s")
+    _migrate_airflow(stack, database_oid)
     with ThreadPoolExecutor(len(names)) as pool:
         for future in [pool.submit(_start, stack, services[name]) for name in names]:
             future.result()
@@ -135,11 +146,11 @@ def up(settings: Settings, runner_env: Mapping[str, str]) -> None:
         record = postgres.start(paths, settings.stack.postgres_port, env)
         say(f"✅ postgres healthy in {time.monotonic() - started:.1f}s on 127.0.0.1:"
             f"{settings.stack.postgres_port} (pid {record.pid})")
-    postgres.ensure_databases(settings.stack.postgres_port, stack.secrets)
+    databases = postgres.ensure_databases(settings.stack.postgres_port, stack.secrets)
 
     chains: list[Callable[[], None]] = [
         lambda: _start_missing(stack, services["mlflow"], missing),
-        lambda: _airflow_chain(stack, services, missing),
+        lambda: _airflow_chain(stack, services, missing, databases["airflow"]),
         lambda: _prefect_chain(stack, services, missing),
     ]
     with ThreadPoolExecutor(len(chains)) as pool:
@@ -180,6 +191,16 @@ def down(settings: Settings) -> None:
         say(f"⏹️  postgres stopped in {time.monotonic() - started:.1f}s")
 
 
+def _healthy(service: Service, attempts: int = 3) -> bool:
+    """A health check that tolerates a busy moment: a few tries a second apart."""
+    for attempt in range(attempts):
+        if service.health():
+            return True
+        if attempt < attempts - 1:
+            time.sleep(1)
+    return False
+
+
 def status(settings: Settings) -> list[ServiceState]:
     """Each service with its URL, pid and health."""
     stack = Stack(settings)
@@ -193,7 +214,7 @@ def status(settings: Settings) -> list[ServiceState]:
             url = f"postgresql://127.0.0.1:{port}"
         else:
             service = services[name]
-            healthy = record is not None and service.health()
+            healthy = record is not None and _healthy(service)
             url = record.url if record else service.url
         state = "healthy" if healthy else ("unhealthy" if record else "down")
         states.append(ServiceState(name, state, url, record.pid if record else None))

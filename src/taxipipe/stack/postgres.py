@@ -84,16 +84,21 @@ def initialised(paths: StackPaths) -> bool:
     return (data_dir(paths) / "PG_VERSION").exists()
 
 
+def _check_reachable(directory: Path, env: Mapping[str, str]) -> None:
+    """As root: the postgres user must pass through every directory above the cluster's."""
+    for ancestor in [*reversed(directory.parents), directory]:
+        if subprocess.run(_run_as() + ["test", "-x", str(ancestor)], env=dict(env)).returncode != 0:
+            raise StackError(
+                f"PostgreSQL runs as user '{RUN_AS_ROOT_USER}' under root, and that user cannot enter "
+                f"{ancestor}: give it search permission (chmod o+x {ancestor}) or choose a home it can "
+                "reach (--home or TAXIPIPE_HOME)")
+
+
 def init_cluster(paths: StackPaths, password: str, env: Mapping[str, str]) -> None:
     """initdb with scram authentication and the superuser's password from a private file."""
     _owned_directory(paths.postgres)
     if os.geteuid() == 0:
-        reach = subprocess.run(_run_as() + ["test", "-w", str(paths.postgres)], env=dict(env))
-        if reach.returncode != 0:
-            raise StackError(
-                f"PostgreSQL runs as user '{RUN_AS_ROOT_USER}' under root, and that user cannot reach "
-                f"{paths.postgres}: give every directory above it search permission (chmod o+x) or "
-                "choose a home it can reach (--home or TAXIPIPE_HOME)")
+        _check_reachable(paths.postgres, env)
     password_file = paths.postgres / "initdb.pw"
     descriptor = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as file:
@@ -153,8 +158,11 @@ def url(database: str, password: str, port: int, driver: str) -> str:
     return f"postgresql+{driver}://{database}:{quote(password, safe='')}@127.0.0.1:{port}/{database}"
 
 
-def ensure_databases(port: int, secrets: Mapping[str, str]) -> None:
-    """One role (with its password) and one database it owns, per server; kept if present."""
+def ensure_databases(port: int, secrets: Mapping[str, str]) -> dict[str, int]:
+    """One role (with its password) and one database it owns, per server; kept if present.
+
+    Returns each database's oid, which changes when the database is created anew.
+    """
     import psycopg
     from psycopg import sql
 
@@ -171,6 +179,9 @@ def ensure_databases(port: int, secrets: Mapping[str, str]) -> None:
             if not connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
                 connection.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
                     sql.Identifier(name), sql.Identifier(name)))
+        rows = connection.execute("SELECT datname, oid FROM pg_database WHERE datname = ANY(%s)",
+                                  (list(DATABASES),)).fetchall()
+    return {name: int(oid) for name, oid in rows}
 
 
 def healthy(port: int) -> bool:

@@ -55,7 +55,7 @@ def _get_json(url: str) -> Any | None:
     import httpx
 
     try:
-        response = httpx.get(url, timeout=5)
+        response = httpx.get(url, timeout=10)
     except httpx.HTTPError:
         return None
     if response.status_code != 200:
@@ -252,7 +252,7 @@ class Stack:
 
         try:
             response = httpx.post(f"{self.prefect_api}/work_pools/{pool}/workers/filter", json={},
-                                  timeout=5)
+                                  timeout=10)
         except httpx.HTTPError:
             return False
         if response.status_code != 200:

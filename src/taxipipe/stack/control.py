@@ -180,15 +180,20 @@ def down(settings: Settings) -> None:
     if not paths.root.exists():
         say(f"⏭️  no stack in {settings.home}")
         return
+    stopped = 0
     for group in STOP_ORDER:
         present = [name for name in group if processes.read_record(paths, name) is not None]
         with ThreadPoolExecutor(max(len(present), 1)) as pool:
             for future in [pool.submit(_stop, paths, name) for name in present]:
                 future.result()
+        stopped += len(present)
     if postgres.running(paths) is not None:
         started = time.monotonic()
         postgres.stop(paths, dict(os.environ))
         say(f"⏹️  postgres stopped in {time.monotonic() - started:.1f}s")
+        stopped += 1
+    if not stopped:
+        say(f"⏭️  nothing of the stack in {settings.home} runs")
 
 
 def _healthy(service: Service, attempts: int = 3) -> bool:

@@ -100,6 +100,12 @@ def test_batch_rules(champion_home: Path) -> None:
         bad = small.post("/predict/batch", json={"rides": [RIDE, {**RIDE, "DOLocationID": -3}]}).json()
         assert bad["field"] == "rides[1].DOLocationID"
         assert small.post("/predict/batch", json={"ride": RIDE}).json()["field"] == "rides"
+        for bad_ride, field in (({**RIDE, "PULocationID": True}, "PULocationID"),
+                                ({**RIDE, "DOLocationID": 10**400}, "DOLocationID"),
+                                ({**RIDE, "trip_distance": "2"}, "trip_distance"), ("ride", "rides[1]")):
+            answer = small.post("/predict/batch", content=json.dumps({"rides": [RIDE, bad_ride]}))
+            assert answer.status_code == 422 and answer.json()["field"].startswith("rides[1]")
+            assert answer.json()["field"].endswith(field)
         answer = small.post("/predict/batch", json={"rides": [RIDE, {**RIDE, "trip_distance": 10}]}).json()
         assert answer["rides"] == 2 and answer["durations"][0] != answer["durations"][1]
 

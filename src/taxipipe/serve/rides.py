@@ -90,6 +90,38 @@ def parse_batch(body: Any, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     if len(rides) > limit:
         raise RideError("rides", f"must hold at most {limit:,} rides (serve.batch_limit); got {len(rides):,}",
                         status=413)
+    try:
+        columns = [[ride[name] for ride in rides] for name in (*ZONE_FIELDS, DISTANCE_FIELD)]
+    except (KeyError, TypeError):
+        return _check_each(rides)
+    return _checked_columns(*columns) or _check_each(rides)
+
+
+def _checked_columns(pickup: list[Any], dropoff: list[Any], distance: list[Any]) -> tuple[np.ndarray, ...] | None:
+    """The fast path: three columns checked with numpy at once; None when any value breaks a rule.
+
+    A batch of 1,000 good rides is checked in a fraction of the per-ride loop's time; a bad
+    one goes through `_check_each`, which names the first bad value.
+    """
+    import numpy as np
+
+    kinds = set(map(type, pickup)) | set(map(type, dropoff)) | set(map(type, distance))
+    if not kinds <= {int, float}:
+        return None
+    try:
+        zones = np.array([pickup, dropoff], dtype=np.float64)
+        miles = np.array(distance, dtype=np.float64)
+    except OverflowError:
+        return None
+    zones_ok = np.all((zones >= MIN_ZONE) & (zones <= MAX_ZONE) & (zones == np.floor(zones)))
+    if not (zones_ok and np.all(np.isfinite(miles) & (miles >= 0))):
+        return None
+    codes = zones.astype(np.int64)
+    return codes[0], codes[1], miles
+
+
+def _check_each(rides: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check ride by ride; raises RideError at the first bad value."""
     pickup, dropoff, distance = [], [], []
     for index, ride in enumerate(rides):
         where = f"rides[{index}]."

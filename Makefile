@@ -43,6 +43,7 @@ BENCH ?= green green-onehot scaled
 bench: env
 	for scenario in $(BENCH); do $(BIN)/python benchmarks/bench_pipeline.py $$scenario || exit 1; done
 	$(BIN)/python benchmarks/bench_make_uptodate.py
+	$(BIN)/python benchmarks/bench_serve.py
 
 serve: env
 	$(BIN)/taxipipe serve $(ARGS)

@@ -79,7 +79,7 @@ def load_version(settings: Settings, name: str, version: Any) -> Loaded:
 
     tracking.client(settings)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+        warnings.filterwarnings("ignore", message=".*type hints", category=UserWarning)
         pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}", suppress_warnings=True)
     return Loaded(name=name, version=int(version.version), run_id=version.run_id,
                   loaded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

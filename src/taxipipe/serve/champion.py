@@ -73,14 +73,10 @@ class Champion:
 
 def load_version(settings: Settings, name: str, version: Any) -> Loaded:
     """Load one registered version with MLflow and keep its python model for the array path."""
-    import warnings
-
     import mlflow.pyfunc
 
     tracking.client(settings)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*type hints", category=UserWarning)
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}", suppress_warnings=True)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}", suppress_warnings=True)
     return Loaded(name=name, version=int(version.version), run_id=version.run_id,
                   loaded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   model=pyfunc.unwrap_python_model())

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 TRAIN, VALIDATION = Partition("green", 2021, 1), Partition("green", 2021, 2)
 #: The real months the suite reads (fetched from the TLC when no local copy is given).
 TEST_MONTHS = (TRAIN, VALIDATION, Partition("green", 2021, 3), Partition("green", 2021, 4),
-               Partition("green", 2023, 2))
+               Partition("green", 2023, 1), Partition("green", 2023, 2))
 
 
 def _data_dir() -> Path:

@@ -121,17 +121,3 @@ def test_completion_script_completes_in_bash(tmp_path: Path) -> None:
                             env=clean_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}"))
     assert result.stdout.split("\n")[:2] == ["make ", "--features "], result.stderr
 
-
-def test_unreachable_tracking_server_fails_before_the_data_steps(home: Path) -> None:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    for command in (["run"], ["make"]):
-        result = run_cli(*command, "--home", str(home), "--tracking-uri", f"http://127.0.0.1:{port}")
-        assert result.returncode == 1, result.stdout + result.stderr
-        assert "Traceback" not in result.stderr and "Running task" not in result.stdout
-        errors = [line for line in result.stderr.splitlines() if line.startswith("❌")]
-        assert len(errors) == 1 and f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}" in errors[0]
-    assert not (home / "downloads").exists()

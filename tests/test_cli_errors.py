@@ -116,12 +116,15 @@ def test_sigterm_during_download_leaves_no_partial_file(home: Path, tlc_server: 
     assert list(downloads.iterdir()) == []
 
 
-def test_unreachable_tracking_server(home: Path, tlc_server: TlcServer) -> None:
+def test_unreachable_tracking_server_fails_before_the_data_steps(home: Path, tlc_server: TlcServer) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = run_cli("run", *cli_data_flags(home, tlc_server), "--tracking-uri", f"http://127.0.0.1:{port}",
-                     timeout=120)
-    assert result.returncode == 1
-    assert "❌ Task 'train' failed: cannot reach the MLflow tracking server" in result.stdout
-    assert "Traceback" not in result.stderr
+    for command in ("run", "make"):
+        result = run_cli(command, *cli_data_flags(home, tlc_server), "--tracking-uri", f"http://127.0.0.1:{port}",
+                         timeout=120)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr and "Running task" not in result.stdout
+        errors = [line for line in result.stderr.splitlines() if line.startswith("❌")]
+        assert len(errors) == 1 and f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}" in errors[0]
+    assert not (home / "downloads").exists()

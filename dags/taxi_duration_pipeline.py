@@ -1,8 +1,8 @@
 """NYC taxi trip duration: train XGBoost on a TLC month, gate it, register it in MLflow.
 
-Each run trains on the month two before its logical date (the TLC publishes a month weeks
-later) and validates on the month after that: the run of 2021-03-01 trains on 2021-01 and
-validates on 2021-02. The `color`, `year` and `month` params override that for a manual
+Each run validates on the month three before its logical date (the newest month the TLC has
+surely published by then, `taxipipe.partition.PUBLICATION_LAG_MONTHS`) and trains on the
+month before that: the run of 2021-05-01 trains on 2021-01 and validates on 2021-02. The `color`, `year` and `month` params override that for a manual
 trigger; `settings` takes any other setting as nested tables, e.g.
 `{"data": {"url_template": "..."}, "model": {"preset": "zoomcamp"}}`.
 
@@ -27,9 +27,10 @@ from airflow.sdk import (
 )
 
 from taxipipe.errors import PERMANENT_ERRORS
-from taxipipe.pipeline import BY_NAME, run_step
-from taxipipe.runners.airflow import DAG_ID, combine_months, extract_step, step_context
-from taxipipe.steps import ROLES, Record
+from taxipipe.partition import Partition
+from taxipipe.pipeline import BY_NAME, month_node, per_month_records, run_step
+from taxipipe.runners.airflow import DAG_ID, step_context
+from taxipipe.steps import Record
 
 default_args = {
     "retries": 2,
@@ -65,14 +66,21 @@ default_args = {
     doc_md=__doc__,
 )
 def taxi_duration_pipeline() -> None:
+    @task
+    def months():
+        """The months the run reads (training months, then validation): one extract each."""
+        return [month.label for month in step_context().settings.months]
+
     @task(retries=5)
-    def extract(role: str):
-        """Download one month: the training month or the validation month after it."""
-        return run_step(extract_step(role), step_context(), {})
+    def extract(month: str):
+        """Download one month into the download cache the partitions share."""
+        ctx = step_context()
+        return run_step(month_node("extract", Partition.parse(ctx.settings.data.color, month)), ctx, {})
 
     @task
-    def validate_data(months: list[Record]):
-        return run_step(BY_NAME["validate_data"], step_context(), {"extract": combine_months(months)})
+    def validate_data(downloads: list[Record]):
+        # downloads[:] reads Airflow's lazy XCom sequence in one request
+        return run_step(BY_NAME["validate_data"], step_context(), per_month_records("extract", downloads[:]))
 
     @task
     def transform(checked: Record):
@@ -102,8 +110,8 @@ def taxi_duration_pipeline() -> None:
     def cleanup(deployed: Record):
         return run_step(BY_NAME["cleanup"], step_context(), {"deploy": deployed})
 
-    months = extract.expand(role=list(ROLES))
-    trained = train(features(transform(validate_data(months))))
+    downloads = extract.expand(month=months())
+    trained = train(features(transform(validate_data(downloads))))
     verdict = validate_model(trained)
     cleanup(deploy(verdict, save(trained, verdict)))
 

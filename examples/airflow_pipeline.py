@@ -15,7 +15,7 @@ from pathlib import Path
 from taxipipe import console
 from taxipipe.cli import add_settings_flags, settings_from
 from taxipipe.errors import TaxipipeError
-from taxipipe.pipeline import STEPS
+from taxipipe.pipeline import graph
 from taxipipe.runners import airflow as airflow_runner
 
 DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except TaxipipeError as exc:
         console.pipeline_failed(str(exc))
         return 1
-    for step in STEPS:
+    for step in graph(settings):
         record = outcome.records.get(step.name)
         if record is not None:
             console.task_done(step.name, record["seconds"], record.get("summary"))

@@ -17,17 +17,15 @@ import pyarrow.parquet as pq
 
 from taxipipe.cli import add_settings_flags, settings_from
 from taxipipe.errors import TaxipipeError
-from taxipipe.layout import Layout
-from taxipipe.pipeline import STEPS, run_step
+from taxipipe.pipeline import STEPS, graph, run_step
 from taxipipe.steps import StepContext, extract_month
 
 
 def sample_months(settings, rows: int, mirror: Path) -> None:
-    """Write the first `rows` rides of both months into `mirror`, named as the TLC names them."""
+    """Write the first `rows` rides of every month into `mirror`, named as the TLC names them."""
     context = StepContext(settings, runner="check")
-    layout = Layout(settings.home, settings.partition)
-    for role, partition in (("train", layout.partition), ("validation", layout.validation_partition)):
-        source = Path(extract_month(context, role)["path"])
+    for partition in settings.months:
+        source = Path(extract_month(context, partition)["path"])
         table = pq.ParquetFile(source).read_row_group(0).slice(0, rows)
         pq.write_table(table, mirror / f"{partition.color}_tripdata_{partition.label}.parquet")
 
@@ -51,9 +49,9 @@ def main() -> int:
         settings.mlflow.tracking_uri = None
         context = StepContext(settings, runner="check")
         records: dict = {}
-        for step in STEPS:
+        for step in graph(settings):
             try:
-                records[step.name] = run_step(step, context, records)
+                records[step.name] = run_step(step, context, {name: records[name] for name in step.upstream})
             except TaxipipeError as exc:
                 print(f"❌ {step.name}: {exc}")
                 return 1

@@ -12,24 +12,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from taxipipe import console
 from taxipipe.cli import add_settings_flags, settings_from
 from taxipipe.config import Settings
 from taxipipe.errors import TaxipipeError
-from taxipipe.pipeline import BY_NAME
+from taxipipe.pipeline import chain, graph
 from taxipipe.runners.simple import SimplePipeline, StepFailed
-
-STAGES = ("extract", "validate_data", "transform", "features", "train", "validate_model", "save", "deploy")
 
 
 def run(settings: Settings) -> str:
-    """Train and register the model; return the MLflow run id."""
-    pipeline = SimplePipeline(settings, runner="script")
-    console.header(pipeline.context.runner, settings)
-    for name in STAGES:
-        pipeline.run_task(BY_NAME[name])
-    console.final_summary(pipeline.records)
-    return pipeline.records["train"]["run_id"]
+    """Train and register the model (every node up to deploy); return the MLflow run id."""
+    return SimplePipeline(settings, runner="script", steps=chain("deploy", graph(settings))).run()["train"]["run_id"]
 
 
 def main() -> int:

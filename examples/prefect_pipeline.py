@@ -18,6 +18,7 @@ from typing import Sequence
 
 from taxipipe import console
 from taxipipe.cli import add_settings_flags, overrides_from, settings_from
+from taxipipe.config import merge
 from taxipipe.errors import TaxipipeError
 from taxipipe.runners import prefect_local
 
@@ -43,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     prefect_local.configure(settings.home)
     config = str(args.config.absolute()) if args.config else None
-    overrides = {**overrides_from(args), "home": str(settings.home)}
+    overrides = merge(overrides_from(args), {"home": str(settings.home)})
     if args.serve:
         from prefect import serve
 

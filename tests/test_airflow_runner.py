@@ -14,7 +14,7 @@ import pytest
 
 from taxipipe.errors import ConfigError
 from taxipipe.partition import Partition
-from taxipipe.pipeline import STEPS
+from taxipipe.pipeline import STEPS, edges
 from taxipipe.runners.airflow import DAG_ID, logical_date_for, settings_for, training_partition
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,17 +111,17 @@ def output(result: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.mark.parametrize(("logical_date", "expected"), [
-    (datetime(2021, 3, 1, tzinfo=timezone.utc), Partition("green", 2021, 1)),
-    (datetime(2021, 2, 1, tzinfo=timezone.utc), Partition("green", 2020, 12)),
-    (datetime(2021, 1, 15, tzinfo=timezone.utc), Partition("green", 2020, 11)),
+    (datetime(2021, 5, 1, tzinfo=timezone.utc), Partition("green", 2021, 1)),
+    (datetime(2021, 4, 1, tzinfo=timezone.utc), Partition("green", 2020, 12)),
+    (datetime(2021, 3, 15, tzinfo=timezone.utc), Partition("green", 2020, 11)),
 ])
-def test_a_run_trains_on_the_month_two_before_its_logical_date(logical_date: datetime, expected: Partition):
+def test_a_run_validates_on_the_month_three_before_its_logical_date(logical_date: datetime, expected: Partition):
     assert training_partition(logical_date) == expected
     assert logical_date_for(expected) == logical_date.replace(day=1)
 
 
 def test_params_override_the_logical_date_and_settings(tmp_path: Path):
-    march = datetime(2021, 3, 1, tzinfo=timezone.utc)
+    march = datetime(2021, 5, 1, tzinfo=timezone.utc)
     by_date = settings_for({"settings": {"home": str(tmp_path)}}, march)
     assert (by_date.data.year, by_date.data.month, by_date.home) == (2021, 1, tmp_path)
     nested = settings_for({"settings": {"data": {"month": 4}, "model": {"preset": "zoomcamp"}}}, march)
@@ -146,9 +146,14 @@ def test_the_dag_loads_with_the_pipeline_graph_and_retries(airflow_env: dict[str
     print(f"DAG parse time: {dag['parse_seconds']:.3f}s")
 
     tasks = dag["tasks"]
-    assert set(tasks) == {step.name for step in STEPS}
-    edges = {(name, down) for name, task in tasks.items() for down in task["downstream"]}
-    assert edges == {(up, step.name) for step in STEPS for up in step.upstream}
+    upstream: dict[str, set[str]] = {name: set() for name in tasks}
+    for name, task in tasks.items():
+        for down in task["downstream"]:
+            upstream[down].add(name)
+    # extract is mapped over the output of `months` (the months a run reads come from its settings)
+    assert upstream.pop("months") == set() and tasks["months"]["downstream"] == ["extract"]
+    upstream["extract"].remove("months")
+    assert upstream == edges(), "the DAG's tasks and dependencies must be the graph's"
     assert dag["schedule"] == "@monthly" and dag["catchup"] is False
     assert dag["params"] == ["color", "month", "settings", "year"]
     for task in tasks.values():
@@ -203,7 +208,7 @@ def test_a_missing_month_fails_the_run_at_once_with_the_reason(airflow_env: dict
 def test_two_logical_dates_train_two_partitions(airflow_env: dict[str, str], tlc_server: Any,
                                                 tmp_path: Path, simple_rmse: float):
     home = tmp_path / "home"
-    for logical_date in ("2021-03-01", "2021-04-01"):
+    for logical_date in ("2021-05-01", "2021-06-01"):
         result = dags_test(airflow_env, conf_for(home, tlc_server), logical_date)
         assert result.returncode == 0, output(result)[-5000:]
 
@@ -214,10 +219,10 @@ def test_two_logical_dates_train_two_partitions(airflow_env: dict[str, str], tlc
     assert runs[0].data.metrics["rmse"] == pytest.approx(simple_rmse, abs=1e-6)
     assert sorted(p.name for p in (home / "deployments").iterdir()) == ["green_2021-01.json", "green_2021-02.json"]
 
-    plan = airflow(airflow_env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", "2021-03-01",
-                   "--to-date", "2021-04-01", "--dry-run")
+    plan = airflow(airflow_env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", "2021-05-01",
+                   "--to-date", "2021-06-01", "--dry-run")
     assert plan.returncode == 0, output(plan)
-    assert "2021-03-01 00:00:00+00:00" in plan.stdout and "2021-04-01 00:00:00+00:00" in plan.stdout
+    assert "2021-05-01 00:00:00+00:00" in plan.stdout and "2021-06-01 00:00:00+00:00" in plan.stdout
 
 
 # --- the in-process example --------------------------------------------------------------
@@ -237,7 +242,7 @@ def test_the_example_runs_the_dag_in_process(tlc_server: Any, tmp_path: Path, si
     assert result.returncode == 0, output(result)[-5000:]
     assert "🎉 Pipeline completed successfully!" in result.stdout
     assert f"📊 Final model RMSE: {simple_rmse:.4f}" in result.stdout
-    assert "✅ Task 'extract' completed" in result.stdout
+    assert "✅ Task 'extract[2021-02]' completed" in result.stdout
     assert (home / "airflow" / "airflow.db").is_file()
     assert not (user_home / "airflow").exists()
     [run] = mlflow_runs(home)

@@ -20,7 +20,8 @@ from tests.conftest import REPO, TlcServer, cli_data_flags, run_cli
 
 LOCK = Path("state/green/2021-01.lock.json")
 RAW_VALIDATION = Path("downloads/green_tripdata_2021-02.parquet")
-DEPLOY_CHAIN = ["extract", "validate_data", "transform", "features", "train", "validate_model", "save", "deploy"]
+EXTRACTS = ["extract[2021-01]", "extract[2021-02]"]
+DEPLOY_CHAIN = [*EXTRACTS, "validate_data", "transform", "features", "train", "validate_model", "save", "deploy"]
 HEAVY = ("pandas", "mlflow", "xgboost", "pyarrow")
 
 
@@ -32,15 +33,15 @@ class Build:
 
     @property
     def ran(self) -> list[str]:
-        return re.findall(r"🚀 Running task: (\w+)", self.out)
+        return re.findall(r"🚀 Running task: ([\w\[\]-]+)", self.out)
 
     @property
     def up_to_date(self) -> list[str]:
-        return re.findall(r"Task '(\w+)': Up to date", self.out)
+        return re.findall(r"Task '([\w\[\]-]+)': Up to date", self.out)
 
     @property
     def would_run(self) -> dict[str, str]:
-        return dict(re.findall(r"🔨 Task '(\w+)' would run: (.*)", self.out))
+        return dict(re.findall(r"🔨 Task '([\w\[\]-]+)' would run: (.*)", self.out))
 
     @property
     def run_id(self) -> str:
@@ -112,7 +113,7 @@ def test_list_shows_every_target_and_what_it_depends_on() -> None:
     assert rows["save"] == "train, validate_model"
     assert rows["deploy"] == "validate_model, save"
     assert rows["validate"] == "validate_model"
-    assert set(DEPLOY_CHAIN) | {"cleanup"} <= rows.keys()
+    assert set(DEPLOY_CHAIN[2:]) | {"extract", "cleanup"} <= rows.keys()
 
 
 def test_unknown_target_is_one_clear_sentence(make: Callable[..., Build]) -> None:
@@ -156,7 +157,7 @@ def test_changing_max_depth_reruns_exactly_train_to_deploy(built_home: Path, mak
     before = lock(built_home)["steps"]
     plan = make("--dry-run", "--config", str(config))
     assert plan.out.startswith("🔍 Dry run (make runner): nothing is executed\n") and "Starting" not in plan.out
-    assert plan.up_to_date == ["extract", "validate_data", "transform", "features"]
+    assert plan.up_to_date == [*EXTRACTS, "validate_data", "transform", "features"]
     assert plan.would_run["train"] == "config model.params.max_depth changed (6 -> 3)"
     assert plan.would_run["validate_model"] == "upstream 'train' will run"
     assert list(plan.would_run) == ["train", "validate_model", "save", "deploy"]
@@ -165,7 +166,7 @@ def test_changing_max_depth_reruns_exactly_train_to_deploy(built_home: Path, mak
     assert rebuilt.ran == ["train", "validate_model", "save", "deploy"]
     assert rebuilt.run_id != before["train"]["record"]["run_id"]
     after = lock(built_home)["steps"]
-    assert all(after[name] == before[name] for name in ["extract", "validate_data", "transform", "features"])
+    assert all(after[name] == before[name] for name in [*EXTRACTS, "validate_data", "transform", "features"])
     assert make("--config", str(config)).ran == []
 
 
@@ -186,13 +187,13 @@ def test_new_bytes_in_a_raw_file_rerun_the_steps_that_read_it(built_home: Path, 
     reencoded = make()
     assert reencoded.ran == ["validate_data", "transform"], reencoded.out
     assert "because input downloads/green_tripdata_2021-02.parquet changed" in reencoded.out
-    assert reencoded.up_to_date == ["extract", "features", "train", "validate_model", "save", "deploy"], \
+    assert reencoded.up_to_date == [*EXTRACTS, "features", "train", "validate_model", "save", "deploy"], \
         "the same rides give the same clean files, so nothing after transform reruns"
 
     shutil.copyfile(tlc_dir / "green_tripdata_2021-03.parquet", raw)
     other_month = make()
-    assert other_month.ran == DEPLOY_CHAIN[1:]
-    assert other_month.up_to_date == ["extract"]
+    assert other_month.ran == DEPLOY_CHAIN[2:]
+    assert other_month.up_to_date == EXTRACTS
 
 
 def test_force_rebuilds_the_targets_chain_with_parallel_downloads(built_home: Path,
@@ -200,11 +201,11 @@ def test_force_rebuilds_the_targets_chain_with_parallel_downloads(built_home: Pa
     old_run = lock(built_home)["steps"]["train"]["record"]["run_id"]
     forced = make("train", "--force", "-j", "2")
     assert "🔨 Force: True" in forced.out and "🎯 Target: train" in forced.out
-    assert forced.ran == DEPLOY_CHAIN[:5]
-    assert forced.out.count("because --force") == 5
+    assert forced.ran[2:] == DEPLOY_CHAIN[2:6] and sorted(forced.ran[:2]) == EXTRACTS
+    assert forced.out.count("because --force") == 6
     assert forced.run_id != old_run
     plan = make("deploy", "--dry-run")
-    assert plan.up_to_date == DEPLOY_CHAIN[:5]
+    assert plan.up_to_date == DEPLOY_CHAIN[:6]
     assert plan.would_run["validate_model"] == "upstream 'train' changed since it last ran"
 
 
@@ -237,7 +238,7 @@ def test_cleanup_removes_intermediates_without_making_the_build_stale(built_home
     plan = make("--dry-run", "--config", str(config))
     assert plan.would_run["transform"] == "'features' needs the outputs that 'cleanup' removed"
     assert plan.would_run["features"] == "'train' needs the outputs that 'cleanup' removed"
-    assert plan.up_to_date == ["extract", "validate_data"]
+    assert plan.up_to_date == [*EXTRACTS, "validate_data"]
 
 
 def test_validate_target_and_the_example_script(built_home: Path, tlc_server: TlcServer) -> None:
@@ -246,13 +247,13 @@ def test_validate_target_and_the_example_script(built_home: Path, tlc_server: Tl
     assert result.returncode == 0, result.stderr
     validated = Build(result.stdout)
     assert "🎯 Target: validate" in validated.out
-    assert validated.up_to_date == DEPLOY_CHAIN[:6]
+    assert validated.up_to_date == DEPLOY_CHAIN[:7]
 
 
 def test_a_failed_step_records_nothing(make: Callable[..., Build], home: Path, tlc_server: TlcServer) -> None:
     tlc_server.fail_next("green_tripdata_2021-02.parquet", 404)
-    failed = make("extract", ok=False)
-    assert "❌ Task 'extract' failed: there is no TLC file at" in failed.out
+    failed = make("extract[2021-02]", ok=False)
+    assert "❌ Task 'extract[2021-02]' failed: there is no TLC file at" in failed.out
     assert lock(home)["steps"] == {} and lock(home)["running"] == {}
 
 
@@ -264,10 +265,10 @@ def test_sigkill_mid_train_then_a_rerun_redoes_only_train_onward(home: Path, tlc
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     state = lock(home)
-    assert list(state["steps"]) == ["extract", "validate_data", "transform", "features"]
+    assert list(state["steps"]) == [*EXTRACTS, "validate_data", "transform", "features"]
 
     rerun = make()
-    assert rerun.up_to_date == ["extract", "validate_data", "transform", "features"]
+    assert rerun.up_to_date == [*EXTRACTS, "validate_data", "transform", "features"]
     assert rerun.ran == ["train", "validate_model", "save", "deploy"]
     assert re.search(r"because it was interrupted \(started [0-9T:+-]+\)", rerun.out)
 

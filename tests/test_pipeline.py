@@ -22,8 +22,8 @@ def test_cli_run_onehot_matches_reference_and_tracks_everything(home: Path, tlc_
     lines = result.stdout.splitlines()
     assert lines[0] == "🚀 Starting ML Pipeline (simple runner)" and not any("Target" in line for line in lines)
     assert "📅 Data: green 2021-01 (validation 2021-02)" in lines
-    for step in ("extract", "validate_data", "transform", "features", "train", "validate_model",
-                 "save", "deploy", "cleanup"):
+    for step in ("extract[2021-01]", "extract[2021-02]", "validate_data", "transform", "features", "train",
+                 "validate_model", "save", "deploy", "cleanup"):
         assert f"🚀 Running task: {step}" in lines
         assert any(line.startswith(f"✅ Task '{step}' completed in ") for line in lines)
     assert "🎉 Pipeline completed successfully!" in lines
@@ -102,4 +102,5 @@ def test_december_trains_on_next_january(make_settings, tlc_server, tlc_dir: Pat
             target.symlink_to(tlc_dir / source)
     settings = make_settings(data={"year": 2020, "month": 12})
     records = SimplePipeline(settings).run()
-    assert records["extract"]["validation"]["partition"] == "green/2021-01"
+    assert records["extract[2021-01]"]["partition"] == "green/2021-01"
+    assert list(records)[:2] == ["extract[2020-12]", "extract[2021-01]"]

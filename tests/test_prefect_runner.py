@@ -22,15 +22,16 @@ import requests
 import yaml
 
 from tests.conftest import REPO, TlcServer, cli_data_flags
-from taxipipe.partition import Partition
+from taxipipe.partition import scheduled_training_month
 from taxipipe.runners.prefect_local import DEPLOYMENT_NAME, MONTHLY_CRON, local_environment
 from taxipipe.runners.simple import SimplePipeline
 
 EXAMPLE = REPO / "examples" / "prefect_pipeline.py"
 PREFECT = Path(sys.executable).with_name("prefect")
-STEP_LINE = re.compile(r"Task '(\w+)'(: Up to date| completed| failed)")
+STEP_LINE = re.compile(r"Task '([\w\[\]-]+)'(: Up to date| completed| failed)")
 OUTCOMES = {": Up to date": "cached", " completed": "ran", " failed": "failed"}
 AFTER_FEATURES = ("train", "validate_model", "save", "deploy")
+EXTRACTS = ("extract[2021-01]", "extract[2021-02]")
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -84,7 +85,7 @@ def test_flow_retries_a_503_and_gives_the_simple_runners_rmse(make_settings, tlc
     assert tlc_server.hits(name) - before == 2
     assert "Retry 1/3 will start" in result.stderr
     assert outcomes(result.stdout) == dict.fromkeys(
-        ("extract", "validate_data", "transform", "features", *AFTER_FEATURES), "ran")
+        (*EXTRACTS, "validate_data", "transform", "features", *AFTER_FEATURES), "ran")
     [run] = runs_of(home)
     assert run.data.metrics["rmse"] == pytest.approx(simple_rmse, abs=1e-6)
     assert run.data.tags["runner"] == "prefect"
@@ -106,7 +107,7 @@ def test_missing_month_fails_at_once_without_retries(tlc_server: TlcServer, home
     result = run_example(*cli_data_flags(home, tlc_server, month=5), HOME=str(user_home))
 
     assert result.returncode == 1
-    assert outcomes(result.stdout) == {"extract": "failed"}
+    assert outcomes(result.stdout) == {"extract[2021-05]": "ran", "extract[2021-06]": "failed"}
     assert f"{missing} (HTTP 404)" in result.stderr
     assert failure_reason(result.stderr).endswith("that colour and month is not published")
     assert tlc_server.hits(missing) - before == 1
@@ -132,7 +133,8 @@ def test_failed_data_rules_stop_the_flow_naming_them(tlc_server: TlcServer, home
     result = run_example(*cli_data_flags(home, tlc_server, year=2031, month=1))
 
     assert result.returncode == 1
-    assert outcomes(result.stdout) == {"extract": "ran", "validate_data": "failed"}
+    assert outcomes(result.stdout) == {"extract[2031-01]": "ran", "extract[2031-02]": "ran",
+                                       "validate_data": "failed"}
     reason = failure_reason(result.stderr)
     assert reason.startswith("task 'validate_data' failed: data quality rules failed")
     assert "green_tripdata_2031-01.parquet: PULocationID in 1..265: 50 of 76,518 rows" in reason
@@ -191,18 +193,18 @@ def test_reruns_resume_at_train_and_reuse_unchanged_steps(prefect_server: dict[s
     # the MLflow store cannot be created: train fails after its retry
     failed = run_example(*flags, "--tracking-uri", f"sqlite:///{blocker}/mlflow.db", **server)
     assert failed.returncode == 1
-    assert outcomes(failed.stdout) == {"extract": "ran", "validate_data": "ran", "transform": "ran",
+    assert outcomes(failed.stdout) == {**dict.fromkeys(EXTRACTS, "ran"), "validate_data": "ran", "transform": "ran",
                                        "features": "ran", "train": "failed"}
 
     resumed = run_example(*flags, **server)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert outcomes(resumed.stdout) == {
-        "extract": "ran", "validate_data": "cached", "transform": "cached", "features": "cached",
+        **dict.fromkeys(EXTRACTS, "ran"), "validate_data": "cached", "transform": "cached", "features": "cached",
         **dict.fromkeys(AFTER_FEATURES, "ran")}
 
     unchanged = run_example(*flags, **server)
     assert unchanged.returncode == 0, unchanged.stderr[-3000:]
-    assert outcomes(unchanged.stdout) == {"extract": "ran", **dict.fromkeys(
+    assert outcomes(unchanged.stdout) == {**dict.fromkeys(EXTRACTS, "ran"), **dict.fromkeys(
         ("validate_data", "transform", "features", *AFTER_FEATURES), "cached")}
     assert len(runs_of(home)) == 1
 
@@ -211,7 +213,7 @@ def test_reruns_resume_at_train_and_reuse_unchanged_steps(prefect_server: dict[s
     retrained = run_example(*flags, "--config", str(deeper), "--cleanup", **server)
     assert retrained.returncode == 0, retrained.stderr[-3000:]
     assert outcomes(retrained.stdout) == {
-        "extract": "ran", "validate_data": "cached", "transform": "cached", "features": "cached",
+        **dict.fromkeys(EXTRACTS, "ran"), "validate_data": "cached", "transform": "cached", "features": "cached",
         **dict.fromkeys((*AFTER_FEATURES, "cleanup"), "ran")}
     assert len(runs_of(home)) == 2
     assert not list(home.glob("partitions/*/*/*"))
@@ -220,7 +222,7 @@ def test_reruns_resume_at_train_and_reuse_unchanged_steps(prefect_server: dict[s
     rebuilt = run_example(*flags, "--config", str(deeper), **server)
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     assert outcomes(rebuilt.stdout) == {
-        "extract": "ran", "validate_data": "cached", "transform": "ran", "features": "ran",
+        **dict.fromkeys(EXTRACTS, "ran"), "validate_data": "cached", "transform": "ran", "features": "ran",
         **dict.fromkeys(AFTER_FEATURES, "ran")}
 
 
@@ -237,13 +239,11 @@ def test_deployments_validate_and_run_on_a_worker(prefect_server: dict[str, str]
     assert deployment["work_pool_name"] == "taxipipe"
     assert [s["schedule"]["cron"] for s in deployment["schedules"]] == [MONTHLY_CRON]
 
-    # run it as the schedule would: training on the month four months back, validating on the
+    # run it as the schedule would: training on the month three months back, validating on the
     # next one, here real months served under those names
-    now = datetime.now(timezone.utc)
-    due = now.year * 12 + now.month - 1 - 4
-    year, month = due // 12, due % 12 + 1
-    for real, due_partition in (("2021-01", Partition("green", year, month)),
-                                ("2021-02", Partition("green", year, month).next())):
+    due = scheduled_training_month("green", datetime.now(timezone.utc))
+    year, month = due.year, due.month
+    for real, due_partition in (("2021-01", due), ("2021-02", due.next())):
         link = tlc_server.root / f"green_tripdata_{due_partition.label}.parquet"
         if not link.exists():
             link.symlink_to(tlc_server.root / f"green_tripdata_{real}.parquet")

@@ -112,7 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import json
 
     from taxipipe import console
-    from taxipipe.runners.simple import SimplePipeline, StepFailed
+    from taxipipe.errors import StepFailed
+    from taxipipe.runners.simple import SimplePipeline
 
     try:
         records = SimplePipeline(settings_from(args)).run()
@@ -142,8 +143,8 @@ def add_run(commands: Any) -> None:
 # -- make -----------------------------------------------------------------------------------
 
 def cmd_make(args: argparse.Namespace) -> int:
+    from taxipipe.errors import StepFailed
     from taxipipe.runners import make
-    from taxipipe.runners.simple import StepFailed
 
     if args.list:
         make.list_targets()

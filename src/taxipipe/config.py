@@ -10,7 +10,7 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
@@ -168,8 +168,23 @@ class Settings(BaseSettings):
 
     @property
     def partition(self) -> Partition:
-        """The training month."""
+        """The training month (the partition a run's files and records are keyed by)."""
         return Partition(self.data.color, self.data.year, self.data.month)
+
+    @property
+    def training_months(self) -> tuple[Partition, ...]:
+        """The months the model trains on, oldest first (today one: `partition`)."""
+        return (self.partition,)
+
+    @property
+    def validation_month(self) -> Partition:
+        """The month after the training months."""
+        return self.partition.shift(1)
+
+    @property
+    def months(self) -> tuple[Partition, ...]:
+        """Every month a run reads (one download node each): training months, then validation."""
+        return (*self.training_months, self.validation_month)
 
     def tracking_uri(self) -> str:
         """The MLflow tracking URI: the configured one, or the embedded SQLite store."""
@@ -228,6 +243,20 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold tables of settings, not {type(data).__name__}")
     return data
+
+
+def merge(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Nested settings tables merged key by key; later layers win (None layers are skipped)."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+                merged[key] = merge(merged[key], value)
+            elif isinstance(value, Mapping):
+                merged[key] = merge(value)
+            else:
+                merged[key] = value
+    return merged
 
 
 def load_settings(

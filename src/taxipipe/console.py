@@ -66,7 +66,7 @@ def header(runner: str, settings: Settings, target: str | None = None, force: bo
         else f"🚀 Starting ML Pipeline ({runner} runner)")
     if target is not None:
         say(f"🎯 Target: {target}")
-    say(f"📅 Data: {partition.color} {partition.label} (validation {partition.next().label})")
+    say(f"📅 Data: {partition.color} {partition.label} (validation {settings.validation_month.label})")
     if force is not None:
         say(f"🔨 Force: {force}")
     say("=" * 60)
@@ -117,3 +117,26 @@ def final_record(records: Mapping[str, Mapping]) -> dict[str, Any]:
             "model_name": deployed.get("model_name"), "version": deployed.get("version"),
             "champion": deployed.get("champion"), "reason": deployed.get("reason"),
             "step_seconds": last.get("timings", {})}
+
+
+def markdown_report(settings: Settings, records: Mapping[str, Mapping], states: Mapping[str, str]) -> str:
+    """A run's report in markdown: RMSE, row counts, and each step's state and time."""
+    partition = settings.partition
+    lines = [f"# ml-pipeline: {partition.color} {partition.label} "
+             f"(validation {settings.validation_month.label})", ""]
+    trained = records.get("train")
+    if trained:
+        lines += [f"**RMSE:** {trained['rmse']:.4f} (MLflow run `{trained['run_id']}`)", ""]
+    if "deploy" in records:
+        lines += [f"**Deployment:** {records['deploy']['summary']}", ""]
+    transformed = records.get("transform")
+    if transformed:
+        lines += ["| month | rows read | rides kept |", "|---|---:|---:|"]
+        lines += [f"| {role} | {transformed[role]['rows_in']:,} | {transformed[role]['rows']:,} |"
+                  for role in ("train", "validation")]
+        lines.append("")
+    lines += ["| step | state | seconds |", "|---|---|---:|"]
+    lines += [f"| {name} | {states.get(name, 'Completed')} | {record['seconds']:.2f} |"
+              for name, record in records.items()]
+    lines += ["", "Cached steps show the time they took when they ran."]
+    return "\n".join(lines) + "\n"

@@ -57,3 +57,15 @@ class StackError(TaxipipeError):
 PERMANENT_ERRORS: tuple[type[TaxipipeError], ...] = (
     ConfigError, DataNotFoundError, SchemaError, CorruptDataError, DataQualityError, PipelineStateError,
 )
+
+
+class StepFailed(Exception):
+    """A runner's step raised a `TaxipipeError`: the step's name and the user-facing reason.
+
+    Runners raise it after printing the reason, so callers only set the exit status.
+    """
+
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(f"task '{step}' failed: {reason}")
+        self.step = step
+        self.reason = reason

@@ -1,26 +1,33 @@
 """The pipeline declared once, as data: steps, their order, files and config keys.
 
 Runners read this graph; they decide when and where each step runs, never what it does.
-The make runner hashes exactly the files and config keys declared here.
+A step marked `per_month` becomes one node per month the run reads (`Settings.months`):
+`graph(settings)` expands `extract` into `extract[2021-01]`, `extract[2021-02]`, and the
+steps downstream of it depend on all of them. Engines with their own fan-out (Airflow's
+mapped tasks, Prefect's futures, Dagster's dynamic outputs) map the step over the months
+instead; the make and simple runners run the expanded nodes.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Mapping, Sequence
 
 from taxipipe import steps
-from taxipipe.layout import Layout
+from taxipipe.config import Settings
+from taxipipe.partition import Partition
 from taxipipe.steps import Record, StepContext, Upstream
 
-PathsOf = Callable[[Layout], list[Path]]
+PathsOf = Callable[[StepContext], list[Path]]
+#: Called after every step that succeeded: (node name, context, upstream records, record).
+AfterStep = Callable[[str, StepContext, Upstream, Record], None]
 
 
 @dataclass(frozen=True)
 class Step:
-    """One node of the graph."""
+    """One node of the graph (a per-month step's node carries its `month`)."""
 
     name: str
     run: Callable[[StepContext, Upstream], Record]
@@ -29,50 +36,56 @@ class Step:
     writes: PathsOf
     config_keys: tuple[str, ...]
     description: str
+    per_month: bool = False
+    month: Partition | None = None
+
+    @property
+    def step(self) -> str:
+        """The declared step's name (`extract` for the node `extract[2021-01]`)."""
+        return self.name.split("[")[0]
 
 
-def _raw(layout: Layout) -> list[Path]:
-    return [layout.train_raw, layout.validation_raw]
+def _downloads(ctx: StepContext) -> list[Path]:
+    return [ctx.layout.download(month) for month in ctx.settings.months]
 
 
-def _clean(layout: Layout) -> list[Path]:
-    return [layout.train_clean, layout.validation_clean]
+def _clean(ctx: StepContext) -> list[Path]:
+    return [ctx.layout.train_clean, ctx.layout.validation_clean]
 
 
-def _features(layout: Layout) -> list[Path]:
-    return [layout.encoder, layout.train_features, layout.validation_features]
+def _features(ctx: StepContext) -> list[Path]:
+    return [ctx.layout.encoder, ctx.layout.train_features, ctx.layout.validation_features]
 
 
-def _none(layout: Layout) -> list[Path]:
+def _none(ctx: StepContext) -> list[Path]:
     return []
 
 
-DATA_KEYS = ("data.color", "data.year", "data.month")
 REGISTRY_KEYS = ("mlflow.tracking_uri", "mlflow.model_name")
 
 STEPS: tuple[Step, ...] = (
-    Step("extract", steps.extract, (), _none, _raw, (*DATA_KEYS, "data.url_template"),
-         "download the training month and the next one"),
-    Step("validate_data", steps.validate_data, ("extract",), _raw, _none,
+    Step("extract", steps.extract, (), _none, _downloads, ("data.color", "data.url_template"),
+         "download one month the run reads (one node per month)", per_month=True),
+    Step("validate_data", steps.validate_data, ("extract",), _downloads, _none,
          ("data.color", "validation.min_positive_duration_share", "validation.max_invalid_row_share"),
          "check schema and quality rules"),
-    Step("transform", steps.transform, ("validate_data",), _raw, _clean, ("data.color",),
+    Step("transform", steps.transform, ("validate_data",), _downloads, _clean, ("data.color",),
          "duration in minutes, keep 1..60"),
     Step("features", steps.features, ("transform",), _clean, _features, ("model.features",),
          "fit the encoder, encode both months"),
-    Step("train", steps.train, ("features",), _features, lambda layout: [layout.booster],
+    Step("train", steps.train, ("features",), _features, lambda ctx: [ctx.layout.booster],
          ("model.params", "model.early_stopping_rounds", "mlflow.experiment_name",
           *REGISTRY_KEYS[:1]),
          "train XGBoost, track the run in MLflow"),
-    Step("validate_model", steps.validate_model, ("train",), lambda layout: [layout.validation_clean],
+    Step("validate_model", steps.validate_model, ("train",), lambda ctx: [ctx.layout.validation_clean],
          _none, ("validation.min_rmse", "validation.max_rmse", "validation.champion_tolerance",
                  *REGISTRY_KEYS),
          "gate on RMSE bounds and the champion"),
     Step("save", steps.save, ("train", "validate_model"),
-         lambda layout: [layout.encoder, layout.booster, layout.validation_clean], _none, (),
+         lambda ctx: [ctx.layout.encoder, ctx.layout.booster, ctx.layout.validation_clean], _none, (),
          "log the pyfunc model and a plot"),
     Step("deploy", steps.deploy, ("validate_model", "save"), _none,
-         lambda layout: [layout.deployment_record], REGISTRY_KEYS,
+         lambda ctx: [ctx.layout.deployment_record], REGISTRY_KEYS,
          "register the version, move 'champion' if allowed"),
     Step("cleanup", steps.cleanup, ("deploy",), _none, _none, ("artifacts.keep_downloads",),
          "remove the partition's intermediates"),
@@ -82,40 +95,96 @@ STEP_NAMES = tuple(step.name for step in STEPS)
 BY_NAME = {step.name: step for step in STEPS}
 
 
-def chain(target: str) -> list[Step]:
-    """`target` and every step it depends on, in run order."""
-    if target not in BY_NAME:
+def node_name(step: str, month: Partition) -> str:
+    """`extract[2021-01]`: the node of a per-month step for one month."""
+    return f"{step}[{month.label}]"
+
+
+def month_node(step: str, month: Partition) -> Step:
+    """The node of per-month step `step` that handles `month`."""
+    declared = BY_NAME[step]
+
+    def one(ctx: StepContext) -> list[Path]:
+        return [ctx.layout.download(month)]
+
+    return replace(declared, name=node_name(step, month), month=month,
+                   reads=one if declared.reads is not _none else _none,
+                   writes=one if declared.writes is not _none else _none)
+
+
+def graph(settings: Settings) -> tuple[Step, ...]:
+    """The nodes of a run, in run order: every per-month step expanded over `settings.months`."""
+    expanded: dict[str, tuple[str, ...]] = {}
+    nodes: list[Step] = []
+    for step in STEPS:
+        upstream = tuple(name for parent in step.upstream for name in expanded.get(parent, (parent,)))
+        if step.per_month:
+            months = [month_node(step.name, month) for month in settings.months]
+            expanded[step.name] = tuple(node.name for node in months)
+            nodes += [replace(node, upstream=upstream) for node in months]
+        else:
+            nodes.append(replace(step, upstream=upstream))
+    return tuple(nodes)
+
+
+def edges(nodes: Iterable[Step] = STEPS) -> dict[str, set[str]]:
+    """Each node's upstream nodes: what every engine's wiring must equal (see the tests)."""
+    return {node.name: set(node.upstream) for node in nodes}
+
+
+def chain(target: str, nodes: Sequence[Step] = STEPS) -> list[Step]:
+    """The nodes of `target` (a node, or a step and all its nodes) and all they depend on."""
+    by_name = {node.name: node for node in nodes}
+    pending = [node.name for node in nodes if target in (node.name, node.step)]
+    if not pending:
         raise KeyError(target)
     needed: set[str] = set()
-    pending = [target]
     while pending:
         name = pending.pop()
         if name not in needed:
             needed.add(name)
-            pending.extend(BY_NAME[name].upstream)
-    return [step for step in STEPS if step.name in needed]
+            pending.extend(by_name[name].upstream)
+    return [node for node in nodes if node.name in needed]
 
 
-def run_step(step: Step, ctx: StepContext, upstream: Upstream) -> Record:
-    """Run one step and time it.
+def per_month_records(step: str, records: Iterable[Record]) -> dict[str, Record]:
+    """The records of a step mapped over months, keyed by node name (as `graph` names them)."""
+    return {f"{step}[{record['month']}]": record for record in records}
+
+
+def by_node(records: Mapping[str, Record | list[Record]]) -> dict[str, Record]:
+    """Records by step name, a per-month step's as a list, keyed by node name instead."""
+    flat: dict[str, Record] = {}
+    for name, value in records.items():
+        flat.update(per_month_records(name, value) if isinstance(value, list) else {name: value})
+    return flat
+
+
+def _after_step_hooks() -> tuple[AfterStep, ...]:
+    from taxipipe import tracking
+
+    return (tracking.log_step_seconds_hook,)
+
+
+def run_step(step: Step, ctx: StepContext, upstream: Upstream,
+             hooks: Sequence[AfterStep] | None = None) -> Record:
+    """Run one node, time it, then call the after-step hooks (MLflow step times by default).
 
     The record gains `seconds` and `timings`: the times of this step and of every step
-    upstream of it. Once an MLflow run exists (train on), the times are logged to it.
+    upstream of it, by step name (a per-month step counts its slowest month, as the months
+    may run at once).
     """
+    if step.month is not None:
+        ctx = replace(ctx, month=step.month)
     started = time.perf_counter()
     record = step.run(ctx, upstream)
     record["seconds"] = round(time.perf_counter() - started, 3)
     timings: dict[str, float] = {}
     for previous in upstream.values():
-        timings.update(previous.get("timings", {}))
-    timings[step.name] = record["seconds"]
+        for name, seconds in previous.get("timings", {}).items():
+            timings[name] = max(seconds, timings.get(name, 0.0))
+    timings[step.step] = record["seconds"]
     record["timings"] = timings
-    run_id = record.get("run_id") or next(
-        (previous["run_id"] for previous in upstream.values() if "run_id" in previous), None
-    )
-    if run_id is not None:
-        from taxipipe import tracking
-
-        logged = timings if step.name == "train" else {step.name: record["seconds"]}
-        tracking.log_step_seconds(tracking.client(ctx.settings), run_id, logged)
+    for hook in _after_step_hooks() if hooks is None else hooks:
+        hook(step.name, ctx, upstream, record)
     return record

@@ -3,7 +3,7 @@
 Each step takes the run's `StepContext` and the small records its upstream steps returned,
 writes its outputs atomically under the partition's directory, and returns a small,
 JSON-serialisable record (paths, row counts, metrics, run ids). No step hands a DataFrame
-to another, so every runner (simple, make, Airflow, Prefect) can carry the records.
+to another, so every runner (simple, make, Airflow, Prefect, Dagster) can carry the records.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from taxipipe.config import Settings
 from taxipipe.errors import DataQualityError, PipelineStateError, TaxipipeError
 from taxipipe.layout import Layout, atomic_path, remove, write_text_atomic
+from taxipipe.partition import Partition
 
 Record = dict[str, Any]
 Upstream = Mapping[str, Record]
@@ -27,11 +28,13 @@ VOLATILE_FIELDS = frozenset({"seconds", "timings", "summary", "downloaded", "dep
 
 @dataclass(frozen=True)
 class StepContext:
-    """What every step needs: the settings, which runner runs it, and extra run tags."""
+    """What every step needs: the settings, which runner runs it, extra run tags, and the
+    month of a per-month node."""
 
     settings: Settings
     runner: str = "simple"
     tags: Mapping[str, str] = field(default_factory=dict)
+    month: Partition | None = None
 
     @property
     def layout(self) -> Layout:
@@ -53,69 +56,54 @@ def _require(upstream: Upstream, step: str) -> Record:
     return upstream[step]
 
 
-def extract_month(ctx: StepContext, role: str) -> Record:
-    """Download one month (the training month or the one after it) into the cache."""
+def extract_month(ctx: StepContext, month: Partition) -> Record:
+    """Download one month into the download cache, which every partition reading it shares."""
     from taxipipe.data import fetch, source_url
 
-    layout = ctx.layout
-    partition = layout.partition if role == "train" else layout.validation_partition
     data = ctx.settings.data
-    url = source_url(data.url_template, partition)
-    path = layout.download(partition)
+    url = source_url(data.url_template, month)
+    path = ctx.layout.download(month)
     downloaded = fetch(url, path, data.download_retries, data.download_backoff_seconds)
-    return {"role": role, "partition": partition.key, "path": str(path),
-            "bytes": path.stat().st_size, "downloaded": downloaded}
+    size = path.stat().st_size
+    return {"month": month.label, "partition": month.key, "path": str(path), "bytes": size,
+            "downloaded": downloaded,
+            "summary": f"{month.key} {'downloaded' if downloaded else 'cached'} ({size:,} bytes)"}
 
 
 def extract(ctx: StepContext, upstream: Upstream) -> Record:
-    """Both months, one after the other (runners that can, call `extract_month` in parallel)."""
-    return combine_extracts([extract_month(ctx, role) for role in ROLES])
-
-
-def combine_extracts(months: list[Record], seconds: float | None = None) -> Record:
-    """The extract record of two `extract_month` records.
-
-    Runners that downloaded the months in parallel pass the wall `seconds` it took, which
-    becomes the step's time as `run_step` would have recorded it.
-    """
-    record: Record = {month["role"]: month for month in months}
-    record["summary"] = ", ".join(
-        f"{m['partition']} {'downloaded' if m['downloaded'] else 'cached'} ({m['bytes']:,} bytes)"
-        for m in months
-    )
-    if seconds is not None:
-        record["seconds"] = round(seconds, 3)
-        record["timings"] = {"extract": record["seconds"]}
-    return record
+    """The extract node of one month (`ctx.month`, set by `pipeline.run_step`)."""
+    if ctx.month is None:
+        raise PipelineStateError("extract runs once per month; run one of its month nodes")
+    return extract_month(ctx, ctx.month)
 
 
 def validate_data(ctx: StepContext, upstream: Upstream) -> Record:
-    """Check both months against the quality rules; fail naming every broken rule."""
+    """Check every month the run reads against the quality rules; fail naming every broken rule."""
     from taxipipe.checks import check_trips
     from taxipipe.data import read_trips
 
     rules = ctx.settings.validation
     reports = {}
-    for role in ROLES:
-        path = ctx.raw_path(role)
+    for month in ctx.settings.months:
+        path = ctx.layout.download(month)
         try:
             frame = read_trips(path, ctx.settings.data.color).to_pandas()
         except TaxipipeError as exc:
             path.unlink(missing_ok=True)
             raise type(exc)(f"{exc} (removed from the download cache)") from None
-        reports[role] = check_trips(
+        reports[month] = check_trips(
             frame, path.name, rules.min_positive_duration_share, rules.max_invalid_row_share
         )
     failed = [report for report in reports.values() if not report.passed]
     if failed:
-        for role, report in reports.items():
+        for month, report in reports.items():
             if not report.passed:
-                ctx.raw_path(role).unlink(missing_ok=True)
+                ctx.layout.download(month).unlink(missing_ok=True)
         raise DataQualityError(
             "data quality rules failed (files removed from the download cache): "
             + " | ".join(f"{report.source}: {report.summary()}" for report in failed)
         )
-    record: Record = {role: report.as_record() for role, report in reports.items()}
+    record: Record = {month.label: report.as_record() for month, report in reports.items()}
     checked = len(next(iter(reports.values())).rules)
     record["summary"] = f"{checked} rules passed on " + ", ".join(
         f"{r.source} ({r.rows:,} rows)" for r in reports.values()
@@ -359,7 +347,7 @@ def cleanup(ctx: StepContext, upstream: Upstream) -> Record:
     layout = ctx.layout
     targets = [layout.workdir]
     if not ctx.settings.artifacts.keep_downloads:
-        targets += [layout.train_raw, layout.validation_raw]
+        targets += [layout.download(month) for month in ctx.settings.months]
     removed = remove(targets)
     freed = sum(removed.values())
     return {"removed": [str(path) for path in removed], "bytes_freed": freed,

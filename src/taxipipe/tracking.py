@@ -7,13 +7,15 @@ import os
 import subprocess
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from taxipipe.config import Settings
 from taxipipe.errors import TrackingError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+    from taxipipe.steps import StepContext
 
 CHAMPION = "champion"
 logger = logging.getLogger(__name__)
@@ -152,6 +154,21 @@ def log_step_seconds(mlflow_client: MlflowClient, run_id: str, timings: dict[str
     now = int(time.time() * 1000)
     metrics = [Metric(f"step_seconds.{step}", seconds, now, 0) for step, seconds in timings.items()]
     mlflow_client.log_batch(run_id, metrics=metrics)
+
+
+def log_step_seconds_hook(node: str, ctx: StepContext, upstream: Mapping[str, Mapping[str, Any]],
+                          record: Mapping[str, Any]) -> None:
+    """After-step hook of every runner: once an MLflow run exists (train on), log step times.
+
+    train logs the times of itself and every step before it; each later step its own.
+    """
+    run_id = record.get("run_id") or next(
+        (previous["run_id"] for previous in upstream.values() if "run_id" in previous), None)
+    if run_id is None:
+        return
+    step = node.split("[")[0]
+    logged = dict(record["timings"]) if step == "train" else {step: record["seconds"]}
+    log_step_seconds(client(ctx.settings), run_id, logged)
 
 
 def champion_version(mlflow_client: MlflowClient, model_name: str) -> Any | None:

@@ -1,7 +1,7 @@
 """The Airflow runner: what the DAG in dags/ needs beyond the TaskFlow graph itself.
 
-A run's months come from its logical date (train on the month two before it, validate on
-the next) unless DAG params say otherwise; the tasks rebuild the settings from that, so
+A run's months come from its logical date (validate on the month three before it, train on
+the month before that; `taxipipe.partition.PUBLICATION_LAG_MONTHS`) unless DAG params say otherwise; the tasks rebuild the settings from that, so
 XCom carries only the steps' small records. `run_in_process` runs the DAG with
 `dag.test()`, without scheduler or API server, in an Airflow home under the project home.
 Airflow itself is imported only inside the functions that need it.
@@ -12,36 +12,33 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
-from taxipipe.config import Settings, load_settings
+from taxipipe.config import Settings, load_settings, merge
 from taxipipe.errors import ConfigError
-from taxipipe.partition import Partition
-from taxipipe.pipeline import BY_NAME, Step
-from taxipipe.steps import ROLES, Record, StepContext, combine_extracts, extract_month
+from taxipipe.partition import PUBLICATION_LAG_MONTHS, Partition, scheduled_training_month
+from taxipipe.pipeline import per_month_records
+from taxipipe.steps import Record, StepContext
 
 if TYPE_CHECKING:
     from airflow.models.dagrun import DagRun
 
 DAG_ID = "taxi_duration_pipeline"
 RUNNER = "airflow"
-#: Months between the training month and the logical date of the run that trains on it.
-PUBLICATION_LAG_MONTHS = 2
 
 
 def training_partition(logical_date: datetime, color: str = "green") -> Partition:
-    """The month a run trains on: two months before its logical date (2021-03-01 -> 2021-01)."""
-    index = logical_date.year * 12 + logical_date.month - 1 - PUBLICATION_LAG_MONTHS
-    return Partition(color, index // 12, index % 12 + 1)
+    """The month a run trains on (2021-05-01 -> 2021-01; Airflow 3 starts a scheduled run
+    at its logical date, see `scheduled_training_month`)."""
+    return scheduled_training_month(color, logical_date)
 
 
 def logical_date_for(partition: Partition) -> datetime:
     """The logical date of the run that trains on `partition` (the inverse of the above)."""
-    index = partition.year * 12 + partition.month - 1 + PUBLICATION_LAG_MONTHS
-    return datetime(index // 12, index % 12 + 1, 1, tzinfo=timezone.utc)
+    month = partition.shift(PUBLICATION_LAG_MONTHS + 1)
+    return datetime(month.year, month.month, 1, tzinfo=timezone.utc)
 
 
 def settings_for(params: Mapping[str, Any], logical_date: datetime) -> Settings:
@@ -51,21 +48,9 @@ def settings_for(params: Mapping[str, Any], logical_date: datetime) -> Settings:
     < the `settings` param (nested tables) < the `color`, `year` and `month` params.
     """
     month = training_partition(logical_date)
-    overrides = _merge({"data": {"year": month.year, "month": month.month}}, params.get("settings") or {})
-    for key in ("color", "year", "month"):
-        if params.get(key) is not None:
-            overrides["data"][key] = params[key]
-    return load_settings(overrides=overrides)
-
-
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+    given = {key: params[key] for key in ("color", "year", "month") if params.get(key) is not None}
+    return load_settings(overrides=merge({"data": {"year": month.year, "month": month.month}},
+                                         params.get("settings"), {"data": given}))
 
 
 def step_context() -> StepContext:
@@ -78,21 +63,6 @@ def step_context() -> StepContext:
     return StepContext(settings_for(context["params"], logical_date), runner=RUNNER, tags={
         "airflow.dag_id": ti.dag_id, "airflow.run_id": ti.run_id, "airflow.try_number": str(ti.try_number),
     })
-
-
-def extract_step(role: str) -> Step:
-    """The extract step narrowed to one month, so the two downloads are two task instances."""
-    return replace(BY_NAME["extract"], run=lambda ctx, upstream: extract_month(ctx, role))
-
-
-def combine_months(months: Sequence[Record]) -> Record:
-    """The extract record of the mapped downloads; they ran in parallel, so the slower one counts.
-
-    `months[:]` reads Airflow's lazy XCom sequence in one request (iterating it probes
-    past its end and logs an error).
-    """
-    months = list(months[:])
-    return combine_extracts(months, seconds=max(month["seconds"] for month in months))
 
 
 def use_airflow_home(airflow_home: Path, dags_folder: Path) -> None:
@@ -140,10 +110,8 @@ def run_in_process(settings: Settings, dags_folder: Path) -> Outcome:
     dag_run = dag.test(logical_date=logical_date_for(settings.partition),
                        run_conf={"settings": settings.model_dump(mode="json")})
     records = run_records(dag_run)
-    if len(records.get("extract", [])) == len(ROLES):
-        records["extract"] = combine_months(records["extract"])
-    else:
-        records.pop("extract", None)
+    records.update(per_month_records("extract", records.pop("extract", [])))
+    records.pop("months", None)
     failed = sorted({ti.task_id for ti in dag_run.get_task_instances(state=[TaskInstanceState.FAILED])})
     return Outcome(str(dag_run.state), records, failed)
 

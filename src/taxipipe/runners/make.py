@@ -18,31 +18,32 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from taxipipe import console, steps, tracking
-from taxipipe.config import Settings, flatten, get_value
-from taxipipe.errors import TaxipipeError, UsageError
-from taxipipe.hashing import FileHasher, FileState, code_fingerprint, value_fingerprint
+from taxipipe import console, tracking
+from taxipipe.config import Settings
+from taxipipe.errors import StepFailed, TaxipipeError, UsageError
+from taxipipe.fingerprint import essential, fingerprint, home_key
+from taxipipe.hashing import FileHasher, FileState, value_fingerprint
 from taxipipe.layout import Layout, remove
 from taxipipe.lockfile import Entry, LockFile, hold_home, lock_path
-from taxipipe.pipeline import BY_NAME, STEPS, Step, chain, run_step
-from taxipipe.runners.simple import StepFailed
-from taxipipe.steps import VOLATILE_FIELDS, Record, StepContext
+from taxipipe.pipeline import BY_NAME, STEPS, Step, chain, graph, run_step
+from taxipipe.steps import Record, StepContext
 
 RUNNER = "make"
 DEFAULT_TARGET = "deploy"
 ALIASES = {"validate": "validate_model"}
 
 
-def resolve_target(name: str) -> Step:
-    """The step a target names (`validate` is the seed's name of `validate_model`)."""
-    step = BY_NAME.get(ALIASES.get(name, name))
-    if step is None:
+def resolve_target(name: str, settings: Settings | None = None) -> str:
+    """The step or node a target names (`validate` is the seed's name of `validate_model`)."""
+    name = ALIASES.get(name, name)
+    nodes = {node.name for node in graph(settings)} if settings is not None else set()
+    if name not in BY_NAME and name not in nodes:
         raise UsageError(f"there is no target '{name}'; `taxipipe make --list` shows the targets")
-    return step
+    return name
 
 
 def list_targets() -> None:
@@ -62,7 +63,7 @@ def clean(settings: Settings, wait_for_lock: bool = True) -> dict[Path, int]:
     """
     layout = Layout(settings.home, settings.partition)
     with hold_home(settings.home, f"--clean {settings.partition}", wait_for_lock):
-        removed = remove([layout.train_raw, layout.validation_raw, layout.workdir,
+        removed = remove([*(layout.download(month) for month in settings.months), layout.workdir,
                           layout.deployment_record, lock_path(settings.home, settings.partition)])
     console.say(f"🧹 Cleaning {settings.partition} in {settings.home}")
     for path, size in removed.items():
@@ -92,9 +93,8 @@ class MakeRun:
         if jobs < 1:
             raise UsageError(f"-j needs at least 1 job, not {jobs}")
         self.settings, self.target, self.force, self.jobs = settings, target, force, jobs
-        self.chain = chain(resolve_target(target).name)
+        self.chain = chain(resolve_target(target, settings), graph(settings))
         self.context = StepContext(settings, runner=RUNNER)
-        self.layout = self.context.layout
         self.home = settings.home
         self.state = LockFile.load(lock_path(self.home, settings.partition), settings.partition)
         self.hasher = FileHasher(self.state.known_files())
@@ -105,17 +105,7 @@ class MakeRun:
     # -- deciding ---------------------------------------------------------------------------
 
     def _key(self, path: Path) -> str:
-        return path.relative_to(self.home).as_posix()
-
-    def _config(self, step: Step) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for key in step.config_keys:
-            value = get_value(self.settings, key)
-            if hasattr(value, "model_dump"):
-                values.update(flatten(value.model_dump(mode="json"), key + "."))
-            else:
-                values[key] = value
-        return values
+        return home_key(self.home, path)
 
     def _removed_files(self) -> set[str]:
         return {key for entry in self.state.steps.values() if entry.removed_by for key in entry.outputs}
@@ -123,9 +113,9 @@ class MakeRun:
     def inspect(self, step: Step) -> Check:
         """The reasons `step` must run that its own dependencies give (upstream aside)."""
         entry = self.state.steps.get(step.name)
-        inputs = {self._key(path): self.hasher.state(self._key(path), path) for path in step.reads(self.layout)}
-        check = Check(step, ["--force"] if self.force else [], inputs, self._config(step),
-                      code_fingerprint(step.run), None)
+        printed = fingerprint(step, self.settings, {}, self.hasher)
+        inputs = printed.inputs
+        check = Check(step, ["--force"] if self.force else [], inputs, printed.config, printed.code, None)
         if entry is None:
             started = self.state.running.get(step.name, {}).get("started_at")
             check.reasons.append(f"it was interrupted (started {started})" if started else "it has never run")
@@ -139,7 +129,7 @@ class MakeRun:
                 check.reasons.append(f"input {key} is missing")
             elif state is not None and (key not in entry.inputs or entry.inputs[key].sha256 != state.sha256):
                 check.reasons.append(f"input {key} changed")
-        for path in step.writes(self.layout):
+        for path in step.writes(self.context):
             key = self._key(path)
             state = self.hasher.state(key, path)
             if state is None and entry.removed_by:
@@ -182,9 +172,9 @@ class MakeRun:
         """Why outputs removed on purpose must come back: a step that reads them will run."""
         if removed_by is None:
             return []
-        written = set(step.writes(self.layout))
+        written = set(step.writes(self.context))
         readers = [other.name for other in self.chain
-                   if reasons[other.name] and written & set(other.reads(self.layout))]
+                   if reasons[other.name] and written & set(other.reads(self.context))]
         return [f"'{readers[0]}' needs the outputs that '{removed_by}' removed"] if readers else []
 
     # -- dry run ----------------------------------------------------------------------------
@@ -256,8 +246,6 @@ class MakeRun:
         console.say(f"   ↳ because {'; '.join(check.reasons)}")
         self.state.running[step.name] = {"started_at": _now(), "reasons": check.reasons}
         self.state.save()
-        if step.name == "extract" and self.jobs > 1:
-            step = replace(step, run=_parallel_extract(self.jobs))
         upstream = {name: self.records[name] for name in step.upstream}
         return pool.submit(run_step, step, self.context, upstream)
 
@@ -272,10 +260,10 @@ class MakeRun:
             console.task_failed(step.name, str(exc))
             return StepFailed(step.name, str(exc))
         written = {self._key(path): self.hasher.state(self._key(path), path, trust_stat=False)
-                   for path in step.writes(self.layout)}
+                   for path in step.writes(self.context)}
         outputs = {key: state for key, state in written.items() if state is not None}
         fingerprint = value_fingerprint({"outputs": {key: state.sha256 for key, state in outputs.items()},
-                                         "record": _essential(record, f"{self.home}{os.sep}")})
+                                         "record": essential(record, f"{self.home}{os.sep}")})
         self.state.steps[step.name] = Entry(
             finished_at=_now(), code=check.code, config=check.config,
             inputs={key: state for key, state in check.inputs.items() if state is not None},
@@ -299,7 +287,7 @@ class MakeRun:
 def make(settings: Settings, target: str = DEFAULT_TARGET, force: bool = False, jobs: int = 1,
          wait_for_lock: bool = True) -> dict[str, Record]:
     """Build `target` for the configured partition, holding the home's run lock."""
-    resolve_target(target)
+    resolve_target(target, settings)
     with hold_home(settings.home, f"target {target}, {settings.partition}", wait_for_lock):
         return MakeRun(settings, target, force, jobs).build()
 
@@ -310,30 +298,8 @@ def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             for key in sorted(old.keys() | new.keys()) if old.get(key, unset) != new.get(key, unset)]
 
 
-def _essential(value: Any, home: str) -> Any:
-    """A record without its circumstantial fields and with home-relative paths: what
-    identifies the step's output wherever the home directory lives."""
-    if isinstance(value, dict):
-        return {key: _essential(item, home) for key, item in value.items() if key not in VOLATILE_FIELDS}
-    if isinstance(value, list):
-        return [_essential(item, home) for item in value]
-    if isinstance(value, str) and value.startswith(home):
-        return value[len(home):]
-    return value
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def _parallel_extract(jobs: int) -> Callable[[StepContext, Any], Record]:
-    """extract with both months downloaded at once."""
-
-    def extract(ctx: StepContext, upstream: Any) -> Record:
-        with ThreadPoolExecutor(min(jobs, len(steps.ROLES))) as pool:
-            return steps.combine_extracts(list(pool.map(lambda role: steps.extract_month(ctx, role), steps.ROLES)))
-
-    return extract
 
 
 class _Inline:

@@ -1,41 +1,37 @@
 """The pipeline as a Prefect 3 flow: one task per step, each task one call into the steps.
 
-Tasks hand each other the steps' small records, never data: the data stays in files under
-the project home. Every step task except extract and cleanup is cached across flow runs
-(see `prefect_policies`), with its result persisted in {home}/prefect/results, so a rerun
-after a failed train starts at train. Run it with examples/prefect_pipeline.py, or deploy it
-unchanged (prefect.yaml, or `serve`, see docs/prefect.md).
+The flow walks the graph (`taxipipe.pipeline.STEPS`): a per-month step (extract) is
+submitted once per month, so the downloads run at once as futures; every other task takes
+its upstream steps' records as keyword arguments named after them. Tasks hand each other the
+steps' small records, never data: the data stays in files under the project home. Every
+step task except extract and cleanup is cached across flow runs (see `prefect_policies`),
+with its result persisted in {home}/prefect/results, so a rerun after a failed train starts
+at train. Run it with examples/prefect_pipeline.py, or deploy it unchanged (prefect.yaml, or
+`serve`, see docs/prefect.md).
 """
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import Any
 
 from prefect import Task, flow, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE, TASK_SOURCE
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 from prefect.tasks import exponential_backoff
 
-from taxipipe import console, steps
-from taxipipe.config import Settings, load_settings
-from taxipipe.errors import TaxipipeError
-from taxipipe.layout import Layout
-from taxipipe.pipeline import BY_NAME, run_step
+from taxipipe import console
+from taxipipe.config import Settings, load_settings, merge
+from taxipipe.errors import StepFailed, TaxipipeError
+from taxipipe.partition import Partition, scheduled_training_month
+from taxipipe.pipeline import BY_NAME, STEPS, Step, by_node, month_node, run_step
 from taxipipe.runners.prefect_policies import StepInputs, retryable
-from taxipipe.runners.simple import StepFailed
-from taxipipe.steps import ROLES, Record, StepContext
+from taxipipe.steps import Record, StepContext
 
 RUNNER = "prefect"
-CACHED: dict[str, Any] = {"cache_policy": StepInputs() + TASK_SOURCE, "persist_result": True,
-                          "result_serializer": "json"}
-#: TLC publishes a month about two months after it ends, so three months back is surely out:
-#: a run due in May validates on February and trains on January.
-VALIDATION_LAG_MONTHS = 3
+CACHED: dict[str, Any] = {"cache_policy": StepInputs(), "persist_result": True, "result_serializer": "json"}
 
 
 def _context(settings: Settings) -> StepContext:
@@ -44,20 +40,21 @@ def _context(settings: Settings) -> StepContext:
     return StepContext(settings, runner=RUNNER, tags=tags)
 
 
-def _run(name: str, settings: Settings, **upstream: Record) -> Record:
-    return run_step(BY_NAME[name], _context(settings), upstream)
+def _run(name: str, settings: Settings, **upstream: Any) -> Record:
+    """Run step `name` with its upstream records (a per-month step's come as a list)."""
+    return run_step(BY_NAME[name], _context(settings), by_node(upstream))
 
 
-@task(name="extract", task_run_name="extract-{role}", cache_policy=NO_CACHE, retries=3,
+@task(name="extract", task_run_name="extract[{month}]", cache_policy=NO_CACHE, retries=3,
       retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
       retry_condition_fn=retryable)
-def extract_month(settings: Settings, role: str) -> Record:
+def extract(settings: Settings, month: str) -> Record:
     """Download one month; the download cache makes it a footer check when the file is there."""
-    return steps.extract_month(_context(settings), role)
+    return run_step(month_node("extract", Partition.parse(settings.data.color, month)), _context(settings), {})
 
 
 @task(name="validate_data", **CACHED)
-def validate_data(settings: Settings, extract: Record) -> Record:
+def validate_data(settings: Settings, extract: list[Record]) -> Record:
     return _run("validate_data", settings, extract=extract)
 
 
@@ -97,36 +94,40 @@ def remove_intermediates(settings: Settings, deploy: Record) -> Record:
     return _run("cleanup", settings, deploy=deploy)
 
 
+#: The task of every step of the graph (a test checks each takes its upstream steps' records).
+TASKS: dict[str, Task[..., Record]] = {
+    "extract": extract, "validate_data": validate_data, "transform": transform, "features": features,
+    "train": train, "validate_model": validate_model, "save": save, "deploy": deploy,
+    "cleanup": remove_intermediates,
+}
+
+
 class _Steps:
     """Calls the step tasks of one flow run and keeps their records and final states."""
 
     def __init__(self, settings: Settings, refresh: bool) -> None:
-        self.settings = settings
-        self.refresh = refresh
-        self.layout = Layout(settings.home, settings.partition)
-        self.results = settings.home / "prefect" / "results"
-        self.records: dict[str, Record] = {}
+        self.settings, self.refresh = settings, refresh
+        self.context = StepContext(settings, runner=RUNNER)
+        self.records: dict[str, Any] = {}
         self.states: dict[str, str] = {}
 
-    def extract(self) -> Record:
-        """Both months, submitted together so the two downloads overlap."""
-        started = time.perf_counter()
-        futures = [extract_month.submit(self.settings, role) for role in ROLES]
-        wait(futures)
-        record = steps.combine_extracts([self._result("extract", f.state) for f in futures],
-                                        seconds=time.perf_counter() - started)
-        return self._keep("extract", record, "Completed")
-
-    def __call__(self, step_task: Task[..., Record], **upstream: Record) -> Record:
-        """Run one step task; recompute it when asked to or when its output files are gone."""
-        step = BY_NAME[step_task.name]
-        outputs_gone = not all(path.exists() for path in step.writes(self.layout))
-        configured = step_task.with_options(result_storage=self.results,
+    def __call__(self, step: Step) -> None:
+        """Run one step's task (per month: all months at once); recompute it when asked to or
+        when its output files are gone."""
+        step_task = TASKS[step.name]
+        if step.per_month:
+            futures = {month: step_task.submit(self.settings, month.label) for month in self.settings.months}
+            wait(list(futures.values()))
+            self.records[step.name] = [self._keep(month_node(step.name, month).name, future.state)
+                                       for month, future in futures.items()]
+            return
+        outputs_gone = not all(path.exists() for path in step.writes(self.context))
+        configured = step_task.with_options(result_storage=self.settings.home / "prefect" / "results",
                                             refresh_cache=(self.refresh or outputs_gone) or None)
-        state = configured(self.settings, **upstream, return_state=True)
-        return self._keep(step.name, self._result(step.name, state), state.name)
+        upstream = {name: self.records[name] for name in step.upstream}
+        self.records[step.name] = self._keep(step.name, configured(self.settings, **upstream, return_state=True))
 
-    def _result(self, name: str, state: State[Record]) -> Record:
+    def _keep(self, name: str, state: State[Record]) -> Record:
         """The task's record; a user-facing error becomes StepFailed, a bug keeps its traceback."""
         if not state.is_completed():
             error = state.result(raise_on_failure=False)
@@ -134,54 +135,13 @@ class _Steps:
             if not isinstance(error, TaxipipeError):
                 state.result()
             raise StepFailed(name, str(error)) from error
-        return state.result()
-
-    def _keep(self, name: str, record: Record, state_name: str) -> Record:
-        self.records[name] = record
-        self.states[name] = state_name
-        if state_name == "Cached":
+        record = state.result()
+        self.states[name] = state.name
+        if state.name == "Cached":
             console.task_up_to_date(name)
         else:
             console.task_done(name, record["seconds"], record.get("summary"))
         return record
-
-
-def flow_settings(color: str | None, year: int | None, month: int | None,
-                  config: str | None, overrides: dict[str, Any] | None) -> Settings:
-    """The settings of a flow run: the flow's parameters over the config file and TAXIPIPE_* env."""
-    tables = dict(overrides or {})
-    given = {"color": color, "year": year, "month": month}
-    tables["data"] = {**tables.get("data", {}), **{k: v for k, v in given.items() if v is not None}}
-    return load_settings(Path(config) if config else None, tables)
-
-
-def due_month(year: int, month: int) -> tuple[int, int]:
-    """The training month of a run due in year-month (see VALIDATION_LAG_MONTHS)."""
-    index = year * 12 + month - 1 - VALIDATION_LAG_MONTHS - 1
-    return index // 12, index % 12 + 1
-
-
-def report_markdown(settings: Settings, records: dict[str, Record], states: dict[str, str]) -> str:
-    """The run's report: RMSE, row counts, and each step's state and time."""
-    partition = settings.partition
-    lines = [f"# ml-pipeline: {partition.color} {partition.label} "
-             f"(validation {partition.next().label})", ""]
-    trained = records.get("train")
-    if trained:
-        lines += [f"**RMSE:** {trained['rmse']:.4f} (MLflow run `{trained['run_id']}`)", ""]
-    if "deploy" in records:
-        lines += [f"**Deployment:** {records['deploy']['summary']}", ""]
-    transformed = records.get("transform")
-    if transformed:
-        lines += ["| month | rows read | rides kept |", "|---|---:|---:|"]
-        lines += [f"| {role} | {transformed[role]['rows_in']:,} | {transformed[role]['rows']:,} |"
-                  for role in ROLES]
-        lines.append("")
-    lines += ["| step | state | seconds |", "|---|---|---:|"]
-    lines += [f"| {name} | {states[name]} | {record['seconds']:.2f} |"
-              for name, record in records.items()]
-    lines += ["", "Cached steps show the time they took when they ran."]
-    return "\n".join(lines) + "\n"
 
 
 @flow(name="ml-pipeline", description="NYC taxi trip duration: extract, validate, train, deploy.")
@@ -197,27 +157,21 @@ def ml_pipeline(color: str | None = None, year: int | None = None, month: int | 
     partition's intermediates at the end, so the next run recomputes transform and features.
     """
     if latest:
-        scheduled = flow_run.scheduled_start_time
-        year, month = due_month(scheduled.year, scheduled.month)
+        due = scheduled_training_month("", flow_run.scheduled_start_time)
+        year, month = due.year, due.month
+    given = {"color": color, "year": year, "month": month}
     try:
-        settings = flow_settings(color, year, month, config, overrides)
+        settings = load_settings(config, merge(overrides, {"data": {k: v for k, v in given.items() if v is not None}}))
         console.header(RUNNER, settings, target="cleanup" if cleanup else "deploy")
         run = _Steps(settings, refresh)
-        extracted = run.extract()
-        checked = run(validate_data, extract=extracted)
-        cleaned = run(transform, validate_data=checked)
-        encoded = run(features, transform=cleaned)
-        trained = run(train, features=encoded)
-        verdict = run(validate_model, train=trained)
-        saved = run(save, train=trained, validate_model=verdict)
-        deployed = run(deploy, validate_model=verdict, save=saved)
-        if cleanup:
-            run(remove_intermediates, deploy=deployed)
+        for step in STEPS:
+            if cleanup or step.name != "cleanup":
+                run(step)
     except (StepFailed, TaxipipeError) as failure:
         return Failed(message=str(failure))
     partition = settings.partition
     create_markdown_artifact(key=f"ml-pipeline-{partition.color}-{partition.label}",
-                             markdown=report_markdown(settings, run.records, run.states),
+                             markdown=console.markdown_report(settings, by_node(run.records), run.states),
                              description="RMSE, row counts and step times of this run")
     console.final_summary(run.records)
-    return run.records
+    return by_node(run.records)

@@ -1,26 +1,23 @@
 """When the Prefect flow reuses a step's result, and when it tries a failed step again.
 
-A step's cache key is built from what the step declares in `taxipipe.pipeline`: the values
-of its config keys, the small records of its upstream steps, the size and mtime of the files
-it reads and the source of its step function. It never hashes data frames or the whole
-settings, so a new `max_depth` invalidates train and what follows, not transform.
+A step's cache key is the digest of its fingerprint (`taxipipe.fingerprint`), the rule the
+make runner uses too: the values of the config keys the step declares, the content of the
+files it reads, the code of the step and the helpers it uses, and the records of its
+upstream steps. It never hashes data frames or the whole settings, so a new `max_depth`
+invalidates train and what follows, not transform.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from prefect.cache_policies import CachePolicy
-from prefect.utilities.hashing import hash_objects
-from pydantic import BaseModel
 
-from taxipipe.config import Settings, get_value
+from taxipipe.config import Settings
 from taxipipe.errors import PERMANENT_ERRORS
-from taxipipe.layout import Layout
-from taxipipe.pipeline import BY_NAME
-from taxipipe.steps import VOLATILE_FIELDS
+from taxipipe.fingerprint import fingerprint
+from taxipipe.pipeline import BY_NAME, by_node
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import TaskRun
@@ -29,28 +26,9 @@ if TYPE_CHECKING:
     from prefect.tasks import Task
 
 
-def stable(value: Any) -> Any:
-    """`value` without its volatile record fields, at any depth."""
-    if isinstance(value, Mapping):
-        return {k: stable(v) for k, v in value.items() if k not in VOLATILE_FIELDS}
-    if isinstance(value, (list, tuple)):
-        return [stable(v) for v in value]
-    return value
-
-
-def fingerprint(step_name: str, settings: Settings, upstream: Mapping[str, Any]) -> dict[str, Any]:
-    """Everything a step's output depends on, as a small JSON-able document."""
-    step = BY_NAME[step_name]
-    config = {}
-    for key in step.config_keys:
-        value = get_value(settings, key)
-        config[key] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-    files = {}
-    for path in step.reads(Layout(settings.home, settings.partition)):
-        info = path.stat() if path.exists() else None
-        files[str(path)] = [info.st_size, info.st_mtime_ns] if info else None
-    return {"step": step.name, "partition": settings.partition.key, "config": config,
-            "upstream": stable(upstream), "files": files, "source": inspect.getsource(step.run)}
+def cache_key(step_name: str, settings: Settings, upstream: Mapping[str, Any]) -> str:
+    """The cache key of step `step_name` (upstream: records by step, per-month ones as lists)."""
+    return fingerprint(BY_NAME[step_name], settings, by_node(upstream)).digest()
 
 
 @dataclass
@@ -60,8 +38,7 @@ class StepInputs(CachePolicy):
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
                     flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
         upstream = {name: value for name, value in inputs.items() if name != "settings"}
-        document = fingerprint(task_ctx.task.name, inputs["settings"], upstream)
-        return hash_objects(document, raise_on_failure=True)
+        return cache_key(task_ctx.task.name, inputs["settings"], upstream)
 
 
 def retryable(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:

@@ -1,33 +1,28 @@
-"""The simple runner: every step in order, in this process."""
+"""The simple runner: every node of the graph in order, in this process."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from taxipipe import console, tracking
 from taxipipe.config import Settings
-from taxipipe.errors import TaxipipeError
-from taxipipe.pipeline import STEPS, Step, run_step
+from taxipipe.errors import StepFailed, TaxipipeError
+from taxipipe.pipeline import Step, graph, run_step
 from taxipipe.steps import Record, StepContext
 
-
-class StepFailed(Exception):
-    """A step raised; carries the step's name and the user-facing reason."""
-
-    def __init__(self, step: str, reason: str) -> None:
-        super().__init__(f"task '{step}' failed: {reason}")
-        self.step = step
-        self.reason = reason
+__all__ = ["SimplePipeline", "StepFailed"]
 
 
 class SimplePipeline:
-    """Runs the nine steps one after another, as the seed's simple_pipeline.py did."""
+    """Runs the steps one after another, as the seed's simple_pipeline.py did."""
 
-    def __init__(self, settings: Settings, runner: str = "simple", steps: tuple[Step, ...] = STEPS):
+    def __init__(self, settings: Settings, runner: str = "simple", steps: Sequence[Step] | None = None):
         self.context = StepContext(settings, runner=runner)
-        self.steps = steps
+        self.steps = graph(settings) if steps is None else tuple(steps)
         self.records: dict[str, Record] = {}
 
     def run(self) -> dict[str, Record]:
-        """Run every step; raise StepFailed on the first user-facing error."""
+        """Run every node; raise StepFailed on the first user-facing error."""
         console.header(self.context.runner, self.context.settings)
         tracking.check_reachable(self.context.settings)
         tracking.warm_up(self.context.settings, self.context.runner)
@@ -38,8 +33,9 @@ class SimplePipeline:
 
     def run_task(self, step: Step) -> Record:
         console.task_started(step.name)
+        upstream = {name: self.records[name] for name in step.upstream}
         try:
-            record = run_step(step, self.context, self.records)
+            record = run_step(step, self.context, upstream)
         except TaxipipeError as exc:
             console.task_failed(step.name, str(exc))
             raise StepFailed(step.name, str(exc)) from exc

@@ -10,17 +10,20 @@ ARGS ?=
 HOME_OF := $(BIN)/python -c 'from taxipipe.config import load_settings; print(load_settings().home)'
 AIRFLOW_PORT ?= 8080
 PREFECT_PORT ?= 4200
+DAGSTER_PORT ?= 3000
 
-.PHONY: env run test bench serve mlflow-ui airflow-ui prefect-server clean help
+.PHONY: env run test test-fast bench serve mlflow-ui airflow-ui prefect-server dagster-ui clean help
 
 help:
 	@echo "make run        run the pipeline (simple runner; ARGS='--year 2021 --month 1 ...')"
 	@echo "make test       run the test suite"
+	@echo "make test-fast  the suite without the slow tests (engine servers, whole runner runs)"
 	@echo "make bench      the benchmarks against the reference pipeline (BENCH='green scaled')"
 	@echo "make serve      serve the champion on 127.0.0.1:9696 (/predict, /health, /metrics; ARGS='--port N')"
 	@echo "make mlflow-ui  start the MLflow UI on the embedded store (127.0.0.1:5000)"
 	@echo "make airflow-ui start Airflow (standalone) with the DAG in dags/ (127.0.0.1:AIRFLOW_PORT, 8080)"
 	@echo "make prefect-server  start a Prefect server and UI on 127.0.0.1:PREFECT_PORT, 4200 (docs/prefect.md)"
+	@echo "make dagster-ui start Dagster (dagster dev) with the job and its schedule (127.0.0.1:DAGSTER_PORT, 3000)"
 	@echo "make env        create or update the environment only"
 	@echo "make clean      remove the environment and caches (not ~/.taxipipe)"
 
@@ -37,6 +40,9 @@ run: env
 
 test: env
 	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: env
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 BENCH ?= green green-onehot scaled
 
@@ -78,6 +84,13 @@ airflow-ui: env
 	airflow dag-processor & \
 	airflow api-server & \
 	wait
+
+# Dagster's state lives in HOME/dagster (DAGSTER_HOME; HOME: the taxipipe home).
+dagster-ui: env
+	@dagster_home=$$($(BIN)/python -c 'from taxipipe.config import load_settings; from taxipipe.runners.dagster import use_dagster_home; print(use_dagster_home(load_settings().home))') && \
+	echo "Dagster home $$dagster_home, UI on http://127.0.0.1:$(DAGSTER_PORT)" && \
+	DAGSTER_HOME=$$dagster_home exec $(BIN)/dagster dev -m taxipipe.runners.dagster_definitions \
+		-h 127.0.0.1 -p $(DAGSTER_PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist

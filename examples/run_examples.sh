@@ -2,7 +2,7 @@
 # The orchestration examples behind one menu.
 #
 #   examples/run_examples.sh            interactive menu
-#   examples/run_examples.sh 5          run one item and exit with its status (also --all)
+#   examples/run_examples.sh 6          run one item and exit with its status (6: all, also --all)
 #   examples/run_examples.sh --help     the items
 #
 # Settings come from TAXIPIPE_* variables or a TAXIPIPE_CONFIG file, e.g.
@@ -40,7 +40,7 @@ run() {
         echo "✅ $label succeeded"
     else
         local step
-        step="$(grep -o "Task '[a-z_]*' failed" "$log" | tail -1 | cut -d"'" -f2)"
+        step="$(grep -o "Task '[][a-z_0-9-]*' failed" "$log" | tail -1 | cut -d"'" -f2)"
         echo "❌ $label failed${step:+ at step '$step'} (exit $status)"
     fi
     rm -f "$log"
@@ -51,6 +51,7 @@ simple()  { run "Simple runner" "$PY" "$ROOT/examples/simple_pipeline.py"; }
 airflow() { run "Airflow runner" "$PY" "$ROOT/examples/airflow_pipeline.py" $(months); }
 prefect() { run "Prefect runner" "$PY" "$ROOT/examples/prefect_pipeline.py" $(months); }
 makelike() { run "Make-like runner" "$PY" "$ROOT/examples/make_pipeline.py" deploy; }
+dagster() { run "Dagster runner" "$PY" "$ROOT/examples/dagster_pipeline.py" $(months); }
 
 run_all() {
     local failed=0
@@ -58,18 +59,19 @@ run_all() {
     airflow || failed=1
     prefect || failed=1
     makelike || failed=1
+    dagster || failed=1
     run "Comparison of the runners" "$TAXIPIPE" compare --check || failed=1
     return "$failed"
 }
 
-install_optional() { run "Install optional dependencies (Airflow, Prefect)" make -C "$ROOT" env; }
+install_optional() { run "Install optional dependencies (Airflow, Prefect, Dagster)" make -C "$ROOT" env; }
 
 clean() {
     local home
     home="$("$PY" -c 'from taxipipe.config import load_settings; print(load_settings().home)')"
     run "Clean caches and temporary files" bash -c '
         "$1" make --clean &&
-        rm -rf "$2/partitions" "$2/prefect/results" &&
+        rm -rf "$2/partitions" "$2/prefect/results" "$2/dagster/storage" &&
         find "$3" -name __pycache__ -type d -prune -not -path "*/.venv/*" -exec rm -rf {} + &&
         rm -rf "$3/.pytest_cache" &&
         echo "removed intermediates under $2 and Python caches under $3"' _ "$TAXIPIPE" "$home" "$ROOT"
@@ -82,11 +84,12 @@ ITEMS='  1) Simple runner
   2) Airflow runner
   3) Prefect runner
   4) Make-like runner
-  5) Run all in sequence (then compare)
-  6) Install optional dependencies
-  7) Clean caches and temporary files
-  8) Show the configuration
-  9) Test individual components
+  5) Dagster runner
+  6) Run all in sequence (then compare)
+  7) Install optional dependencies
+  8) Clean caches and temporary files
+  9) Show the configuration
+ 10) Test individual components
   0) Exit'
 
 menu() {
@@ -105,13 +108,14 @@ dispatch() {
         2) airflow ;;
         3) prefect ;;
         4) makelike ;;
-        5|--all) run_all ;;
-        6) install_optional ;;
-        7) clean ;;
-        8) show_config ;;
-        9) check_components ;;
+        5) dagster ;;
+        6|--all) run_all ;;
+        7) install_optional ;;
+        8) clean ;;
+        9) show_config ;;
+        10) check_components ;;
         -h|--help) usage ;;
-        *) echo "❓ Unknown choice '$1': pick 0-9 (--help lists them)"; return 2 ;;
+        *) echo "❓ Unknown choice '$1': pick 0-10 (--help lists them)"; return 2 ;;
     esac
 }
 
@@ -123,7 +127,7 @@ if [ $# -gt 0 ]; then
 fi
 while true; do
     menu
-    printf "Choose [0-9]: "
+    printf "Choose [0-10]: "
     read -r choice || exit 0
     [ "$choice" = "0" ] && { echo "👋 Bye"; exit 0; }
     dispatch "$choice"

@@ -22,11 +22,11 @@ def menu_env(home: Path, server: TlcServer) -> dict[str, str]:
 
 
 def test_menu_through_stdin(home: Path, tlc_server: TlcServer, tmp_path: Path) -> None:
-    result = subprocess.run(["bash", str(SCRIPT)], input="8\n9\n4\n0\n", capture_output=True, text=True,
+    result = subprocess.run(["bash", str(SCRIPT)], input="9\n10\n4\n0\n", capture_output=True, text=True,
                             env=menu_env(home, tlc_server), cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
-    assert out.count("Choose [0-9]:") == 4
+    assert out.count("Choose [0-10]:") == 4
     assert "✅ Configuration succeeded" in out and "data.year" in out
     assert "✅ all 9 steps work on 5,000-row samples" in out and "✅ Component check succeeded" in out
     assert "🎉 Pipeline completed successfully!" in out and "✅ Make-like runner succeeded" in out
@@ -42,15 +42,15 @@ def test_unknown_item_and_failure_report(home: Path, tlc_server: TlcServer, tmp_
     failed = subprocess.run(["bash", str(SCRIPT), "1"], capture_output=True, text=True, env=env, timeout=300,
                             cwd=tmp_path)
     assert failed.returncode == 1
-    assert "❌ Simple runner failed at step 'extract'" in failed.stdout
+    assert "❌ Simple runner failed at step 'extract[2030-01]'" in failed.stdout
 
 
 def test_run_all_then_every_runner_agrees(home: Path, tlc_server: TlcServer, tmp_path: Path) -> None:
     env = menu_env(home, tlc_server)
-    result = subprocess.run(["bash", str(SCRIPT), "5"], capture_output=True, text=True, env=env,
+    result = subprocess.run(["bash", str(SCRIPT), "6"], capture_output=True, text=True, env=env,
                             cwd=tmp_path, timeout=1200)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    for runner in ("Simple", "Airflow", "Prefect", "Make-like"):
+    for runner in ("Simple", "Airflow", "Prefect", "Make-like", "Dagster"):
         assert f"✅ {runner} runner succeeded" in result.stdout
     assert "✅ Comparison of the runners succeeded" in result.stdout
 
@@ -58,7 +58,7 @@ def test_run_all_then_every_runner_agrees(home: Path, tlc_server: TlcServer, tmp
     compare = run_cli("compare", "--check", "--json", "--plot", str(plot), env=env)
     assert compare.returncode == 0, compare.stdout + compare.stderr
     runs = json.loads(compare.stdout)["runs"]
-    assert {run["runner"] for run in runs} == {"simple", "airflow", "prefect", "make"}
+    assert {run["runner"] for run in runs} == {"simple", "airflow", "prefect", "make", "dagster"}
     assert len({round(run["rmse"], 9) for run in runs}) == 1
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -1,0 +1,52 @@
+#!/usr/bin/env python
+"""Run the Dagster job once, in this process (`execute_in_process`): no daemon, no webserver.
+
+    python examples/dagster_pipeline.py --year 2021 --month 1
+
+Dagster keeps its runs and logs in HOME/dagster (DAGSTER_HOME), so `make dagster-ui` shows
+them. To schedule the job or backfill months, see docs/dagster.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from taxipipe import console
+from taxipipe.cli import add_settings_flags, settings_from
+from taxipipe.config import Settings
+from taxipipe.errors import TaxipipeError
+from taxipipe.pipeline import STEPS, graph
+
+
+def run(settings: Settings) -> int:
+    """Run the job on the partition of `settings`; print the common lines; the exit status."""
+    from taxipipe.runners import dagster as dagster_runner
+
+    console.header(dagster_runner.RUNNER, settings, target=STEPS[-1].name)
+    records, failed = dagster_runner.outcome(dagster_runner.run_in_process(settings))
+    for step in graph(settings):
+        if step.name in records:
+            console.task_done(step.name, records[step.name]["seconds"], records[step.name].get("summary"))
+    for name, reason in failed.items():
+        console.task_failed(name, reason)
+    if failed:
+        console.pipeline_failed(f"the Dagster run failed at {', '.join(failed)}")
+        return 1
+    console.final_summary(records)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_settings_flags(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(settings_from(args))
+    except TaxipipeError as exc:
+        console.pipeline_failed(str(exc))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

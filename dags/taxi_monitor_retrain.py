@@ -1,7 +1,8 @@
 """Monthly: monitor the newest published month against the champion, retrain on drift.
 
-The run of logical date 2021-04-01 monitors 2021-02 (the month two before, as the training
-DAG counts) against the champion's training month. When a `monitor.*` threshold is crossed
+The run of logical date 2021-06-01 monitors 2021-02 (the month the training DAG's run of
+that date trains on, `taxipipe.partition.scheduled_training_month`) against the champion's
+training month. When a `monitor.*` threshold is crossed
 (`drifted`), `retrain` trains on the month before the monitored one, validates on the
 monitored month, and the pipeline's gate decides whether the new model becomes the
 champion. Params as in taxi_duration_pipeline: `color`, `year`, `month`, `settings`.

@@ -1,9 +1,10 @@
 """The Airflow runner: what the DAG in dags/ needs beyond the TaskFlow graph itself.
 
 A run's months come from its logical date (validate on the month three before it, train on
-the month before that; `taxipipe.partition.PUBLICATION_LAG_MONTHS`) unless DAG params say otherwise; the tasks rebuild the settings from that, so
-XCom carries only the steps' small records. `run_in_process` runs the DAG with
-`dag.test()`, without scheduler or API server, in an Airflow home under the project home.
+the month before that; `taxipipe.partition.PUBLICATION_LAG_MONTHS`) unless DAG params say
+otherwise; the tasks rebuild the settings from that, so XCom carries only the steps' small
+records. `run_in_process` runs the DAG with `dag.test()`, without scheduler or API server, in
+an Airflow home under the project home.
 Airflow itself is imported only inside the functions that need it.
 """
 

@@ -216,7 +216,7 @@ class MakeRun:
                         self._skip(step)
                 if running:
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done:
+                    for future in [future for future in running if future in done]:
                         check, present = running.pop(future)
                         failure = self._finish(check, present, future) or failure
         if self.state.refresh(self.hasher.rehashed):

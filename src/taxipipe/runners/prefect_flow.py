@@ -144,6 +144,13 @@ class _Steps:
         return record
 
 
+def flow_settings(color: str | None, year: int | None, month: int | None,
+                  config: str | None, overrides: dict[str, Any] | None) -> Settings:
+    """The settings of a flow run: the flow's parameters over the config file and TAXIPIPE_* env."""
+    given = {"color": color, "year": year, "month": month}
+    return load_settings(config, merge(overrides, {"data": {k: v for k, v in given.items() if v is not None}}))
+
+
 @flow(name="ml-pipeline", description="NYC taxi trip duration: extract, validate, train, deploy.")
 def ml_pipeline(color: str | None = None, year: int | None = None, month: int | None = None,
                 config: str | None = None, overrides: dict[str, Any] | None = None,
@@ -159,9 +166,8 @@ def ml_pipeline(color: str | None = None, year: int | None = None, month: int | 
     if latest:
         due = scheduled_training_month("", flow_run.scheduled_start_time)
         year, month = due.year, due.month
-    given = {"color": color, "year": year, "month": month}
     try:
-        settings = load_settings(config, merge(overrides, {"data": {k: v for k, v in given.items() if v is not None}}))
+        settings = flow_settings(color, year, month, config, overrides)
         console.header(RUNNER, settings, target="cleanup" if cleanup else "deploy")
         run = _Steps(settings, refresh)
         for step in STEPS:

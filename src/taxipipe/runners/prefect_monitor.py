@@ -14,7 +14,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from taxipipe.config import Settings
-from taxipipe.runners.prefect_flow import due_month, flow_settings
+from taxipipe.partition import scheduled_training_month
+from taxipipe.runners.prefect_flow import flow_settings
 from taxipipe.serve import jobs
 
 RUNNER = "prefect-monitor"
@@ -39,9 +40,8 @@ def monitor_and_retrain(color: str | None = None, year: int | None = None, month
     """Monitor one month (or, with `latest`, the newest published by the scheduled time) and
     retrain when a monitor.* threshold is crossed."""
     if latest:
-        scheduled = flow_run.scheduled_start_time
-        year, month = due_month(scheduled.year, scheduled.month)
-        year, month = (year, month + 1) if month < 12 else (year + 1, 1)
+        newest = scheduled_training_month("", flow_run.scheduled_start_time).shift(1)
+        year, month = newest.year, newest.month
     settings = flow_settings(color, year, month, config, overrides)
     checked = monitor(settings)
     return {"monitor": checked, "retrain": retrain(settings) if checked["drifted"] else None}

@@ -85,5 +85,5 @@ def mlflow_runs(home: Path) -> list[Any]:
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("orchestration-pipeline-dagster")
+    experiment = client.get_experiment_by_name("dagster-taxi-duration")
     return client.search_runs([experiment.experiment_id])

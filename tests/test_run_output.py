@@ -60,5 +60,5 @@ def test_quiet_run_failure_still_says_what_went_wrong(home: Path, tlc_server) ->
     assert result.returncode == 1
     [line] = result.stdout.splitlines()
     failure = json.loads(line)
-    assert failure["ok"] is False and failure["step"] == "extract" and "HTTP 404" in failure["error"]
-    assert result.stderr.splitlines() == [f"❌ Task 'extract' failed: {failure['error']}"]
+    assert failure["ok"] is False and failure["step"] == "extract[2030-01]" and "HTTP 404" in failure["error"]
+    assert result.stderr.splitlines() == [f"❌ Task 'extract[2030-01]' failed: {failure['error']}"]

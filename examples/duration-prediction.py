@@ -15,13 +15,13 @@ from pathlib import Path
 from taxipipe.cli import add_settings_flags, settings_from
 from taxipipe.config import Settings
 from taxipipe.errors import TaxipipeError
-from taxipipe.pipeline import chain, graph
+from taxipipe.pipeline import chain
 from taxipipe.runners.simple import SimplePipeline, StepFailed
 
 
 def run(settings: Settings) -> str:
     """Train and register the model (every node up to deploy); return the MLflow run id."""
-    return SimplePipeline(settings, runner="script", steps=chain("deploy", graph(settings))).run()["train"]["run_id"]
+    return SimplePipeline(settings, runner="script", steps=chain("deploy")).run()["train"]["run_id"]
 
 
 def main() -> int:

@@ -14,11 +14,15 @@ __all__ = ["SimplePipeline", "StepFailed"]
 
 
 class SimplePipeline:
-    """Runs the steps one after another, as the seed's simple_pipeline.py did."""
+    """Runs the steps one after another, as the seed's simple_pipeline.py did.
+
+    `steps` (default: all) picks steps of the graph; a per-month step runs for every month.
+    """
 
     def __init__(self, settings: Settings, runner: str = "simple", steps: Sequence[Step] | None = None):
         self.context = StepContext(settings, runner=runner)
-        self.steps = graph(settings) if steps is None else tuple(steps)
+        chosen = None if steps is None else {step.step for step in steps}
+        self.steps = tuple(node for node in graph(settings) if chosen is None or node.step in chosen)
         self.records: dict[str, Record] = {}
 
     def run(self) -> dict[str, Record]:

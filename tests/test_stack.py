@@ -298,6 +298,15 @@ def test_airflow_backfill_survives_a_killed_scheduler(stack: RunningStack):
     assert wait_for(settled, 1500, "both backfill runs finished", interval=5) == ["success", "success"]
     stack.timings["airflow backfill of two months"] = time.monotonic() - started
 
+    # the scheduler serves no logs (its log server would bind every interface): the API server
+    # reads the task's log from the shared folder
+    train = api.get(f"/dags/{DAG_ID}/dagRuns/{first}/taskInstances/train").json()
+    log = api.get(f"/dags/{DAG_ID}/dagRuns/{first}/taskInstances/train/logs/{train['try_number']}",
+                  params={"full_content": True}, headers={"Accept": "application/json"})
+    assert log.status_code == 200, log.text
+    text = json.dumps(log.json()["content"])
+    assert "Could not read served logs" not in text and "rmse" in text.lower(), text[-3000:]
+
     runs = finished_runs(stack, "airflow")
     assert [run.data.tags["partition"] for run in runs] == ["green/2021-01", "green/2021-02"]
     assert all(run.data.tags["airflow.run_id"].startswith("backfill__") for run in runs)

@@ -136,6 +136,17 @@ def test_no_champion_starts_and_answers_503(tmp_path: Path) -> None:
         assert empty.post("/predict/batch", json={"rides": [RIDE]}).status_code == 503
 
 
+def test_unreachable_store_starts_and_says_why(tmp_path: Path) -> None:
+    address = f"http://127.0.0.1:{free_port()}"
+    settings = load_settings(overrides={"home": str(tmp_path / "home"), "mlflow": {"tracking_uri": address}})
+    with TestClient(create_app(settings)) as service:
+        health = service.get("/health").json()
+        assert health["status"] == "no champion"
+        assert health["detail"].startswith("the champion cannot be looked up") and address in health["detail"]
+        answer = service.post("/predict", json=RIDE)
+        assert answer.status_code == 503 and answer.json()["detail"] == health["detail"]
+
+
 def test_admin_reload_follows_the_alias(champion_home: Path) -> None:
     from taxipipe import tracking
 

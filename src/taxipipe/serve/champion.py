@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from taxipipe import tracking
 from taxipipe.config import Settings
+from taxipipe.errors import TaxipipeError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,16 +44,27 @@ class Champion:
         self.name = settings.mlflow.model_name
         self.current: Loaded | None = None
         self.checked_at: float | None = None
+        self.lookup_error: str | None = None
         self._lock = threading.Lock()
 
     @property
     def missing_sentence(self) -> str:
-        return NO_CHAMPION.format(alias=tracking.CHAMPION, name=self.name)
+        """Why there is nothing to serve: the failed lookup, or no champion in the registry."""
+        return self.lookup_error or NO_CHAMPION.format(alias=tracking.CHAMPION, name=self.name)
 
     def refresh(self) -> bool:
-        """Look the alias up; load and swap in its version when it moved. True when swapped."""
+        """Look the alias up; load and swap in its version when it moved. True when swapped.
+
+        A store that cannot be read (a user-facing TaxipipeError) keeps the current model and
+        is reported by `describe` until a later lookup succeeds.
+        """
         with self._lock:
-            version = tracking.champion_version(tracking.client(self.settings), self.name)
+            try:
+                version = tracking.champion_version(tracking.client(self.settings), self.name)
+            except TaxipipeError as exc:
+                self.lookup_error = f"the champion cannot be looked up: {exc}"
+                return False
+            self.lookup_error = None
             self.checked_at = time.time()
             if version is None or (self.current is not None and self.current.version == int(version.version)):
                 return False
@@ -66,8 +78,10 @@ class Champion:
                                 "status": "ok" if loaded else "no champion"}
         if loaded is None:
             info["detail"] = self.missing_sentence
-        else:
-            info.update(version=loaded.version, run_id=loaded.run_id, loaded_at=loaded.loaded_at)
+            return info
+        info.update(version=loaded.version, run_id=loaded.run_id, loaded_at=loaded.loaded_at)
+        if self.lookup_error:
+            info["warning"] = self.lookup_error
         return info
 
 

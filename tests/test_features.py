@@ -81,3 +81,41 @@ def test_encoder_round_trips_through_json(months) -> None:
         encoder = Encoder.fit(mode, train)
         again = Encoder.from_json(encoder.to_json())
         assert again == encoder
+
+
+def test_a_feature_set_is_one_registered_class(months, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from taxipipe import features
+    from taxipipe.config import load_settings
+    from taxipipe.errors import ConfigError
+    from taxipipe.model import to_dmatrix
+
+    monkeypatch.setattr(features, "FEATURE_SETS", dict(features.FEATURE_SETS))
+    with pytest.raises(ConfigError, match="unknown feature set, known: categorical, onehot"):
+        load_settings(overrides={"home": str(tmp_path), "model": {"features": "distance"}})
+
+    @features.register
+    class DistanceOnly(features.FeatureSet):
+        name = "distance"
+
+        def fit(self, pickup, dropoff, distance):
+            return {"longest": [float(distance.max())]}
+
+        def feature_names(self, state):
+            return ["trip_distance"]
+
+        def encode(self, state, pickup, dropoff, distance):
+            return (distance / state["longest"][0]).reshape(-1, 1)
+
+    settings = load_settings(overrides={"home": str(tmp_path), "model": {"features": "distance"}})
+    train = months["train"][0]
+    encoder = Encoder.fit(settings.model.features, train)
+    assert Encoder.from_json(encoder.to_json()) == encoder
+    assert encoder.transform(train).shape == (len(train), 1) and encoder.feature_types is None
+    assert to_dmatrix(encoder, encoder.transform(train), train["duration"]).num_col() == 1
+
+
+def test_an_encoder_saved_before_the_registry_still_loads() -> None:
+    saved = '{"mode": "categorical", "pickup_zones": [7, 74], "dropoff_zones": [42], "vocabulary": []}'
+    encoder = Encoder.from_json(saved)
+    matrix = encoder.encode(np.array([74, 5]), np.array([42, 42]), np.array([1.5, 2.0]))
+    assert matrix[0, :2].tolist() == [1.0, 0.0] and np.isnan(matrix[1, 0]) and encoder.feature_types == ["c", "c", "q"]

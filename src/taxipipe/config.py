@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -79,7 +79,7 @@ class ModelSettings(Section):
     preset: Literal["zoomcamp"] | None = None
     params: ModelParams = ModelParams()
     early_stopping_rounds: int = Field(default=50, ge=1)
-    features: Literal["categorical", "onehot"] = "categorical"
+    features: str = Field(default="categorical", description="a feature set of taxipipe.features")
 
     @model_validator(mode="before")
     @classmethod
@@ -93,6 +93,15 @@ class ModelSettings(Section):
             params.update(given)
             data = {**data, "params": params}
         return data
+
+    @field_validator("features")
+    @classmethod
+    def _known_feature_set(cls, name: str) -> str:
+        from taxipipe.features import FEATURE_SETS
+
+        if name not in FEATURE_SETS:
+            raise ValueError(f"unknown feature set, known: {', '.join(FEATURE_SETS)}")
+        return name
 
 
 class ValidationSettings(Section):

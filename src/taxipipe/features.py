@@ -1,5 +1,6 @@
-"""Duration and filters, and the two encoders of a ride into model features.
+"""Duration and filters, and the feature sets that encode a ride into model features.
 
+Feature sets are a registry (`FEATURE_SETS`, `@register`): adding one is one class here.
 - `categorical`: PULocationID and DOLocationID as XGBoost native categoricals (category codes
   fitted on the training month) plus trip_distance.
 - `onehot`: the exact matrix sklearn's DictVectorizer(sparse=True) makes of
@@ -15,9 +16,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar
 
 from taxipipe.data import DROPOFF, PICKUP
+from taxipipe.errors import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,7 +31,6 @@ MIN_MINUTES, MAX_MINUTES = 1.0, 60.0
 MODEL_COLUMNS = ["PULocationID", "DOLocationID", "trip_distance"]
 TARGET = "duration"
 PAIR_KEY_BASE = 100_000
-FeatureMode = Literal["categorical", "onehot"]
 
 
 def add_duration(trips: pa.Table) -> pa.Table:
@@ -44,62 +45,98 @@ def add_duration(trips: pa.Table) -> pa.Table:
     return table.filter(pc.fill_null(keep, False))
 
 
-@dataclass
-class Encoder:
-    """Fitted feature encoding; serialisable to JSON so the served model can rebuild it."""
+class FeatureSet:
+    """One way to encode rides: a state fitted on the training month, then a matrix per month.
 
-    mode: FeatureMode
-    pickup_zones: list[int] = field(default_factory=list)
-    dropoff_zones: list[int] = field(default_factory=list)
-    vocabulary: list[str] = field(default_factory=list)
+    A new feature set is one subclass in this module decorated with `@register`: its `name`
+    becomes a value of `model.features` (and of `--features`), and its fitted state is saved
+    with the model, so the served model encodes rides the same way.
+    """
 
-    @classmethod
-    def fit(cls, mode: FeatureMode, rides: pd.DataFrame) -> Encoder:
+    name: ClassVar[str]
+
+    def fit(self, pickup: np.ndarray, dropoff: np.ndarray, distance: np.ndarray) -> dict[str, list]:
+        """The state (JSON-able lists) of the encoding, from the training rides."""
+        raise NotImplementedError
+
+    def feature_names(self, state: dict[str, list]) -> list[str]:
+        raise NotImplementedError
+
+    def feature_types(self, state: dict[str, list]) -> list[str] | None:
+        """XGBoost's feature types ("c" categorical, "q" numeric); None: all numeric."""
+        return None
+
+    def encode(self, state: dict[str, list], pickup: np.ndarray, dropoff: np.ndarray,
+               distance: np.ndarray) -> np.ndarray | sp.csr_matrix:
+        """The feature matrix of rides given as three arrays."""
+        raise NotImplementedError
+
+
+#: Every feature set by name: the values `model.features` accepts.
+FEATURE_SETS: dict[str, FeatureSet] = {}
+
+
+def register(cls: type[FeatureSet]) -> type[FeatureSet]:
+    """Make a feature set available under its `name`."""
+    FEATURE_SETS[cls.name] = cls()
+    return cls
+
+
+@register
+class Categorical(FeatureSet):
+    """Pickup and dropoff zone as XGBoost native categoricals, plus trip_distance."""
+
+    name = "categorical"
+
+    def fit(self, pickup: np.ndarray, dropoff: np.ndarray, distance: np.ndarray) -> dict[str, list]:
         import numpy as np
 
-        if mode == "categorical":
-            return cls(
-                mode,
-                pickup_zones=np.unique(rides["PULocationID"]).tolist(),
-                dropoff_zones=np.unique(rides["DOLocationID"]).tolist(),
-            )
-        pairs = np.unique(_pair_keys(rides["PULocationID"].to_numpy(), rides["DOLocationID"].to_numpy()))
-        names = [f"PU_DO={key // PAIR_KEY_BASE}_{key % PAIR_KEY_BASE}" for key in pairs.tolist()]
-        return cls(mode, vocabulary=sorted([*names, "trip_distance"]))
+        return {"pickup_zones": np.unique(pickup).tolist(), "dropoff_zones": np.unique(dropoff).tolist()}
 
-    @property
-    def feature_names(self) -> list[str]:
-        return self.vocabulary if self.mode == "onehot" else list(MODEL_COLUMNS)
+    def feature_names(self, state: dict[str, list]) -> list[str]:
+        return list(MODEL_COLUMNS)
 
-    def transform(self, rides: pd.DataFrame) -> np.ndarray | sp.csr_matrix:
-        """The feature matrix of `rides` (columns PULocationID, DOLocationID, trip_distance)."""
-        return self.encode(rides["PULocationID"].to_numpy(), rides["DOLocationID"].to_numpy(),
-                           rides["trip_distance"].to_numpy())
+    def feature_types(self, state: dict[str, list]) -> list[str] | None:
+        return ["c", "c", "q"]
 
-    def encode(self, pickup: np.ndarray, dropoff: np.ndarray, distance: np.ndarray) -> np.ndarray | sp.csr_matrix:
-        """The feature matrix of rides given as three arrays (no DataFrame: the serving path)."""
-        if self.mode == "categorical":
-            return self._categorical(pickup, dropoff, distance)
-        return self._onehot(pickup, dropoff, distance)
-
-    def _categorical(self, pickup: np.ndarray, dropoff: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    def encode(self, state: dict[str, list], pickup: np.ndarray, dropoff: np.ndarray,
+               distance: np.ndarray) -> np.ndarray:
         import numpy as np
 
         matrix = np.empty((len(distance), 3), dtype=np.float32)
-        matrix[:, 0] = _positions(np.asarray(self.pickup_zones), pickup)
-        matrix[:, 1] = _positions(np.asarray(self.dropoff_zones), dropoff)
+        matrix[:, 0] = _positions(np.asarray(state["pickup_zones"]), pickup)
+        matrix[:, 1] = _positions(np.asarray(state["dropoff_zones"]), dropoff)
         matrix[:, 2] = distance
         return matrix
 
-    def _onehot(self, pickup: np.ndarray, dropoff: np.ndarray, distance: np.ndarray) -> sp.csr_matrix:
+
+@register
+class OneHot(FeatureSet):
+    """DictVectorizer(sparse=True) of {"PU_DO": "<PU>_<DO>", "trip_distance": x}, exactly."""
+
+    name = "onehot"
+
+    def fit(self, pickup: np.ndarray, dropoff: np.ndarray, distance: np.ndarray) -> dict[str, list]:
+        import numpy as np
+
+        pairs = np.unique(_pair_keys(pickup, dropoff))
+        names = [f"PU_DO={key // PAIR_KEY_BASE}_{key % PAIR_KEY_BASE}" for key in pairs.tolist()]
+        return {"vocabulary": sorted([*names, "trip_distance"])}
+
+    def feature_names(self, state: dict[str, list]) -> list[str]:
+        return state["vocabulary"]
+
+    def encode(self, state: dict[str, list], pickup: np.ndarray, dropoff: np.ndarray,
+               distance: np.ndarray) -> sp.csr_matrix:
         import numpy as np
         import scipy.sparse as sp
 
-        known_keys, columns = self._pair_columns()
+        vocabulary = state["vocabulary"]
+        known_keys, columns = _pair_columns(vocabulary)
         rows = len(distance)
         pair_column = _positions(known_keys, _pair_keys(pickup, dropoff))
         has_pair = ~np.isnan(pair_column)
-        distance_column = len(self.vocabulary) - 1
+        distance_column = len(vocabulary) - 1
         counts = has_pair.astype(np.int64) + 1
         indptr = np.zeros(rows + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
@@ -109,35 +146,71 @@ class Encoder:
         first = indptr[:-1][has_pair]
         indices[first] = columns[pair_column[has_pair].astype(np.int64)]
         data[first] = 1.0
-        return sp.csr_matrix((data, indices, indptr), shape=(rows, len(self.vocabulary)))
+        return sp.csr_matrix((data, indices, indptr), shape=(rows, len(vocabulary)))
 
-    def _pair_columns(self) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted integer pair keys and the vocabulary column of each."""
-        import numpy as np
 
-        keys, columns = [], []
-        for column, name in enumerate(self.vocabulary):
-            if name.startswith("PU_DO="):
-                pickup, dropoff = name[len("PU_DO="):].split("_")
-                keys.append(int(pickup) * PAIR_KEY_BASE + int(dropoff))
-                columns.append(column)
-        keys_array = np.asarray(keys, dtype=np.int64)
-        order = np.argsort(keys_array)
-        return keys_array[order], np.asarray(columns, dtype=np.int32)[order]
+def feature_set(name: str) -> FeatureSet:
+    """The registered feature set `name`."""
+    if name not in FEATURE_SETS:
+        raise ConfigError(f"unknown feature set '{name}'; known: {', '.join(FEATURE_SETS)}")
+    return FEATURE_SETS[name]
+
+
+@dataclass
+class Encoder:
+    """A fitted feature set; serialisable to JSON so the served model can rebuild it."""
+
+    mode: str
+    state: dict[str, list] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, mode: str, rides: pd.DataFrame) -> Encoder:
+        columns = (rides[column].to_numpy() for column in MODEL_COLUMNS)
+        return cls(mode, feature_set(mode).fit(*columns))
+
+    @property
+    def feature_names(self) -> list[str]:
+        return feature_set(self.mode).feature_names(self.state)
+
+    @property
+    def feature_types(self) -> list[str] | None:
+        """XGBoost's feature types; None when every feature is numeric."""
+        return feature_set(self.mode).feature_types(self.state)
+
+    def transform(self, rides: pd.DataFrame) -> np.ndarray | sp.csr_matrix:
+        """The feature matrix of `rides` (columns PULocationID, DOLocationID, trip_distance)."""
+        return self.encode(*(rides[column].to_numpy() for column in MODEL_COLUMNS))
+
+    def encode(self, pickup: np.ndarray, dropoff: np.ndarray, distance: np.ndarray) -> np.ndarray | sp.csr_matrix:
+        """The feature matrix of rides given as three arrays (no DataFrame: the serving path)."""
+        return feature_set(self.mode).encode(self.state, pickup, dropoff, distance)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"mode": self.mode, "pickup_zones": self.pickup_zones,
-             "dropoff_zones": self.dropoff_zones, "vocabulary": self.vocabulary}
-        )
+        return json.dumps({"mode": self.mode, **self.state})
 
     @classmethod
     def from_json(cls, text: str) -> Encoder:
-        return cls(**json.loads(text))
+        state = json.loads(text)
+        return cls(state.pop("mode"), state)
 
     @classmethod
     def load(cls, path: Path) -> Encoder:
         return cls.from_json(path.read_text())
+
+
+def _pair_columns(vocabulary: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted integer pair keys and the vocabulary column of each."""
+    import numpy as np
+
+    keys, columns = [], []
+    for column, name in enumerate(vocabulary):
+        if name.startswith("PU_DO="):
+            pickup, dropoff = name[len("PU_DO="):].split("_")
+            keys.append(int(pickup) * PAIR_KEY_BASE + int(dropoff))
+            columns.append(column)
+    keys_array = np.asarray(keys, dtype=np.int64)
+    order = np.argsort(keys_array)
+    return keys_array[order], np.asarray(columns, dtype=np.int32)[order]
 
 
 def _pair_keys(pickup: np.ndarray, dropoff: np.ndarray) -> np.ndarray:

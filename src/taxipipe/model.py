@@ -36,10 +36,10 @@ def to_dmatrix(encoder: Encoder, matrix: Any, target: Any = None, quantised: boo
     """
     import xgboost as xgb
 
-    if encoder.mode != "categorical":
+    types = encoder.feature_types
+    if types is None:
         return xgb.DMatrix(matrix, label=target)
-    kwargs = {"feature_names": encoder.feature_names, "feature_types": ["c", "c", "q"],
-              "enable_categorical": True}
+    kwargs = {"feature_names": encoder.feature_names, "feature_types": types, "enable_categorical": True}
     if quantised:
         return xgb.QuantileDMatrix(matrix, label=target, **kwargs)
     return xgb.DMatrix(matrix, label=target, **kwargs)

@@ -48,10 +48,8 @@ print(json.dumps({
 """
 
 
-@pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """One migrated Airflow home for the module, retry delays of about a second."""
-    airflow_home = tmp_path_factory.mktemp("airflow-home")
+def airflow_environment(airflow_home: Path) -> dict[str, str]:
+    """An Airflow home with the project's DAGs, no examples, retry delays of about a second."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "AIRFLOW"))}
     env.update({
         "AIRFLOW_HOME": str(airflow_home),
@@ -59,6 +57,13 @@ def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
     })
+    return env
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One migrated Airflow home for the module (what running the DAG needs)."""
+    env = airflow_environment(tmp_path_factory.mktemp("airflow-home"))
     migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env,
                              capture_output=True, text=True, timeout=300)
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
@@ -136,9 +141,9 @@ def test_params_override_the_logical_date_and_settings(tmp_path: Path):
 # --- the DAG -----------------------------------------------------------------------------
 
 
-def test_the_dag_loads_with_the_pipeline_graph_and_retries(airflow_env: dict[str, str]):
+def test_the_dag_loads_with_the_pipeline_graph_and_retries(tmp_path: Path):
     result = subprocess.run([sys.executable, "-c", DESCRIBE_DAG, str(DAGS_FOLDER), DAG_ID, *HEAVY_MODULES],
-                            env=airflow_env, capture_output=True, text=True, timeout=120)
+                            env=airflow_environment(tmp_path), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, output(result)
     dag = json.loads(result.stdout.strip().splitlines()[-1])
     assert dag["import_errors"] == {}
@@ -162,6 +167,7 @@ def test_the_dag_loads_with_the_pipeline_graph_and_retries(airflow_env: dict[str
     assert tasks["extract"]["retries"] > tasks["validate_data"]["retries"] > tasks["train"]["retries"] >= 1
 
 
+@pytest.mark.slow
 def test_dags_test_gives_the_simple_runners_rmse(airflow_env: dict[str, str], tlc_server: Any,
                                                   tmp_path: Path, simple_rmse: float):
     home = tmp_path / "home"
@@ -178,6 +184,7 @@ def test_dags_test_gives_the_simple_runners_rmse(airflow_env: dict[str, str], tl
     assert deployed["runner"] == "airflow" and deployed["champion"] is True
 
 
+@pytest.mark.slow
 def test_a_download_answered_503_succeeds_on_its_retry(airflow_env: dict[str, str], tlc_server: Any,
                                                        tmp_path: Path):
     name = "green_tripdata_2021-03.parquet"
@@ -193,6 +200,7 @@ def test_a_download_answered_503_succeeds_on_its_retry(airflow_env: dict[str, st
     assert (tmp_path / "home" / "downloads" / name).is_file()
 
 
+@pytest.mark.slow
 def test_a_missing_month_fails_the_run_at_once_with_the_reason(airflow_env: dict[str, str],
                                                                tlc_server: Any, tmp_path: Path):
     name = "green_tripdata_2019-01.parquet"
@@ -205,6 +213,7 @@ def test_a_missing_month_fails_the_run_at_once_with_the_reason(airflow_env: dict
     assert tlc_server.hits(name) == 1
 
 
+@pytest.mark.slow
 def test_two_logical_dates_train_two_partitions(airflow_env: dict[str, str], tlc_server: Any,
                                                 tmp_path: Path, simple_rmse: float):
     home = tmp_path / "home"
@@ -233,6 +242,7 @@ def run_example(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[
                           timeout=600, cwd=REPO)
 
 
+@pytest.mark.slow
 def test_the_example_runs_the_dag_in_process(tlc_server: Any, tmp_path: Path, simple_rmse: float):
     home, user_home = tmp_path / "home", tmp_path / "user"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "AIRFLOW"))}

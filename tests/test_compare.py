@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from taxipipe import tracking
 from taxipipe.compare import WIDTH, RunRow, figure
@@ -17,6 +18,7 @@ from tests.conftest import run_cli
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_two_runners_agree_then_a_divergent_run_is_flagged(make_settings, home: Path, tmp_path: Path) -> None:
     settings = make_settings()
     first = SimplePipeline(settings, runner="simple").run()

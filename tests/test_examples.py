@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, TlcServer, cli_data_flags
 
 
@@ -14,6 +16,7 @@ def run_example(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess
                           text=True, cwd=cwd, timeout=600)
 
 
+@pytest.mark.slow
 def test_simple_pipeline_example(home: Path, tlc_server: TlcServer, tmp_path: Path) -> None:
     result = run_example("simple_pipeline.py", *cli_data_flags(home, tlc_server), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -21,6 +24,7 @@ def test_simple_pipeline_example(home: Path, tlc_server: TlcServer, tmp_path: Pa
     assert "📊 Final model RMSE: 6.0515" in result.stdout
 
 
+@pytest.mark.slow
 def test_original_script_writes_the_run_id(home: Path, tlc_server: TlcServer, tmp_path: Path) -> None:
     result = run_example("duration-prediction.py", *cli_data_flags(home, tlc_server), cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -120,6 +120,7 @@ def test_unknown_target_is_one_clear_sentence(make: Callable[..., Build]) -> Non
     assert make("deplyo", ok=False).err.strip() == "❌ there is no target 'deplyo'; `taxipipe make --list` shows the targets"
 
 
+@pytest.mark.slow
 def test_first_build_runs_every_step_and_records_them(built: tuple[Path, Build]) -> None:
     home, first = built
     assert first.ran == DEPLOY_CHAIN
@@ -135,6 +136,7 @@ def test_first_build_runs_every_step_and_records_them(built: tuple[Path, Build])
     assert set(train["upstream"]) == {"features"}
 
 
+@pytest.mark.slow
 def test_second_deploy_runs_nothing_and_imports_nothing_heavy(built_home: Path, tlc_server: TlcServer) -> None:
     runs = mlflow_runs(built_home)
     trained = lock(built_home)["steps"]["train"]["record"]
@@ -150,6 +152,7 @@ def test_second_deploy_runs_nothing_and_imports_nothing_heavy(built_home: Path, 
     assert imported.isdisjoint(HEAVY)
 
 
+@pytest.mark.slow
 def test_changing_max_depth_reruns_exactly_train_to_deploy(built_home: Path, make: Callable[..., Build],
                                                            tmp_path: Path) -> None:
     config = tmp_path / "deeper.toml"
@@ -170,6 +173,7 @@ def test_changing_max_depth_reruns_exactly_train_to_deploy(built_home: Path, mak
     assert make("--config", str(config)).ran == []
 
 
+@pytest.mark.slow
 def test_touching_a_raw_file_reruns_nothing(built_home: Path, make: Callable[..., Build]) -> None:
     raw = built_home / RAW_VALIDATION
     os.utime(raw, ns=(raw.stat().st_atime_ns, raw.stat().st_mtime_ns + 5_000_000_000))
@@ -178,6 +182,7 @@ def test_touching_a_raw_file_reruns_nothing(built_home: Path, make: Callable[...
     assert recorded["mtime_ns"] == raw.stat().st_mtime_ns, "the new mtime is adopted: no re-hash next time"
 
 
+@pytest.mark.slow
 def test_new_bytes_in_a_raw_file_rerun_the_steps_that_read_it(built_home: Path, make: Callable[..., Build],
                                                               tlc_dir: Path) -> None:
     import pyarrow.parquet as pq
@@ -196,6 +201,7 @@ def test_new_bytes_in_a_raw_file_rerun_the_steps_that_read_it(built_home: Path, 
     assert other_month.up_to_date == EXTRACTS
 
 
+@pytest.mark.slow
 def test_force_rebuilds_the_targets_chain_with_parallel_downloads(built_home: Path,
                                                                   make: Callable[..., Build]) -> None:
     old_run = lock(built_home)["steps"]["train"]["record"]["run_id"]
@@ -209,6 +215,7 @@ def test_force_rebuilds_the_targets_chain_with_parallel_downloads(built_home: Pa
     assert plan.would_run["validate_model"] == "upstream 'train' changed since it last ran"
 
 
+@pytest.mark.slow
 def test_clean_removes_the_partitions_files_and_state_but_not_mlflow(built_home: Path,
                                                                      make: Callable[..., Build]) -> None:
     runs = mlflow_runs(built_home)
@@ -224,6 +231,7 @@ def test_clean_removes_the_partitions_files_and_state_but_not_mlflow(built_home:
     assert set(plan.would_run.values()) == {"it has never run"}
 
 
+@pytest.mark.slow
 def test_cleanup_removes_intermediates_without_making_the_build_stale(built_home: Path,
                                                                       make: Callable[..., Build],
                                                                       tmp_path: Path) -> None:
@@ -241,6 +249,7 @@ def test_cleanup_removes_intermediates_without_making_the_build_stale(built_home
     assert plan.up_to_date == [*EXTRACTS, "validate_data"]
 
 
+@pytest.mark.slow
 def test_validate_target_and_the_example_script(built_home: Path, tlc_server: TlcServer) -> None:
     result = subprocess.run([sys.executable, str(REPO / "examples" / "make_pipeline.py"), "validate",
                              *cli_data_flags(built_home, tlc_server)], capture_output=True, text=True)
@@ -257,6 +266,7 @@ def test_a_failed_step_records_nothing(make: Callable[..., Build], home: Path, t
     assert lock(home)["steps"] == {} and lock(home)["running"] == {}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_train_then_a_rerun_redoes_only_train_onward(home: Path, tlc_server: TlcServer,
                                                                  make: Callable[..., Build]) -> None:
     killed = start(home, tlc_server)
@@ -273,6 +283,7 @@ def test_sigkill_mid_train_then_a_rerun_redoes_only_train_onward(home: Path, tlc
     assert re.search(r"because it was interrupted \(started [0-9T:+-]+\)", rerun.out)
 
 
+@pytest.mark.slow
 def test_concurrent_runs_wait_for_each_other(built_home: Path, tlc_server: TlcServer,
                                              make: Callable[..., Build], tmp_path: Path) -> None:
     config = tmp_path / "deeper.toml"
@@ -294,6 +305,7 @@ def test_concurrent_runs_wait_for_each_other(built_home: Path, tlc_server: TlcSe
     assert mlflow_runs(built_home) == runs + 1
 
 
+@pytest.mark.slow
 def test_months_are_separate_partitions(built_home: Path, make: Callable[..., Build], home: Path,
                                         tlc_server: TlcServer) -> None:
     february = run_cli("make", "features", *cli_data_flags(home, tlc_server, month=2))

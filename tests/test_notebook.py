@@ -6,11 +6,13 @@ import re
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.conftest import REPO, TlcServer
 
 
+@pytest.mark.slow
 def test_notebook_runs_top_to_bottom(home: Path, tlc_server: TlcServer, monkeypatch) -> None:
     monkeypatch.delenv("MPLBACKEND", raising=False)
     for key, value in {"TAXIPIPE_HOME": str(home), "TAXIPIPE_DATA__URL_TEMPLATE": tlc_server.url_template,

@@ -12,6 +12,8 @@ from taxipipe import tracking
 from taxipipe.runners.simple import SimplePipeline
 from tests.conftest import cli_data_flags, run_cli
 
+pytestmark = pytest.mark.slow
+
 REFERENCE_ONEHOT_RMSE = 6.7145
 REFERENCE_ZOOMCAMP_RMSE = 6.6077
 

@@ -33,7 +33,7 @@ OUTCOMES = {": Up to date": "cached", " completed": "ran", " failed": "failed"}
 AFTER_FEATURES = ("train", "validate_model", "save", "deploy")
 EXTRACTS = ("extract[2021-01]", "extract[2021-02]")
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def clean_environment(**extra: str) -> dict[str, str]:

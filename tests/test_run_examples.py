@@ -21,6 +21,7 @@ def menu_env(home: Path, server: TlcServer) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_menu_through_stdin(home: Path, tlc_server: TlcServer, tmp_path: Path) -> None:
     result = subprocess.run(["bash", str(SCRIPT)], input="9\n10\n4\n0\n", capture_output=True, text=True,
                             env=menu_env(home, tlc_server), cwd=tmp_path, timeout=900)
@@ -45,6 +46,7 @@ def test_unknown_item_and_failure_report(home: Path, tlc_server: TlcServer, tmp_
     assert "❌ Simple runner failed at step 'extract[2030-01]'" in failed.stdout
 
 
+@pytest.mark.slow
 def test_run_all_then_every_runner_agrees(home: Path, tlc_server: TlcServer, tmp_path: Path) -> None:
     env = menu_env(home, tlc_server)
     result = subprocess.run(["bash", str(SCRIPT), "6"], capture_output=True, text=True, env=env,

@@ -33,6 +33,7 @@ def ui_server(tmp_path: Path):
     assert f"MLflow UI on {url}" in output
 
 
+@pytest.mark.slow
 def test_pipeline_through_a_tracking_server(ui_server, home: Path, tlc_server: TlcServer) -> None:
     url, server_home, _ = ui_server
     result = subprocess.run(

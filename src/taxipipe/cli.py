@@ -32,7 +32,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--color", choices=["green", "yellow"], help="taxi colour")
     group.add_argument("--year", type=int, help="training year")
     group.add_argument("--month", type=int, help="training month (validation is the next one)")
-    group.add_argument("--features", choices=sorted(FEATURE_SETS), help="feature set (taxipipe.features)")
+    group.add_argument("--features", choices=sorted(FEATURE_SETS), help="feature encoding")
     group.add_argument("--preset", choices=["zoomcamp"], help="named model parameter preset")
     group.add_argument("--tracking-uri", help="MLflow tracking URI (default: a SQLite store in the home)")
     group.add_argument("--url-template", help="URL, file:// URL or path template of TLC months")

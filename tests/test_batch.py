@@ -13,6 +13,7 @@ from taxipipe.serve import batch
 from tests.conftest import TlcServer, cli_data_flags, run_cli
 
 
+@pytest.mark.slow
 def test_predict_scores_every_ride_like_the_pyfunc(champion_home: Path, tlc_server: TlcServer,
                                                    tlc_dir: Path) -> None:
     import mlflow.pyfunc

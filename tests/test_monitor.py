@@ -28,6 +28,7 @@ def test_psi_is_zero_for_equal_distributions_and_grows_with_a_shift() -> None:
     assert zone_drift("z", zones, rng.integers(1, 40, 50_000), 0.2).drifted
 
 
+@pytest.mark.slow
 def test_monitor_a_month_like_the_training_month(champion_home: Path, tlc_server: TlcServer) -> None:
     from taxipipe import tracking
 
@@ -47,6 +48,7 @@ def test_monitor_a_month_like_the_training_month(champion_home: Path, tlc_server
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == [report.name]
 
 
+@pytest.mark.slow
 def test_monitor_exits_3_when_a_threshold_is_crossed(champion_home: Path, tlc_server: TlcServer) -> None:
     result = run_cli("monitor", *cli_data_flags(champion_home, tlc_server, year=2023, month=2))
     assert result.returncode == 3, result.stderr

@@ -69,7 +69,7 @@ def test_help_lists_the_items_without_an_environment_check() -> None:
     for flag in ("--help", "-h"):
         result = subprocess.run(["bash", str(SCRIPT), flag], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and result.stdout.startswith("Usage: examples/run_examples.sh")
-        assert "5) Run all in sequence (then compare)" in result.stdout and "Unknown" not in result.stdout
+        assert "6) Run all in sequence (then compare)" in result.stdout and "Unknown" not in result.stdout
 
 
 @pytest.mark.slow

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 OPEN_STORE = """
 import sys
 from taxipipe import tracking
@@ -16,6 +18,7 @@ print(tracking.experiment_id(settings, tracking.client(settings), "airflow"))
 """
 
 
+@pytest.mark.slow
 def test_processes_creating_the_store_at_once_all_succeed(tmp_path: Path):
     processes = [subprocess.Popen([sys.executable, "-c", OPEN_STORE, str(tmp_path)], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(4)]

@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from taxipipe.partition import Partition
+
 from common import REFERENCE, SCALER, TEMPLATE, TLC, WORK, Measured, measure, ratio, require_inputs
 
 SCENARIOS = {
@@ -76,8 +78,8 @@ class Ours:
 class Reference:
     def __init__(self, folder: Path, scenario: dict, work: Path) -> None:
         self.work = work
-        year, month = scenario["year"], scenario["month"]
-        labels = (f"{year}-{month:02d}", f"{year + month // 12}-{month % 12 + 1:02d}")
+        month = Partition(scenario["color"], scenario["year"], scenario["month"])
+        labels = (month.label, month.next().label)
         files = [str(folder / f"{scenario['color']}_tripdata_{label}.parquet") for label in labels]
         self.command = [sys.executable, str(REFERENCE), *files, "--tracking-uri", f"sqlite:///{work / 'ref.db'}"]
 

@@ -23,8 +23,8 @@ def check_month(settings: Settings) -> Record:
 
 def retrain_settings(settings: Settings) -> Settings:
     """The settings of the retrain: the month before the monitored one as training month."""
-    index = settings.data.year * 12 + settings.data.month - 2
-    data = settings.data.model_copy(update={"year": index // 12, "month": index % 12 + 1})
+    month = settings.partition.shift(-1)
+    data = settings.data.model_copy(update={"year": month.year, "month": month.month})
     return settings.model_copy(update={"data": data})
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from taxipipe.cli import add_settings_flags, settings_from
 from taxipipe.config import Settings
-from taxipipe.errors import TaxipipeError
+from taxipipe.errors import StepFailed, TaxipipeError
 from taxipipe.pipeline import chain
-from taxipipe.runners.simple import SimplePipeline, StepFailed
+from taxipipe.runners.simple import SimplePipeline
 
 
 def run(settings: Settings) -> str:

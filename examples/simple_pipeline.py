@@ -10,8 +10,8 @@ import argparse
 import sys
 
 from taxipipe.cli import add_settings_flags, settings_from
-from taxipipe.errors import TaxipipeError
-from taxipipe.runners.simple import SimplePipeline, StepFailed
+from taxipipe.errors import StepFailed, TaxipipeError
+from taxipipe.runners.simple import SimplePipeline
 
 
 def main() -> int:

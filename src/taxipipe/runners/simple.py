@@ -10,8 +10,6 @@ from taxipipe.errors import StepFailed, TaxipipeError
 from taxipipe.pipeline import Step, graph, run_step
 from taxipipe.steps import Record, StepContext
 
-__all__ = ["SimplePipeline", "StepFailed"]
-
 
 class SimplePipeline:
     """Runs the steps one after another, as the seed's simple_pipeline.py did.

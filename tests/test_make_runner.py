@@ -293,14 +293,14 @@ def test_concurrent_runs_wait_for_each_other(built_home: Path, tlc_server: TlcSe
     wait_for(lambda: running(built_home, "train"), "the first run trains")
 
     impatient = make("--no-wait", ok=False)
-    assert "another `taxipipe make` run (pid " in impatient.err
+    assert "another taxipipe run (pid " in impatient.err
     second = start(built_home, tlc_server, "--config", str(config))
     first_out, _ = first.communicate(timeout=300)
     second_out, _ = second.communicate(timeout=300)
     assert first.returncode == second.returncode == 0
     assert Build(first_out).ran == ["train", "validate_model", "save", "deploy"]
     waited = Build(second_out)
-    assert "⏳ Waiting for another `taxipipe make` run" in waited.out
+    assert "⏳ Waiting for another taxipipe run (pid " in waited.out
     assert waited.ran == [] and waited.up_to_date == DEPLOY_CHAIN
     assert mlflow_runs(built_home) == runs + 1
 

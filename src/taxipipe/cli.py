@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 from taxipipe import __version__
 from taxipipe.errors import TaxipipeError
 from taxipipe.features import FEATURE_SETS
+from taxipipe.interrupts import Terminated, raise_terminated
 
 #: The status a shell reports for a command that a closed pipe stopped (128 + SIGPIPE), as for git.
 CLOSED_PIPE_STATUS = 128 + signal.SIGPIPE
@@ -114,10 +115,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from taxipipe import console
     from taxipipe.errors import StepFailed
+    from taxipipe.lockfile import hold_home
     from taxipipe.runners.simple import SimplePipeline
 
     try:
-        records = SimplePipeline(settings_from(args)).run()
+        settings = settings_from(args)
+        with hold_home(settings.home, f"`taxipipe run`, {settings.partition}", wait=True):
+            records = SimplePipeline(settings).run()
     except StepFailed as failed:
         if args.json:
             print(json.dumps({"ok": False, "step": failed.step, "error": failed.reason}), flush=True)
@@ -220,12 +224,17 @@ def add_config(commands: Any) -> None:
 # -- ui -------------------------------------------------------------------------------------
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from taxipipe import tracking
+
     settings = settings_from(args)
-    (settings.home / "mlflow").mkdir(parents=True, exist_ok=True)
+    uri = settings.tracking_uri()
+    if tracking.sqlite_file(uri) is not None:
+        tracking.prepare_store(uri)
     address = f"http://127.0.0.1:{args.port}"
-    print(f"📈 MLflow UI on {address} (store {settings.tracking_uri()}); Ctrl-C stops it", flush=True)
-    command_line = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", settings.tracking_uri(),
-                    "--default-artifact-root", (settings.home / "mlflow" / "artifacts").as_uri(),
+    print(f"📈 MLflow UI on {address} (store {uri}); Ctrl-C stops it", flush=True)
+    command_line = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+                    "--default-artifact-root",
+                    tracking.artifact_root(uri) or (settings.home / "mlflow" / "artifacts").as_uri(),
                     "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     os.execv(sys.executable, command_line)
@@ -401,11 +410,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    """Turn SIGTERM into SystemExit so temporary files are removed on the way out."""
-    raise SystemExit(128 + signum)
-
-
 def _silence_stdout() -> None:
     """After the reader of stdout went away: send what is left to /dev/null, quietly."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -414,7 +418,7 @@ def _silence_stdout() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, raise_terminated)
     parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:
         import argcomplete
@@ -434,10 +438,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.pipeline_failed(str(exc))
         return 1
     except KeyboardInterrupt:
-        return 130
+        console.pipeline_failed("interrupted")
+        return 128 + signal.SIGINT
+    except Terminated:
+        console.pipeline_failed("interrupted")
+        return 128 + signal.SIGTERM
     except BrokenPipeError:
         _silence_stdout()
         return CLOSED_PIPE_STATUS
+    except Exception as exc:
+        from taxipipe.errors import storage_error
+
+        problem = storage_error(exc)
+        if problem is None:
+            raise
+        console.pipeline_failed(str(problem))
+        return 1
 
 
 def entry() -> None:

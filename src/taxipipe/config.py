@@ -64,6 +64,16 @@ class DataSettings(Section):
     download_retries: int = Field(default=3, ge=0, le=10)
     download_backoff_seconds: float = Field(default=1.0, ge=0)
 
+    @field_validator("url_template")
+    @classmethod
+    def _check_template(cls, template: str) -> str:
+        from taxipipe.data import template_problem
+
+        problem = template_problem(template)
+        if problem:
+            raise ValueError(problem)
+        return template
+
 
 class ModelParams(Section):
     max_depth: int = Field(default=6, ge=1)
@@ -112,6 +122,7 @@ class ValidationSettings(Section):
     )
     min_positive_duration_share: float = Field(default=0.9, ge=0, le=1)
     max_invalid_row_share: float = Field(default=0.0, ge=0, le=1)
+    min_rows: int = Field(default=1000, ge=1, description="rides of 1..60 minutes a month must keep")
 
 
 class ArtifactSettings(Section):

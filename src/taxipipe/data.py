@@ -15,7 +15,7 @@ from taxipipe.errors import (
     NetworkError,
     SchemaError,
 )
-from taxipipe.layout import atomic_path
+from taxipipe.layout import atomic_path, source_record, write_text_atomic
 from taxipipe.partition import Partition
 
 if TYPE_CHECKING:
@@ -30,9 +30,49 @@ PICKUP, DROPOFF = "pickup_datetime", "dropoff_datetime"
 LOCATION_COLUMNS = ("PULocationID", "DOLocationID")
 
 
+TEMPLATE_FIELDS = ("color", "year", "month")
+
+
+def template_problem(template: str) -> str | None:
+    """What is wrong with a URL template, or None: it must use {color}, {year} and {month}
+    (a format spec such as {month:02d} is fine) and nothing else."""
+    import string
+
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        return f"it is not a valid template ({exc}; write a literal brace as {{{{ or }}}})"
+    unknown = sorted({name or "{}" for name in names} - set(TEMPLATE_FIELDS))
+    if unknown:
+        return f"it uses unknown placeholder(s) {', '.join(unknown)}; only {{color}}, {{year}} and {{month}} exist"
+    missing = [name for name in TEMPLATE_FIELDS if name not in names]
+    if missing:
+        return (f"it lacks {', '.join('{' + name + '}' for name in missing)}, so different months would "
+                "share one file")
+    try:
+        template.format(color="green", year=2021, month=1)
+    except (ValueError, TypeError) as exc:
+        return f"a placeholder's format is invalid ({exc})"
+    return None
+
+
 def source_url(template: str, partition: Partition) -> str:
     """The URL (or local path) of one TLC month."""
     return template.format(color=partition.color, year=partition.year, month=partition.month)
+
+
+def recorded_source(path: Path) -> str | None:
+    """The URL a cached download came from (None when unknown)."""
+    try:
+        return source_record(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def forget(path: Path) -> None:
+    """Remove a cached download and the record of its source."""
+    source_record(path).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
 
 
 def datetime_columns(color: str) -> tuple[str, str]:
@@ -45,14 +85,17 @@ def fetch(url: str, dest: Path, retries: int = 3, backoff_seconds: float = 1.0) 
     """Make `dest` a complete copy of `url`; return False when the cached copy was reused.
 
     `url` is http(s), file:// or a local path. The copy lands atomically and is checked to
-    be a readable parquet file before it takes the real name.
+    be a readable parquet file before it takes the real name. A cached copy is reused only
+    when it came from the same URL: `dest.source` records it once the copy is in place (a
+    copy without that record, or from another URL, is fetched again).
     """
-    if dest.exists():
+    if dest.exists() and recorded_source(dest) == url:
         try:
             check_parquet(dest)
             return False
         except CorruptDataError:
-            dest.unlink()
+            pass
+    forget(dest)
     with atomic_path(dest) as tmp:
         scheme = urlparse(url).scheme
         if scheme in {"http", "https"}:
@@ -60,6 +103,7 @@ def fetch(url: str, dest: Path, retries: int = 3, backoff_seconds: float = 1.0) 
         else:
             _copy_local(url, tmp)
         check_parquet(tmp, source=url)
+    write_text_atomic(source_record(dest), url + "\n")
     return True
 
 

@@ -1,7 +1,7 @@
-"""The make runner's memory: one human-readable lock file per partition, and the home's run lock.
+"""The make runner's memory (one human-readable lock file per partition) and the home's run lock.
 
     home/state/{color}/{YYYY-MM}.lock.json   what each step's last successful run saw and made
-    home/state/make.lock, make.owner         the run lock (filelock) and who holds it
+    home/state/make.lock, make.owner         the home's run lock (filelock) and who holds it
 
 Paths inside a lock file are relative to the home directory.
 """
@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping
 from taxipipe import console
 from taxipipe.errors import BusyError, PipelineStateError
 from taxipipe.hashing import FileState
-from taxipipe.layout import write_text_atomic
+from taxipipe.layout import remove_stale_parts, write_text_atomic
 from taxipipe.partition import Partition
 
 LOCK_VERSION = 1
@@ -115,7 +115,11 @@ class LockFile:
 
 @contextmanager
 def hold_home(home: Path, owner: str, wait: bool) -> Iterator[None]:
-    """Hold the home's run lock; wait for another holder (saying so) or stop at once."""
+    """Hold the home's run lock; wait for another holder (saying so) or stop at once.
+
+    `taxipipe run`, `make` and `make --clean` all hold it, so none of them deletes what
+    another is using. Once held, the temporary files of killed writers are removed.
+    """
     from filelock import FileLock, Timeout
 
     state = home / "state"
@@ -128,13 +132,14 @@ def hold_home(home: Path, owner: str, wait: bool) -> Iterator[None]:
         holder = owner_file.read_text().strip() if owner_file.exists() else "unknown"
         if not wait:
             raise BusyError(
-                f"another `taxipipe make` run ({holder}) is using {home}; wait for it to finish "
+                f"another taxipipe run ({holder}) is using {home}; wait for it to finish "
                 "or run again without --no-wait"
             ) from None
-        console.say(f"⏳ Waiting for another `taxipipe make` run ({holder}) on {home} to finish")
+        console.say(f"⏳ Waiting for another taxipipe run ({holder}) on {home} to finish")
         lock.acquire()
     try:
         owner_file.write_text(f"pid {os.getpid()}, {owner}\n")
+        remove_stale_parts(home)
         yield
     finally:
         lock.release()

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from taxipipe import steps
 from taxipipe.config import Settings
+from taxipipe.errors import TaxipipeError, TrackingError, storage_error
 from taxipipe.partition import Partition
 from taxipipe.steps import Record, StepContext, Upstream
 
@@ -69,7 +70,7 @@ STEPS: tuple[Step, ...] = (
     Step("validate_data", steps.validate_data, ("extract",), _downloads, _none,
          ("data.color", "validation.min_positive_duration_share", "validation.max_invalid_row_share"),
          "check schema and quality rules"),
-    Step("transform", steps.transform, ("validate_data",), _downloads, _clean, ("data.color",),
+    Step("transform", steps.transform, ("validate_data",), _downloads, _clean, ("data.color", "validation.min_rows"),
          "duration in minutes, keep 1..60"),
     Step("features", steps.features, ("transform",), _clean, _features, ("model.features",),
          "fit the encoder, encode both months"),
@@ -172,10 +173,32 @@ def run_step(step: Step, ctx: StepContext, upstream: Upstream,
 
     The record gains `seconds` and `timings`: the times of this step and of every step
     upstream of it, by step name (a per-month step counts its slowest month, as the months
-    may run at once).
+    may run at once). A full disk or a read-only home becomes a StorageError of one sentence,
+    an MLflow failure a TrackingError.
     """
     if step.month is not None:
         ctx = replace(ctx, month=step.month)
+    try:
+        return _timed(step, ctx, upstream, hooks)
+    except TaxipipeError:
+        raise
+    except Exception as exc:
+        problem = storage_error(exc, ctx.settings.home) or _tracking_error(exc, step, ctx)
+        if problem is None:
+            raise
+        raise problem from exc
+
+
+def _tracking_error(exc: Exception, step: Step, ctx: StepContext) -> TrackingError | None:
+    """An error MLflow raised (a store or server that failed) as one retryable sentence."""
+    if type(exc).__name__ != "MlflowException":
+        return None
+    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return TrackingError(f"MLflow failed during '{step.name}' ({reason}); check the tracking store "
+                         f"{ctx.settings.tracking_uri()} and run again")
+
+
+def _timed(step: Step, ctx: StepContext, upstream: Upstream, hooks: Sequence[AfterStep] | None) -> Record:
     started = time.perf_counter()
     record = step.run(ctx, upstream)
     record["seconds"] = round(time.perf_counter() - started, 3)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from taxipipe.config import Settings
-from taxipipe.errors import DataQualityError, PipelineStateError, TaxipipeError
+from taxipipe.errors import DataQualityError, PipelineStateError, TaxipipeError, TrackingError
 from taxipipe.layout import Layout, atomic_path, remove, write_text_atomic
 from taxipipe.partition import Partition
 
@@ -65,7 +65,7 @@ def extract_month(ctx: StepContext, month: Partition) -> Record:
     path = ctx.layout.download(month)
     downloaded = fetch(url, path, data.download_retries, data.download_backoff_seconds)
     size = path.stat().st_size
-    return {"month": month.label, "partition": month.key, "path": str(path), "bytes": size,
+    return {"month": month.label, "partition": month.key, "path": str(path), "url": url, "bytes": size,
             "downloaded": downloaded,
             "summary": f"{month.key} {'downloaded' if downloaded else 'cached'} ({size:,} bytes)"}
 
@@ -80,7 +80,7 @@ def extract(ctx: StepContext, upstream: Upstream) -> Record:
 def validate_data(ctx: StepContext, upstream: Upstream) -> Record:
     """Check every month the run reads against the quality rules; fail naming every broken rule."""
     from taxipipe.checks import check_trips
-    from taxipipe.data import read_trips
+    from taxipipe.data import forget, read_trips
 
     rules = ctx.settings.validation
     reports = {}
@@ -89,7 +89,7 @@ def validate_data(ctx: StepContext, upstream: Upstream) -> Record:
         try:
             frame = read_trips(path, ctx.settings.data.color).to_pandas()
         except TaxipipeError as exc:
-            path.unlink(missing_ok=True)
+            forget(path)
             raise type(exc)(f"{exc} (removed from the download cache)") from None
         reports[month] = check_trips(
             frame, path.name, rules.min_positive_duration_share, rules.max_invalid_row_share
@@ -98,7 +98,7 @@ def validate_data(ctx: StepContext, upstream: Upstream) -> Record:
     if failed:
         for month, report in reports.items():
             if not report.passed:
-                ctx.layout.download(month).unlink(missing_ok=True)
+                forget(ctx.layout.download(month))
         raise DataQualityError(
             "data quality rules failed (files removed from the download cache): "
             + " | ".join(f"{report.source}: {report.summary()}" for report in failed)
@@ -112,20 +112,36 @@ def validate_data(ctx: StepContext, upstream: Upstream) -> Record:
 
 
 def transform(ctx: StepContext, upstream: Upstream) -> Record:
-    """Duration in minutes, rides of 1..60 minutes, the model's columns."""
+    """Duration in minutes, rides of 1..60 minutes, the model's columns.
+
+    A month that keeps fewer than `validation.min_rows` rides fails the data-quality rule
+    and leaves the download cache.
+    """
     import pyarrow.parquet as pq
 
-    from taxipipe.data import read_trips
+    from taxipipe.data import forget, read_trips
     from taxipipe.features import add_duration
 
-    record: Record = {}
+    minimum = ctx.settings.validation.min_rows
+    kept = {}
     for role in ROLES:
         trips = read_trips(ctx.raw_path(role), ctx.settings.data.color)
-        rides = add_duration(trips)
+        kept[role] = (trips.num_rows, add_duration(trips))
+    too_few = [role for role, (_, rides) in kept.items() if rides.num_rows < minimum]
+    if too_few:
+        for role in too_few:
+            forget(ctx.raw_path(role))
+        months = {"train": ctx.layout.partition, "validation": ctx.layout.validation_partition}
+        raise DataQualityError(
+            "data quality rule 'validation.min_rows' failed (files removed from the download cache): "
+            + " | ".join(f"{months[role]}: {kept[role][1].num_rows:,} of {kept[role][0]:,} rides last 1..60 "
+                         f"minutes, fewer than {minimum:,}" for role in too_few)
+        )
+    record: Record = {}
+    for role, (rows_in, rides) in kept.items():
         with atomic_path(ctx.clean_path(role)) as tmp:
             pq.write_table(rides, tmp)
-        record[role] = {"path": str(ctx.clean_path(role)), "rows_in": trips.num_rows,
-                        "rows": rides.num_rows}
+        record[role] = {"path": str(ctx.clean_path(role)), "rows_in": rows_in, "rows": rides.num_rows}
     record["summary"] = ", ".join(
         f"{role}: {record[role]['rows']:,} of {record[role]['rows_in']:,} rides kept" for role in ROLES
     )
@@ -159,6 +175,7 @@ def train(ctx: StepContext, upstream: Upstream) -> Record:
     """
     from taxipipe import console, tracking
     from taxipipe.features import Encoder, load_matrix
+    from taxipipe.interrupts import deferred
     from taxipipe.model import booster_params, rmse, train_booster
     from taxipipe.progress import TrainingProgress
 
@@ -172,7 +189,9 @@ def train(ctx: StepContext, upstream: Upstream) -> Record:
     commit = tracking.git_commit()
     if commit:
         tags["git_commit"] = commit
-    run = client.create_run(experiment, tags=tags, run_name=f"{ctx.runner}-{partition.color}-{partition.label}")
+    tracking.fail_abandoned_runs(client, experiment, partition.key, ctx.runner)
+    run = client.create_run(experiment, tags={**tags, **tracking.owner_tags()},
+                            run_name=f"{ctx.runner}-{partition.color}-{partition.label}")
     run_id = run.info.run_id
     rounds = settings.model.params.n_estimators
     params = {**booster_params(settings.model), "num_boost_round": rounds,
@@ -189,17 +208,19 @@ def train(ctx: StepContext, upstream: Upstream) -> Record:
     try:
         train_set = load_matrix(layout.train_features)
         validation_set = load_matrix(layout.validation_features)
-        booster, predictions = train_booster(settings.model, encoder, train_set, validation_set, callbacks)
+        with deferred():
+            booster, predictions = train_booster(settings.model, encoder, train_set, validation_set, callbacks)
         score = rmse(validation_set[1], predictions)
         with atomic_path(layout.booster) as tmp:
             booster.save_model(tmp)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
-    _log(client, run_id, metrics={
-        "rmse": score, "train_rows": train_set[1].shape[0], "validation_rows": validation_set[1].shape[0],
-        "features": len(encoder.feature_names), "best_iteration": booster.best_iteration,
-    })
+    with tracking.failed_on_error(client, run_id):
+        _log(client, run_id, metrics={
+            "rmse": score, "train_rows": train_set[1].shape[0], "validation_rows": validation_set[1].shape[0],
+            "features": len(encoder.feature_names), "best_iteration": booster.best_iteration,
+        })
     client.set_terminated(run_id)
     return {"run_id": run_id, "experiment_id": experiment, "rmse": score,
             "best_iteration": booster.best_iteration, "booster": str(layout.booster),
@@ -263,7 +284,14 @@ def _score_champion(ctx: StepContext) -> float:
     from taxipipe.features import MODEL_COLUMNS, TARGET
     from taxipipe.model import rmse
 
-    champion = mlflow.pyfunc.load_model(f"models:/{ctx.settings.mlflow.model_name}@champion", suppress_warnings=True)
+    from mlflow.exceptions import MlflowException
+
+    uri = f"models:/{ctx.settings.mlflow.model_name}@champion"
+    try:
+        champion = mlflow.pyfunc.load_model(uri, suppress_warnings=True)
+    except (MlflowException, OSError) as exc:
+        raise TrackingError(f"cannot load the champion {uri} to compare with it ({str(exc).splitlines()[0][:200]}); "
+                            "nothing was promoted, run again when the registry answers") from None
     rides = pd.read_parquet(ctx.layout.validation_clean)
     return rmse(rides[TARGET], champion.predict(rides[MODEL_COLUMNS]))
 
@@ -328,9 +356,10 @@ def deploy(ctx: StepContext, upstream: Upstream) -> Record:
     version = tracking.register(client, name, saved["model_uri"], saved["run_id"], saved["model_id"], tags={
         "run_id": saved["run_id"], "rmse": f"{verdict['rmse']:.6f}", "partition": settings.partition.key,
         "runner": ctx.runner,
+        tracking.PROMOTION_TAG: tracking.PENDING if verdict["promotable"] else "rejected",
     })
     if verdict["promotable"]:
-        client.set_registered_model_alias(name, tracking.CHAMPION, version)
+        tracking.promote(client, name, version)
         outcome = f"version {version} is now '{tracking.CHAMPION}' ({verdict['reason']})"
     else:
         outcome = f"version {version} registered; champion unchanged: {verdict['reason']}"
@@ -347,7 +376,7 @@ def cleanup(ctx: StepContext, upstream: Upstream) -> Record:
     layout = ctx.layout
     targets = [layout.workdir]
     if not ctx.settings.artifacts.keep_downloads:
-        targets += [layout.download(month) for month in ctx.settings.months]
+        targets += layout.downloads(ctx.settings.months)
     removed = remove(targets)
     freed = sum(removed.values())
     return {"removed": [str(path) for path in removed], "bytes_freed": freed,

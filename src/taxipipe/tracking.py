@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import sys
 import threading
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from urllib.parse import unquote, urlparse
 
 from taxipipe.config import Settings
 from taxipipe.errors import TrackingError
@@ -19,6 +22,11 @@ if TYPE_CHECKING:
 
 CHAMPION = "champion"
 logger = logging.getLogger(__name__)
+#: Model-version tag saying what deploy made of it: pending (being promoted), champion, rejected,
+#: or interrupted (registered, but the process died before it could become champion).
+PROMOTION_TAG, PENDING, INTERRUPTED = "promotion", "pending", "interrupted before it became champion"
+#: Tag of the default experiment: the artifact root the store's paths point at.
+ROOT_TAG = "taxipipe.artifact_root"
 _CREATED_STORES: set[str] = set()
 _REACHED_SERVERS: set[str] = set()
 _warm_up: threading.Thread | None = None
@@ -49,6 +57,8 @@ def client(settings: Settings) -> MlflowClient:
     Served models carry explicit pip requirements, so MLflow is told not to copy the
     project's uv files into them, not to draw download progress bars, to log errors only
     (MLFLOW_LOGGING_LEVEL, or `-v` on the command line, shows more) and to send no telemetry.
+    Database errors it re-raises are not also logged with their traceback: the step
+    reports them in one sentence.
     """
     if _warm_up is not None:
         _warm_up.join()
@@ -62,9 +72,10 @@ def _open(settings: Settings) -> MlflowClient:
     import mlflow
     from mlflow import MlflowClient
 
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     uri = settings.tracking_uri()
-    if settings.mlflow.tracking_uri is None and uri not in _CREATED_STORES:
-        _create_store(settings.home / "mlflow", uri)
+    if sqlite_file(uri) is not None and uri not in _CREATED_STORES:
+        prepare_store(uri)
     elif uri.startswith(("http://", "https://")) and uri not in _REACHED_SERVERS:
         _check_server(uri)
     mlflow.set_tracking_uri(uri)
@@ -97,38 +108,169 @@ def _check_server(uri: str) -> None:
     _REACHED_SERVERS.add(uri)
 
 
-def _create_store(directory: Path, uri: str) -> None:
-    """Create or migrate the embedded SQLite store under a file lock.
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI (None for other stores)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    name = unquote(uri[len("sqlite:///"):].split("?", 1)[0])
+    return Path(name).absolute() if name and name != ":memory:" else None
 
-    Processes that open a new store at once (parallel Airflow runs of a backfill) would
-    otherwise race through MLflow's migrations and fail.
+
+def artifact_root(uri: str) -> str | None:
+    """Where a SQLite store keeps artifacts: `artifacts/` beside the database file.
+
+    None for server stores, which decide for themselves.
+    """
+    database = sqlite_file(uri)
+    return (database.parent / "artifacts").as_uri() if database is not None else None
+
+
+def prepare_store(uri: str) -> None:
+    """Make the SQLite store at `uri` ready: created whole, relocated, readable.
+
+    Under a file lock (processes that open a new store at once would otherwise race through
+    MLflow's migrations): a missing store is built under a temporary name and renamed into
+    place, so an interrupted first run leaves no half-made store; a store left unfinished by
+    an older version is rebuilt; a store whose home moved has its artifact paths re-pointed.
+    Anything else that stops the store from opening becomes one sentence naming the file.
     """
     from filelock import FileLock
     from mlflow import MlflowClient
 
-    directory.mkdir(parents=True, exist_ok=True)
-    with FileLock(directory / "mlflow.db.lock"):
-        MlflowClient(uri).search_experiments(max_results=1)
+    database = sqlite_file(uri)
+    assert database is not None
+    root = artifact_root(uri)
+    assert root is not None
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(database.with_name(database.name + ".lock")):
+            if database.exists() and _unfinished(database):
+                print(f"⚠️  the MLflow store {database} was left unfinished by an interrupted first run; "
+                      "creating it again", file=sys.stderr, flush=True)
+                database.unlink()
+            if not database.exists():
+                _create_store(database, root)
+            _relocate(database, root)
+            MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        raise _store_error(database, exc) from None
     _CREATED_STORES.add(uri)
 
 
+def _create_store(database: Path, root: str) -> None:
+    """Migrate a new store under a temporary name, then rename it into place."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    draft = database.with_name(f".{database.name}.new")
+    leftovers = [draft, *(draft.with_name(draft.name + end) for end in ("-journal", "-wal", "-shm"))]
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    draft_uri = f"sqlite:///{draft}"
+    try:
+        store = SqlAlchemyStore(draft_uri, root)
+        store.set_experiment_tag(SqlAlchemyStore.DEFAULT_EXPERIMENT_ID, _root_tag(root))
+    except Exception:
+        for leftover in leftovers:
+            leftover.unlink(missing_ok=True)
+        raise
+    finally:
+        engine = SqlAlchemyStore._engine_map.pop(draft_uri, None)
+        if engine is not None:
+            engine.dispose()
+    os.replace(draft, database)
+
+
+def _root_tag(root: str) -> Any:
+    from mlflow.entities import ExperimentTag
+
+    return ExperimentTag(ROOT_TAG, root)
+
+
+def _unfinished(database: Path) -> bool:
+    """Whether an existing store never got its default experiment: its creation was cut short."""
+    import sqlite3
+
+    with closing(sqlite3.connect(database, timeout=60)) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return "experiments" not in tables or not connection.execute("SELECT 1 FROM experiments LIMIT 1").fetchone()
+
+
+def _relocate(database: Path, root: str) -> None:
+    """Re-point the store's artifact paths at `root` when the store was moved or copied.
+
+    MLflow records absolute artifact locations (experiments, runs, logged models, model
+    versions). The default experiment's tag `taxipipe.artifact_root` says where they pointed
+    when last opened; a store that lacks it (older versions) is judged by its experiments.
+    """
+    import sqlite3
+
+    with closing(sqlite3.connect(database, timeout=60)) as connection, connection:
+        row = connection.execute("SELECT value FROM experiment_tags WHERE experiment_id = 0 AND key = ?",
+                                 (ROOT_TAG,)).fetchone()
+        old = row[0] if row else _former_root(connection)
+        if old is not None and old != root:
+            for prefix, new in ((old, root), (_uri_path(old), _uri_path(root))):
+                for table, column in _text_columns(connection):
+                    connection.execute(
+                        f'UPDATE "{table}" SET "{column}" = ? || substr("{column}", ?) '
+                        f'WHERE substr("{column}", 1, ?) = ?', (new, len(prefix) + 1, len(prefix), prefix))
+        if row is None or old != root:
+            connection.execute("INSERT OR REPLACE INTO experiment_tags (key, value, experiment_id) VALUES (?, ?, 0)",
+                               (ROOT_TAG, root))
+
+
+def _former_root(connection: Any) -> str | None:
+    """The artifact root of a store written before the tag existed: its experiments' shared one."""
+    row = connection.execute(
+        "SELECT artifact_location FROM experiments WHERE experiment_id != 0 AND artifact_location LIKE ? "
+        "ORDER BY experiment_id LIMIT 1", ("file://%/mlflow/artifacts",)).fetchone()
+    return row[0] if row else None
+
+
+def _uri_path(uri: str) -> str:
+    return unquote(urlparse(uri).path)
+
+
+def _text_columns(connection: Any) -> list[tuple[str, str]]:
+    tables = [row[0] for row in connection.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    return [(table, column[1]) for table in tables
+            for column in connection.execute(f'PRAGMA table_info("{table}")')
+            if any(kind in column[2].upper() for kind in ("CHAR", "TEXT", "CLOB"))]
+
+
+def _store_error(database: Path, exc: Exception) -> TrackingError:
+    """One sentence for a store that cannot be opened, created or written."""
+    text = f"{exc.__class__.__name__}: {exc}"
+    setting = "or point mlflow.tracking_uri (--tracking-uri or TAXIPIPE_MLFLOW__TRACKING_URI) elsewhere"
+    if any(sign in text for sign in ("file is not a database", "malformed", "not a database")):
+        return TrackingError(f"the MLflow store {database} is not a readable SQLite database (corrupt); move it "
+                             f"aside to start a new store or restore it from a backup, {setting}")
+    if any(sign in text for sign in ("disk is full", "No space left", "File too large", "Disk quota")):
+        return TrackingError(f"there is no room to write the MLflow store {database} (disk full); free space "
+                             f"on that disk {setting}")
+    if any(sign in text for sign in ("readonly", "read-only", "Read-only", "Permission denied",
+                                     "unable to open database file")):
+        return TrackingError(f"the MLflow store {database} cannot be written (read-only or not permitted); "
+                             f"make {database.parent} writable {setting}")
+    return TrackingError(f"the MLflow store {database} cannot be opened ({text.splitlines()[0][:200]}); "
+                         f"move it aside to start a new store {setting}")
+
+
 def experiment_id(settings: Settings, mlflow_client: MlflowClient, runner: str) -> str:
-    """The runner's experiment, created on first use with artifacts in the home directory."""
+    """The runner's experiment, created on first use; a SQLite store keeps artifacts beside it."""
     return named_experiment(settings, mlflow_client, settings.experiment_name(runner))
 
 
 def named_experiment(settings: Settings, mlflow_client: MlflowClient, name: str) -> str:
-    """The experiment `name`, created on first use with artifacts in the home directory."""
+    """The experiment `name`, created on first use; a SQLite store keeps artifacts beside it."""
     from mlflow.exceptions import MlflowException
 
     existing = mlflow_client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
-    location = None
-    if settings.mlflow.tracking_uri is None:
-        location = (settings.home / "mlflow" / "artifacts").as_uri()
     try:
-        return mlflow_client.create_experiment(name, artifact_location=location)
+        return mlflow_client.create_experiment(name, artifact_location=artifact_root(settings.tracking_uri()))
     except MlflowException:
         return mlflow_client.get_experiment_by_name(name).experiment_id
 
@@ -172,13 +314,71 @@ def log_step_seconds_hook(node: str, ctx: StepContext, upstream: Mapping[str, Ma
 
 
 def champion_version(mlflow_client: MlflowClient, model_name: str) -> Any | None:
-    """The registered version behind the `champion` alias, or None."""
+    """The registered version behind the `champion` alias; None only when there is none.
+
+    "No such model" and "no such alias" mean no champion yet. Any other answer (a server
+    error, a store that cannot be read) raises TrackingError: the gate must not treat the
+    new model as the first one just because the registry did not answer.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
         return mlflow_client.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        message = str(exc).lower()
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+                exc.error_code == "INVALID_PARAMETER_VALUE" and "alias" in message and "not found" in message):
+            return None
+        raise TrackingError(
+            f"cannot look up the '{CHAMPION}' of model {model_name} in the registry "
+            f"({str(exc).splitlines()[0][:200]}); nothing was promoted, run again when the registry answers"
+        ) from None
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming the process that owns a run, so a later run can tell it was abandoned."""
+    import socket
+
+    return {"taxipipe.host": socket.gethostname(), "taxipipe.pid": str(os.getpid())}
+
+
+def fail_abandoned_runs(mlflow_client: MlflowClient, experiment: str, partition: str, runner: str) -> list[str]:
+    """Mark FAILED the runs of this partition and runner left RUNNING by a killed process."""
+    import socket
+
+    from taxipipe.layout import process_alive
+
+    abandoned = []
+    here = socket.gethostname()
+    for run in mlflow_client.search_runs(
+            [experiment], f"tags.partition = '{partition}' and tags.runner = '{runner}' and "
+                          "attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        if tags.get("taxipipe.host") == here and process_alive(tags.get("taxipipe.pid", "")):
+            continue
+        mlflow_client.set_terminated(run.info.run_id, "FAILED")
+        abandoned.append(run.info.run_id)
+    return abandoned
+
+
+@contextmanager
+def failed_on_error(mlflow_client: MlflowClient, run_id: str) -> Iterator[None]:
+    """Mark the run FAILED when the block raises (or is interrupted), then re-raise."""
+    try:
+        yield
+    except BaseException:
+        with suppress(Exception):
+            mlflow_client.set_terminated(run_id, "FAILED")
+        raise
+
+
+def promote(mlflow_client: MlflowClient, model_name: str, version: str) -> None:
+    """Point `champion` at `version`; retag versions an interrupted deploy left pending."""
+    mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)
+    mlflow_client.set_model_version_tag(model_name, version, PROMOTION_TAG, CHAMPION)
+    for stale in mlflow_client.search_model_versions(
+            f"name = '{model_name}' and tags.{PROMOTION_TAG} = '{PENDING}'"):
+        mlflow_client.set_model_version_tag(model_name, stale.version, PROMOTION_TAG, INTERRUPTED)
 
 
 def register(mlflow_client: MlflowClient, name: str, model_uri: str, run_id: str, model_id: str | None,

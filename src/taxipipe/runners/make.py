@@ -59,11 +59,12 @@ def list_targets() -> None:
 def clean(settings: Settings, wait_for_lock: bool = True) -> dict[Path, int]:
     """Remove the partition's downloads, intermediates, deployment record and lock file.
 
-    The MLflow store and the model registry stay as they are.
+    The MLflow store and the model registry stay as they are; the temporary files of killed
+    writers anywhere in the home go too (see `hold_home`).
     """
     layout = Layout(settings.home, settings.partition)
-    with hold_home(settings.home, f"--clean {settings.partition}", wait_for_lock):
-        removed = remove([*(layout.download(month) for month in settings.months), layout.workdir,
+    with hold_home(settings.home, f"`taxipipe make --clean`, {settings.partition}", wait_for_lock):
+        removed = remove([*layout.downloads(settings.months), layout.workdir,
                           layout.deployment_record, lock_path(settings.home, settings.partition)])
     console.say(f"🧹 Cleaning {settings.partition} in {settings.home}")
     for path, size in removed.items():
@@ -288,7 +289,7 @@ def make(settings: Settings, target: str = DEFAULT_TARGET, force: bool = False, 
          wait_for_lock: bool = True) -> dict[str, Record]:
     """Build `target` for the configured partition, holding the home's run lock."""
     resolve_target(target, settings)
-    with hold_home(settings.home, f"target {target}, {settings.partition}", wait_for_lock):
+    with hold_home(settings.home, f"`taxipipe make` target {target}, {settings.partition}", wait_for_lock):
         return MakeRun(settings, target, force, jobs).build()
 
 

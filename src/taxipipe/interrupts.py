@@ -1,0 +1,50 @@
+"""Ctrl-C and SIGTERM: where they may interrupt, and where they must wait.
+
+A signal handler that raises inside a native callback (XGBoost calls back into Python while
+it builds its matrices) leaves the library in a broken state and the process aborts. Code
+that runs such libraries holds `deferred()`: a signal that arrives is noted and acted on as
+soon as the block ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; like KeyboardInterrupt, it unwinds the stack so temporary files go."""
+
+
+def raise_terminated(signum: int, frame: Any) -> None:
+    """The SIGTERM handler of the command line."""
+    raise Terminated()
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then act on them as before.
+
+    Outside the main thread (signals are delivered there only) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: arrived.append(signum)) for signum in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    for signum in dict.fromkeys(arrived):
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, None)
+        elif handler == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from taxipipe.config import PRESETS, describe_settings, load_settings
+from taxipipe.config import describe_settings, load_settings
 from taxipipe.errors import ConfigError
+from taxipipe.models.xgboost import PRESETS
 from tests.conftest import run_cli
 
 

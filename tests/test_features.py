@@ -87,7 +87,7 @@ def test_a_feature_set_is_one_registered_class(months, monkeypatch: pytest.Monke
     from taxipipe import features
     from taxipipe.config import load_settings
     from taxipipe.errors import ConfigError
-    from taxipipe.model import to_dmatrix
+    from taxipipe.models.xgboost import to_dmatrix
 
     monkeypatch.setattr(features, "FEATURE_SETS", dict(features.FEATURE_SETS))
     with pytest.raises(ConfigError, match="unknown feature set, known: categorical, onehot"):

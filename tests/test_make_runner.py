@@ -221,7 +221,7 @@ def test_clean_removes_the_partitions_files_and_state_but_not_mlflow(built_home:
     runs = mlflow_runs(built_home)
     cleaned = make("--clean")
     assert cleaned.ran == []
-    for removed in [LOCK, RAW_VALIDATION, Path("partitions/green/2021-01/booster.ubj"),
+    for removed in [LOCK, RAW_VALIDATION, Path("partitions/green/2021-01/model.bin"),
                     Path("deployments/green_2021-01.json")]:
         assert f"   removed {removed.as_posix()} (" in cleaned.out
         assert not (built_home / removed).exists()
@@ -237,7 +237,7 @@ def test_cleanup_removes_intermediates_without_making_the_build_stale(built_home
                                                                       tmp_path: Path) -> None:
     first = make("cleanup")
     assert first.ran == ["cleanup"] and "removed 6 file(s)" in first.out
-    assert not (built_home / "partitions/green/2021-01/booster.ubj").exists()
+    assert not (built_home / "partitions/green/2021-01/model.bin").exists()
     assert make("cleanup").ran == []
     assert make("deploy").ran == []
 

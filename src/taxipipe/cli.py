@@ -18,6 +18,7 @@ from taxipipe import __version__
 from taxipipe.errors import TaxipipeError
 from taxipipe.features import FEATURE_SETS
 from taxipipe.interrupts import Terminated, raise_terminated
+from taxipipe.models import KIND_NAMES
 
 #: The status a shell reports for a command that a closed pipe stopped (128 + SIGPIPE), as for git.
 CLOSED_PIPE_STATUS = 128 + signal.SIGPIPE
@@ -33,6 +34,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--color", choices=["green", "yellow"], help="taxi colour")
     group.add_argument("--year", type=int, help="training year")
     group.add_argument("--month", type=int, help="training month (validation is the next one)")
+    group.add_argument("--model", choices=KIND_NAMES, help="model kind (default xgboost)")
     group.add_argument("--features", choices=sorted(FEATURE_SETS), help="feature encoding")
     group.add_argument("--preset", choices=["zoomcamp"], help="named model parameter preset")
     group.add_argument("--tracking-uri", help="MLflow tracking URI (default: a SQLite store in the home)")
@@ -45,6 +47,7 @@ FLAG_KEYS = {
     "year": ("data", "year"),
     "month": ("data", "month"),
     "url_template": ("data", "url_template"),
+    "model": ("model", "kind"),
     "features": ("model", "features"),
     "preset": ("model", "preset"),
     "tracking_uri": ("mlflow", "tracking_uri"),

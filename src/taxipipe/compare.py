@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 from taxipipe import tracking
 from taxipipe.config import Settings
+from taxipipe.models.base import RMSE_AGREEMENT
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-RMSE_AGREEMENT = 1e-6
 STEP_METRIC = "step_seconds."
 SHORT_NAMES = {"validate_data": "val_data", "validate_model": "val_model"}
 #: The tables fit a terminal this wide.
@@ -30,6 +30,7 @@ WIDTH = 100
 class RunRow:
     runner: str
     partition: str
+    kind: str
     feature_mode: str
     rmse: float
     total_seconds: float
@@ -43,12 +44,13 @@ class RunRow:
 @dataclass
 class Disagreement:
     partition: str
+    kind: str
     feature_mode: str
     runs: dict[str, float]
 
     def describe(self) -> str:
         values = ", ".join(f"{run_id[:8]}={rmse:.6f}" for run_id, rmse in self.runs.items())
-        return f"{self.partition} {self.feature_mode}: same data and config, RMSE differs ({values})"
+        return f"{self.partition} {self.kind} {self.feature_mode}: same data and config, RMSE differs ({values})"
 
 
 def experiment_pattern(settings: Settings) -> re.Pattern[str]:
@@ -74,25 +76,27 @@ def collect(settings: Settings, latest_only: bool = True) -> list[RunRow]:
     champion = tracking.champion_version(client, settings.mlflow.model_name)
     champion_run = champion.run_id if champion is not None else None
     rows: list[RunRow] = []
-    seen: set[tuple[str, str, str]] = set()
+    seen: set[tuple[str, str, str, str]] = set()
     runs = client.search_runs([e.experiment_id for e in experiments], "metrics.rmse > 0",
                               order_by=["attributes.start_time DESC"], max_results=5000)
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
         runner = tags.get("runner", "?")
-        identity = (runner, tags.get("partition", "?"), tags.get("feature_mode", "?"))
+        identity = (runner, tags.get("partition", "?"), tags.get("model_kind", "xgboost"),
+                    tags.get("feature_mode", "?"))
         if latest_only and identity in seen:
             continue
         seen.add(identity)
         steps = {k[len(STEP_METRIC):]: v for k, v in metrics.items() if k.startswith(STEP_METRIC)}
         rows.append(RunRow(
-            runner=runner, partition=identity[1], feature_mode=identity[2], rmse=metrics["rmse"],
+            runner=runner, partition=identity[1], kind=identity[2], feature_mode=identity[3],
+            rmse=metrics["rmse"],
             total_seconds=round(sum(steps.values()), 3), step_seconds=steps, run_id=run.info.run_id,
             start_time=datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M"),
             champion=run.info.run_id == champion_run,
             config_key=json.dumps(sorted(run.data.params.items())),
         ))
-    return sorted(rows, key=lambda row: (row.partition, row.feature_mode, row.runner))
+    return sorted(rows, key=lambda row: (row.partition, row.kind, row.feature_mode, row.runner))
 
 
 def disagreements(rows: list[RunRow]) -> list[Disagreement]:
@@ -104,7 +108,7 @@ def disagreements(rows: list[RunRow]) -> list[Disagreement]:
     for members in groups.values():
         scores = [row.rmse for row in members]
         if max(scores) - min(scores) > RMSE_AGREEMENT:
-            found.append(Disagreement(members[0].partition, members[0].feature_mode,
+            found.append(Disagreement(members[0].partition, members[0].kind, members[0].feature_mode,
                                       {row.run_id: row.rmse for row in members}))
     return found
 
@@ -113,9 +117,9 @@ def table(rows: list[RunRow]) -> str:
     """Two narrow tables: the runs, then each run's step times in pipeline order (blank: not run)."""
     from taxipipe.pipeline import STEP_NAMES
 
-    runs = [["#", "runner", "partition", "features", "RMSE", "total s", "started (UTC)", "run id", ""]]
-    runs += [[str(number), row.runner, row.partition, row.feature_mode, f"{row.rmse:.4f}", f"{row.total_seconds:.2f}",
-              row.start_time, row.run_id[:8], "🏆 champion" if row.champion else ""]
+    runs = [["#", "runner", "partition", "model", "features", "RMSE", "total s", "started (UTC)", "run id", ""]]
+    runs += [[str(number), row.runner, row.partition, row.kind, row.feature_mode, f"{row.rmse:.4f}",
+              f"{row.total_seconds:.2f}", row.start_time, row.run_id[:8], "🏆 champion" if row.champion else ""]
              for number, row in enumerate(rows, 1)]
     steps = [name for name in STEP_NAMES if any(name in row.step_seconds for row in rows)]
     steps += sorted({name for row in rows for name in row.step_seconds} - set(steps))
@@ -123,7 +127,7 @@ def table(rows: list[RunRow]) -> str:
     times += [[str(number), row.runner, *(f"{row.step_seconds[name]:.2f}" if name in row.step_seconds else ""
                                           for name in steps)]
               for number, row in enumerate(rows, 1)]
-    return "\n".join([*_columns(runs, numeric={0, 4, 5}), "", "step seconds", *_columns(times, keep=2)])
+    return "\n".join([*_columns(runs, numeric={0, 5, 6}), "", "step seconds", *_columns(times, keep=2)])
 
 
 def _columns(cells: list[list[str]], numeric: set[int] | None = None, keep: int = 0) -> list[str]:
@@ -169,7 +173,7 @@ def figure(rows: list[RunRow]) -> Figure:
 
     from taxipipe.pipeline import STEP_NAMES
 
-    labels = [f"{row.runner}\n{row.partition}\n{row.feature_mode}" for row in rows]
+    labels = [f"{row.runner}\n{row.partition}\n{row.kind} {row.feature_mode}" for row in rows]
     chart, (left, right) = plt.subplots(1, 2, figsize=(max(9, 2.2 * len(rows) + 2), 5))
     left.bar(labels, [row.rmse for row in rows], color="tab:blue")
     left.set(title="Validation RMSE (minutes)", ylabel="RMSE")

@@ -12,7 +12,16 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -21,6 +30,8 @@ from pydantic_settings import (
 )
 
 from taxipipe.errors import ConfigError
+from taxipipe.models import KIND_NAMES
+from taxipipe.models.base import KindParams
 from taxipipe.partition import Partition
 
 DEFAULT_URL_TEMPLATE = (
@@ -28,18 +39,6 @@ DEFAULT_URL_TEMPLATE = (
 )
 ENV_PREFIX = "TAXIPIPE_"
 CONFIG_ENV = "TAXIPIPE_CONFIG"
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "zoomcamp": {
-        "learning_rate": 0.09585355369315604,
-        "max_depth": 30,
-        "min_child_weight": 1.060597050922164,
-        "reg_alpha": 0.018060244040060163,
-        "reg_lambda": 0.011658731377413597,
-        "n_estimators": 30,
-        "random_state": 42,
-    }
-}
 
 
 class Section(BaseModel):
@@ -75,34 +74,39 @@ class DataSettings(Section):
         return template
 
 
-class ModelParams(Section):
-    max_depth: int = Field(default=6, ge=1)
-    learning_rate: float = Field(default=0.1, gt=0)
-    n_estimators: int = Field(default=100, ge=1)
-    random_state: int = 42
-    min_child_weight: float | None = None
-    reg_alpha: float | None = None
-    reg_lambda: float | None = None
-
-
 class ModelSettings(Section):
-    preset: Literal["zoomcamp"] | None = None
-    params: ModelParams = ModelParams()
+    kind: str = Field(default=KIND_NAMES[0], description="a registered model kind (taxipipe.models)")
+    preset: str | None = None
+    params: SerializeAsAny[KindParams] = Field(default_factory=KindParams)
     early_stopping_rounds: int = Field(default=50, ge=1)
     features: str = Field(default="categorical", description="a feature set of taxipipe.features")
 
     @model_validator(mode="before")
     @classmethod
-    def _apply_preset(cls, data: Any) -> Any:
-        """A preset fills the params that were not given explicitly."""
-        if isinstance(data, dict) and data.get("preset") in PRESETS:
-            params = dict(PRESETS[data["preset"]])
-            given = data.get("params") or {}
-            if isinstance(given, BaseModel):
-                given = given.model_dump(exclude_unset=True)
-            params.update(given)
-            data = {**data, "params": params}
-        return data
+    def _kind_params(cls, data: Any) -> Any:
+        """`params` become the kind's parameters: its defaults < the preset < the given values."""
+        if not isinstance(data, dict):
+            return data
+        from taxipipe.models.registry import DEFAULT_KIND, kind_params
+
+        given = data.get("params") or {}
+        if isinstance(given, BaseModel):
+            given = given.model_dump(exclude_unset=True)
+        try:
+            params = kind_params(data.get("kind", DEFAULT_KIND), data.get("preset"), given)
+        except ConfigError as exc:
+            raise PydanticCustomError("sentence", "{sentence}", {"sentence": str(exc)}) from None
+        return {**data, "params": params}
+
+    @model_validator(mode="after")
+    def _kind_reads_features(self) -> ModelSettings:
+        from taxipipe.models.registry import check_feature_mode
+
+        try:
+            check_feature_mode(self.kind, self.features)
+        except ConfigError as exc:
+            raise PydanticCustomError("sentence", "{sentence}", {"sentence": str(exc)}) from None
+        return self
 
     @field_validator("features")
     @classmethod
@@ -117,8 +121,8 @@ class ModelSettings(Section):
 class ValidationSettings(Section):
     max_rmse: float = Field(default=8.0, gt=0)
     min_rmse: float = Field(default=0.1, ge=0)
-    champion_tolerance: float = Field(
-        default=0.05, ge=0, description="minutes of RMSE a challenger may lose to the champion"
+    min_improvement: float = Field(
+        default=0.0, ge=0, description="minutes of RMSE a challenger must gain over the champion"
     )
     min_positive_duration_share: float = Field(default=0.9, ge=0, le=1)
     max_invalid_row_share: float = Field(default=0.0, ge=0, le=1)
@@ -300,7 +304,9 @@ def _describe_validation_error(exc: ValidationError, path: Any) -> str:
     problems = []
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"])
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "sentence":
+            problems.append(err["msg"])
+        elif err["type"] == "extra_forbidden":
             problems.append(f"unknown key '{key}'")
         else:
             problems.append(f"'{key}': {err['msg']} (got {err.get('input')!r})")

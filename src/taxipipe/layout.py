@@ -73,8 +73,9 @@ class Layout:
         return self.workdir / "validation_features.npz"
 
     @property
-    def booster(self) -> Path:
-        return self.workdir / "booster.ubj"
+    def model(self) -> Path:
+        """The trained model, in the format of its kind."""
+        return self.workdir / "model.bin"
 
     @property
     def deployment_record(self) -> Path:

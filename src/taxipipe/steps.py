@@ -168,24 +168,26 @@ def features(ctx: StepContext, upstream: Upstream) -> Record:
 
 
 def train(ctx: StepContext, upstream: Upstream) -> Record:
-    """Train XGBoost with early stopping inside one MLflow run that records everything.
+    """Train the configured model kind inside one MLflow run that records everything.
 
-    The run exists before the first round, so its duration is the training's; progress is
-    shown while boosting, and under -v every 10th round's score is logged to the run live.
+    The run exists before training starts, so its duration is the training's; for kinds that
+    train in rounds progress is shown while they run, and under -v every 10th round's score
+    is logged to the run live.
     """
     from taxipipe import console, tracking
     from taxipipe.features import Encoder, load_matrix
     from taxipipe.interrupts import deferred
-    from taxipipe.model import booster_params, rmse, train_booster
-    from taxipipe.progress import TrainingProgress
+    from taxipipe.models.base import rmse
+    from taxipipe.models.registry import get_kind
 
     settings, layout = ctx.settings, ctx.layout
+    kind = get_kind(settings.model.kind)
     encoder = Encoder.load(layout.encoder)
     client = tracking.client(settings)
     experiment = tracking.experiment_id(settings, client, ctx.runner)
     partition = settings.partition
     tags = {"runner": ctx.runner, "partition": partition.key, "feature_mode": encoder.mode,
-            "validation_partition": layout.validation_partition.key, **ctx.tags}
+            "model_kind": kind.name, "validation_partition": layout.validation_partition.key, **ctx.tags}
     commit = tracking.git_commit()
     if commit:
         tags["git_commit"] = commit
@@ -193,9 +195,7 @@ def train(ctx: StepContext, upstream: Upstream) -> Record:
     run = client.create_run(experiment, tags={**tags, **tracking.owner_tags()},
                             run_name=f"{ctx.runner}-{partition.color}-{partition.label}")
     run_id = run.info.run_id
-    rounds = settings.model.params.n_estimators
-    params = {**booster_params(settings.model), "num_boost_round": rounds,
-              "early_stopping_rounds": settings.model.early_stopping_rounds,
+    params = {"model_kind": kind.name, **kind.log_params(settings.model),
               "feature_mode": encoder.mode, "preset": settings.model.preset,
               "color": partition.color, "year": partition.year, "month": partition.month}
     _log(client, run_id, params=params)
@@ -204,27 +204,31 @@ def train(ctx: StepContext, upstream: Upstream) -> Record:
         console.LOGGER.debug(f"   round {done}: validation RMSE {score:.4f}")
         client.log_metric(run_id, "validation_rmse", score, step=done)
 
-    callbacks = [] if console.quiet() else [TrainingProgress(rounds, on_round=live if console.verbose() else None)]
+    callbacks = []
+    if kind.rounds is not None and not console.quiet():
+        from taxipipe.progress import TrainingProgress
+
+        callbacks.append(TrainingProgress(kind.rounds(settings.model), on_round=live if console.verbose() else None))
     try:
         train_set = load_matrix(layout.train_features)
         validation_set = load_matrix(layout.validation_features)
         with deferred():
-            booster, predictions = train_booster(settings.model, encoder, train_set, validation_set, callbacks)
-        score = rmse(validation_set[1], predictions)
-        with atomic_path(layout.booster) as tmp:
-            booster.save_model(tmp)
+            fit = kind.train(settings.model, encoder, train_set, validation_set, callbacks)
+        score = rmse(validation_set[1], fit.predictions)
+        with atomic_path(layout.model) as tmp:
+            fit.model.save(tmp)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
     with tracking.failed_on_error(client, run_id):
         _log(client, run_id, metrics={
             "rmse": score, "train_rows": train_set[1].shape[0], "validation_rows": validation_set[1].shape[0],
-            "features": len(encoder.feature_names), "best_iteration": booster.best_iteration,
+            "features": len(encoder.feature_names), **fit.metrics,
         })
     client.set_terminated(run_id)
-    return {"run_id": run_id, "experiment_id": experiment, "rmse": score,
-            "best_iteration": booster.best_iteration, "booster": str(layout.booster),
-            "summary": f"RMSE {score:.4f} (MLflow run {run_id})"}
+    return {"run_id": run_id, "experiment_id": experiment, "rmse": score, "kind": kind.name,
+            **fit.metrics, "model": str(layout.model),
+            "summary": f"{kind.name} RMSE {score:.4f} (MLflow run {run_id})"}
 
 
 def _log(client: Any, run_id: str, params: Record | None = None, metrics: Record | None = None,
@@ -241,8 +245,15 @@ def _log(client: Any, run_id: str, params: Record | None = None, metrics: Record
 
 
 def validate_model(ctx: StepContext, upstream: Upstream) -> Record:
-    """Gate the model: RMSE within bounds, and not worse than the champion beyond tolerance."""
+    """Gate the model: RMSE within bounds, then strictly better than the champion.
+
+    A challenger takes `champion` only when its RMSE on this run's validation month is lower
+    than the champion's on that month by at least `validation.min_improvement`, and by more
+    than the noise within which runs agree (`RMSE_AGREEMENT`): an identical rerun
+    never moves the alias.
+    """
     from taxipipe import tracking
+    from taxipipe.models.base import RMSE_AGREEMENT
 
     trained = _require(upstream, "train")
     settings, rules = ctx.settings, ctx.settings.validation
@@ -257,16 +268,18 @@ def validate_model(ctx: StepContext, upstream: Upstream) -> Record:
         )
     elif champion_rmse is None:
         promotable, reason = True, "no champion yet"
-    elif score <= champion_rmse + rules.champion_tolerance:
-        promotable, reason = True, (
-            f"RMSE {score:.4f} vs champion v{champion.version} {champion_rmse:.4f} "
-            f"(tolerance {rules.champion_tolerance})"
-        )
     else:
-        promotable, reason = False, (
-            f"RMSE {score:.4f} is worse than champion v{champion.version} {champion_rmse:.4f} "
-            f"by more than {rules.champion_tolerance}"
-        )
+        gain = champion_rmse - score
+        theirs = f"champion v{champion.version}'s {champion_rmse:.4f} on the same validation month"
+        if gain < -RMSE_AGREEMENT:
+            promotable, reason = False, f"RMSE {score:.4f} is worse than {theirs}"
+        elif gain <= RMSE_AGREEMENT:
+            promotable, reason = False, f"RMSE {score:.4f} equals {theirs} (a challenger must be better)"
+        elif gain < rules.min_improvement:
+            promotable, reason = False, (f"RMSE {score:.4f} beats {theirs} by {gain:.4f}, less than "
+                                         f"validation.min_improvement {rules.min_improvement}")
+        else:
+            promotable, reason = True, f"RMSE {score:.4f} beats {theirs} by {gain:.4f}"
     _log(client, trained["run_id"],
          metrics={"champion_rmse": champion_rmse},
          tags={"validation.promotable": promotable, "validation.reason": reason})
@@ -282,7 +295,7 @@ def _score_champion(ctx: StepContext) -> float:
     import pandas as pd
 
     from taxipipe.features import MODEL_COLUMNS, TARGET
-    from taxipipe.model import rmse
+    from taxipipe.models.base import rmse
 
     from mlflow.exceptions import MlflowException
 
@@ -297,7 +310,7 @@ def _score_champion(ctx: StepContext) -> float:
 
 
 def save(ctx: StepContext, upstream: Upstream) -> Record:
-    """Log the pyfunc model (encoder + booster) and a predicted-vs-actual plot to the run."""
+    """Log the pyfunc model (encoder + trained model) and a predicted-vs-actual plot to the run."""
     import mlflow
     import mlflow.pyfunc
     import pandas as pd
@@ -307,7 +320,8 @@ def save(ctx: StepContext, upstream: Upstream) -> Record:
     from taxipipe.features import MODEL_COLUMNS, TARGET
     from taxipipe.serving import TripDurationModel, signature
 
-    run_id = _require(upstream, "train")["run_id"]
+    trained = _require(upstream, "train")
+    run_id = trained["run_id"]
     layout = ctx.layout
     tracking.client(ctx.settings)
     rides = pd.read_parquet(layout.validation_clean)
@@ -315,7 +329,8 @@ def save(ctx: StepContext, upstream: Upstream) -> Record:
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=TripDurationModel(),
-            artifacts={"encoder": str(layout.encoder), "booster": str(layout.booster)},
+            artifacts={"encoder": str(layout.encoder), "model": str(layout.model)},
+            model_config={"kind": trained["kind"]},
             code_paths=[str(Path(taxipipe.__file__).parent)],
             pip_requirements=tracking.pip_requirements(),
             signature=signature(),
@@ -345,7 +360,7 @@ def _prediction_plot(actual: Any, predicted: Any) -> Any:
 
 
 def deploy(ctx: StepContext, upstream: Upstream) -> Record:
-    """Register the model version; move `champion` to it only when validate_model allowed it."""
+    """Register the model version with the gate's verdict; move `champion` only if it allowed it."""
     from taxipipe import tracking
 
     verdict = _require(upstream, "validate_model")
@@ -355,7 +370,8 @@ def deploy(ctx: StepContext, upstream: Upstream) -> Record:
     name = settings.mlflow.model_name
     version = tracking.register(client, name, saved["model_uri"], saved["run_id"], saved["model_id"], tags={
         "run_id": saved["run_id"], "rmse": f"{verdict['rmse']:.6f}", "partition": settings.partition.key,
-        "runner": ctx.runner,
+        "runner": ctx.runner, "model_kind": settings.model.kind,
+        "verdict": "promoted" if verdict["promotable"] else "not promoted", "reason": verdict["reason"],
         tracking.PROMOTION_TAG: tracking.PENDING if verdict["promotable"] else "rejected",
     })
     if verdict["promotable"]:

@@ -405,6 +405,6 @@ def pip_requirements() -> list[str]:
     """Pinned requirements of the served model: what `taxipipe.serving` imports."""
     from importlib.metadata import version
 
-    packages = ["mlflow", "xgboost-cpu", "pandas", "numpy", "scipy", "pyarrow", "pydantic",
+    packages = ["mlflow", "xgboost-cpu", "scikit-learn", "pandas", "numpy", "scipy", "pyarrow", "pydantic",
                 "pydantic-settings"]
     return [f"{name}=={version(name)}" for name in packages]

@@ -195,7 +195,7 @@ def compare(settings: Settings, champion: Loaded) -> MonitorReport:
     """Drift of the configured month against the champion's training month, and its RMSE."""
     import numpy as np
 
-    from taxipipe.model import rmse
+    from taxipipe.models.base import rmse
 
     limits = settings.monitor
     reference_month, champion_rmse = training_month(settings, champion)

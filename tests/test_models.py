@@ -62,8 +62,10 @@ def test_linear_onehot_prints_the_course_figure_and_serves_raw_rides(home: Path,
     assert isinstance(fast, np.ndarray) and np.array_equal(fast, np.asarray(predicted))
 
     shown = run_cli("compare", "--home", str(home))
-    assert shown.returncode == 0 and "model" in shown.stdout.splitlines()[0]
-    assert "linear" in shown.stdout.splitlines()[2]
+    table = shown.stdout.splitlines()
+    assert shown.returncode == 0 and table[0].split()[:5] == ["#", "runner", "partition", "model", "features"]
+    assert next(line for line in table if line.startswith("1 ")).split()[1:5] == [
+        "simple", "green/2021-01", "linear", "onehot"]
 
 
 def test_random_forest_trains_serves_and_logs_its_params(make_settings) -> None:

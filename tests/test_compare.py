@@ -75,7 +75,7 @@ def test_empty_home_is_left_alone_and_mlflow_is_not_loaded(home: Path) -> None:
 
 def test_plot_legend_does_not_cover_the_bars() -> None:
     steps = {step.name: 0.5 + index for index, step in enumerate(STEPS)}
-    rows = [RunRow(runner, "green/2021-01", "categorical", 6.05, sum(steps.values()), steps, "0" * 32,
+    rows = [RunRow(runner, "green/2021-01", "xgboost", "categorical", 6.05, sum(steps.values()), steps, "0" * 32,
                    "2026-11-27 02:00", runner == "make", "{}") for runner in ("simple", "make", "airflow", "prefect")]
     chart = figure(rows)
     chart.canvas.draw()

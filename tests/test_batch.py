@@ -24,7 +24,7 @@ def test_predict_scores_every_ride_like_the_pyfunc(champion_home: Path, tlc_serv
     assert result.returncode == 0, result.stderr
     written = champion_home / "predictions" / "green" / "2021-02.parquet"
     assert "64,572 rides of green 2021-02 scored with nyc-taxi-duration v1" in result.stdout
-    assert "RMSE 6.0515 on the 61,921 rides of 1..60 minutes" in result.stdout
+    assert "RMSE 6.0507 on the 61,921 rides of 1..60 minutes" in result.stdout
     assert str(written) in result.stdout
     scored = pq.read_table(written).to_pandas()
     source = pq.read_table(tlc_dir / "green_tripdata_2021-02.parquet").to_pandas()

@@ -21,7 +21,7 @@ def test_simple_pipeline_example(home: Path, tlc_server: TlcServer, tmp_path: Pa
     result = run_example("simple_pipeline.py", *cli_data_flags(home, tlc_server), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "🎉 Pipeline completed successfully!" in result.stdout
-    assert "📊 Final model RMSE: 6.0515" in result.stdout
+    assert "📊 Final model RMSE: 6.0507" in result.stdout
 
 
 @pytest.mark.slow

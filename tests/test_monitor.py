@@ -35,7 +35,7 @@ def test_monitor_a_month_like_the_training_month(champion_home: Path, tlc_server
     result = run_cli("monitor", *cli_data_flags(champion_home, tlc_server, month=2))
     assert result.returncode == 0, result.stderr
     assert "green 2021-02 (61,921 rides) against nyc-taxi-duration v1's training month 2021-01" in result.stdout
-    assert "RMSE 6.0515" in result.stdout and "no threshold crossed" in result.stdout
+    assert "RMSE 6.0507" in result.stdout and "no threshold crossed" in result.stdout
     report = champion_home / "reports" / "monitor_green_2021-02.html"
     page = report.read_text()
     assert "No threshold crossed." in page and page.count("data:image/png;base64,") == 2

@@ -24,7 +24,7 @@ def test_a_run_reads_cleanly_and_json_is_one_line_then_verbose_shows_the_rest(
     [line] = quiet.stdout.splitlines()
     record = json.loads(line)
     assert record["ok"] is True and record["partition"] == "green/2021-01"
-    assert record["rmse"] == pytest.approx(6.0515, abs=0.005)
+    assert record["rmse"] == pytest.approx(6.0507, abs=0.005)
     assert record["version"] == 1 and record["champion"] is True and record["model_name"] == "nyc-taxi-duration"
     assert set(record["step_seconds"]) >= {"extract", "train", "deploy", "cleanup"}
     assert "🎉 Pipeline completed successfully!" in quiet.stderr and "✅ Task 'train' completed" in quiet.stderr

@@ -31,6 +31,8 @@ from taxipipe.stack.control import SERVICES
 from taxipipe.stack.processes import PidRecord, read_record
 from taxipipe.stack.state import StackPaths
 from taxipipe.cli import build_parser, stack_runner_env
+from taxipipe.partition import Partition
+from taxipipe.runners.airflow import logical_date_for
 from tests.conftest import REPO, TlcServer
 
 
@@ -268,14 +270,14 @@ def test_nothing_listens_beyond_localhost_and_no_password_shows(stack: RunningSt
 def test_airflow_backfill_survives_a_killed_scheduler(stack: RunningStack):
     started = time.monotonic()
     user = stack.user_env()
+    first_date, last_date = (logical_date_for(Partition("green", 2021, month)).date().isoformat() for month in (1, 2))
     backfill = subprocess.run(
-        [sys.executable, "-m", "airflow", "backfill", "create", "--dag-id", DAG_ID, "--from-date", "2021-03-01",
-         "--to-date", "2021-04-01", "--max-active-runs", "1"], env=user, capture_output=True, text=True,
-        timeout=600)
+        [sys.executable, "-m", "airflow", "backfill", "create", "--dag-id", DAG_ID, "--from-date", first_date,
+         "--to-date", last_date, "--max-active-runs", "1"], env=user, capture_output=True, text=True, timeout=600)
     assert backfill.returncode == 0, backfill.stdout + backfill.stderr[-5000:]
     api = airflow_api(stack)
     runs = wait_for(lambda: len(backfill_runs(api)) == 2 and backfill_runs(api), 300, "two backfill runs")
-    assert [run["logical_date"][:10] for run in runs] == ["2021-03-01", "2021-04-01"]
+    assert [run["logical_date"][:10] for run in runs] == [first_date, last_date]
 
     first = runs[0]["dag_run_id"]
     busy = wait_for(lambda: running_tasks(api, first), 600, "a running task of the first run", interval=1)

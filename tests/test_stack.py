@@ -37,7 +37,7 @@ from tests.conftest import REPO, TlcServer
 
 
 DAG_ID = "taxi_duration_pipeline"
-PORTS = ("postgres", "mlflow", "airflow", "prefect")
+PORTS = ("postgres", "mlflow", "airflow", "prefect", "dagster")
 
 
 def free_port() -> int:

@@ -156,6 +156,7 @@ class StackSettings(Section):
     mlflow_port: int = Field(default=5000, ge=1, le=65535)
     airflow_port: int = Field(default=8080, ge=1, le=65535)
     prefect_port: int = Field(default=4200, ge=1, le=65535)
+    dagster_port: int = Field(default=3000, ge=1, le=65535)
     airflow_parallelism: int = Field(default=4, ge=1, description="task slots of the LocalExecutor")
     start_timeout_seconds: float = Field(default=300, gt=0)
     project_dir: Path | None = Field(

@@ -19,7 +19,7 @@ from taxipipe.stack.state import StackPaths
 
 #: Every service, in start order (`down` stops them in reverse).
 SERVICES = ("postgres", "mlflow", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
-            "prefect-server", "prefect-worker")
+            "prefect-server", "prefect-worker", "dagster-webserver", "dagster-daemon")
 
 _print_lock = threading.Lock()
 
@@ -50,7 +50,7 @@ def _running(paths: StackPaths, name: str) -> PidRecord | None:
 
 
 def _services(stack: Stack) -> list[Service]:
-    return [stack.mlflow(), *stack.airflow(), stack.prefect_server(), stack.prefect_worker()]
+    return [stack.mlflow(), *stack.airflow(), stack.prefect_server(), stack.prefect_worker(), *stack.dagster()]
 
 
 def _start(stack: Stack, service: Service) -> None:
@@ -69,6 +69,12 @@ def _start(stack: Stack, service: Service) -> None:
         raise StackError(f"{service.name} exited while starting; see {log}")
     where = f" on {service.url}" if service.url else ""
     say(f"✅ {service.name} healthy in {time.monotonic() - started:.1f}s{where} (pid {record.pid})")
+
+
+def _start_together(stack: Stack, services: list[Service]) -> None:
+    with ThreadPoolExecutor(len(services)) as pool:
+        for future in [pool.submit(_start, stack, service) for service in services]:
+            future.result()
 
 
 def _start_missing(stack: Stack, service: Service, missing: set[str]) -> None:
@@ -98,9 +104,15 @@ def _airflow_chain(stack: Stack, services: dict[str, Service], missing: set[str]
         return
     stack.write_airflow_files()
     _migrate_airflow(stack, database_oid)
-    with ThreadPoolExecutor(len(names)) as pool:
-        for future in [pool.submit(_start, stack, services[name]) for name in names]:
-            future.result()
+    _start_together(stack, [services[name] for name in names])
+
+
+def _dagster_chain(stack: Stack, services: dict[str, Service], missing: set[str]) -> None:
+    names = [name for name in SERVICES if name.startswith("dagster-") and name in missing]
+    if not names:
+        return
+    stack.write_dagster_files()
+    _start_together(stack, [services[name] for name in names])
 
 
 def _prefect_chain(stack: Stack, services: dict[str, Service], missing: set[str]) -> None:
@@ -152,6 +164,7 @@ def up(settings: Settings, runner_env: Mapping[str, str]) -> None:
         lambda: _start_missing(stack, services["mlflow"], missing),
         lambda: _airflow_chain(stack, services, missing, databases["airflow"]),
         lambda: _prefect_chain(stack, services, missing),
+        lambda: _dagster_chain(stack, services, missing),
     ]
     with ThreadPoolExecutor(len(chains)) as pool:
         futures = [pool.submit(chain) for chain in chains]
@@ -164,8 +177,8 @@ def up(settings: Settings, runner_env: Mapping[str, str]) -> None:
 
 
 #: `down` stops these groups in order, the services of a group side by side.
-STOP_ORDER = (("prefect-worker", "airflow-scheduler", "airflow-dag-processor"),
-              ("prefect-server", "airflow-api-server", "mlflow"))
+STOP_ORDER = (("prefect-worker", "airflow-scheduler", "airflow-dag-processor", "dagster-daemon"),
+              ("prefect-server", "airflow-api-server", "mlflow", "dagster-webserver"))
 
 
 def _stop(paths: StackPaths, name: str) -> None:

@@ -102,6 +102,10 @@ class Stack:
         return f"http://127.0.0.1:{self.ports.airflow_port}"
 
     @property
+    def dagster_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.dagster_port}"
+
+    @property
     def prefect_api(self) -> str:
         return f"http://127.0.0.1:{self.ports.prefect_port}/api"
 
@@ -180,6 +184,10 @@ class Stack:
             "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
         }
 
+    def dagster_env(self) -> dict[str, str]:
+        return {**self.runner_environment(), "DAGSTER_HOME": str(self.paths.dagster_home),
+                "DAGSTER_PG_PASSWORD": self.secrets["db_dagster"]}
+
     def mlflow_env(self) -> dict[str, str]:
         return {
             **self.base_env(),
@@ -200,6 +208,26 @@ class Stack:
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(descriptor, "w") as file:
                 file.write(text)
+
+    def write_dagster_files(self) -> None:
+        """dagster.yaml: runs, events and schedules in PostgreSQL, the password from the environment.
+
+        The driver is psycopg2: dagster-postgres closes connections with `with conn:`, which
+        psycopg 3 (SQLAlchemy 2.1's default for postgresql://) takes as "close".
+        """
+        (self.paths.dagster_home / "dagster.yaml").write_text(
+            "storage:\n"
+            "  postgres:\n"
+            "    postgres_db:\n"
+            "      scheme: postgresql+psycopg2\n"
+            "      username: dagster\n"
+            "      password:\n"
+            "        env: DAGSTER_PG_PASSWORD\n"
+            "      hostname: 127.0.0.1\n"
+            f"      port: {self.ports.postgres_port}\n"
+            "      db_name: dagster\n"
+            "telemetry:\n"
+            "  enabled: false\n")
 
     # --- the services ----------------------------------------------------------------------
 
@@ -245,6 +273,32 @@ class Stack:
                               "--type", "process")
         return Service("prefect-worker", command, self.prefect_env, lambda: self.worker_online(pool),
                        cwd=self.project)
+
+    def dagster(self) -> list[Service]:
+        """Dagster's webserver and daemon on the project's definitions (code servers use unix sockets)."""
+        scripts = Path(sys.executable).parent
+        definitions = ("-m", "taxipipe.runners.dagster_definitions")
+        webserver = [str(scripts / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.ports.dagster_port),
+                     *definitions]
+        return [
+            Service("dagster-webserver", webserver, self.dagster_env,
+                    lambda: _get_json(f"{self.dagster_url}/server_info") is not None,
+                    self.ports.dagster_port, self.dagster_url, "dagster_port"),
+            Service("dagster-daemon", [str(scripts / "dagster-daemon"), "run", *definitions], self.dagster_env,
+                    self.dagster_daemon_healthy),
+        ]
+
+    def dagster_daemon_healthy(self) -> bool:
+        """Whether every daemon the instance requires has a recent heartbeat (asked of the webserver)."""
+        import httpx
+
+        query = "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"
+        try:
+            response = httpx.post(f"{self.dagster_url}/graphql", json={"query": query}, timeout=10)
+            statuses = response.json()["data"]["instance"]["daemonHealth"]["allDaemonStatuses"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return False
+        return bool(statuses) and all(status["healthy"] for status in statuses if status["required"])
 
     def worker_online(self, pool: str) -> bool:
         """Whether the stack's worker has a recent heartbeat on its pool."""

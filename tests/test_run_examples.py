@@ -47,10 +47,11 @@ def test_unknown_item_and_failure_report(home: Path, tlc_server: TlcServer, tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_run_all_then_every_runner_agrees(home: Path, tlc_server: TlcServer, tmp_path: Path) -> None:
     env = menu_env(home, tlc_server)
     result = subprocess.run(["bash", str(SCRIPT), "6"], capture_output=True, text=True, env=env,
-                            cwd=tmp_path, timeout=1200)
+                            cwd=tmp_path, timeout=1700)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     for runner in ("Simple", "Airflow", "Prefect", "Make-like", "Dagster"):
         assert f"✅ {runner} runner succeeded" in result.stdout

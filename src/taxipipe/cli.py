@@ -39,6 +39,11 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preset", choices=["zoomcamp"], help="named model parameter preset")
     group.add_argument("--tracking-uri", help="MLflow tracking URI (default: a SQLite store in the home)")
     group.add_argument("--url-template", help="URL, file:// URL or path template of TLC months")
+    group.add_argument("--train-months", type=int, metavar="N",
+                       help="train on the N months ending at --year/--month (default 1)")
+    group.add_argument("--engine", choices=["local", "dask"], help="where training runs (default local)")
+    group.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                       help="Dask scheduler for --engine dask (default: a local cluster)")
 
 
 FLAG_KEYS = {
@@ -51,6 +56,9 @@ FLAG_KEYS = {
     "features": ("model", "features"),
     "preset": ("model", "preset"),
     "tracking_uri": ("mlflow", "tracking_uri"),
+    "train_months": ("data", "train_months"),
+    "engine": ("compute", "engine"),
+    "scheduler": ("compute", "dask_scheduler"),
 }
 
 

@@ -62,6 +62,8 @@ class DataSettings(Section):
     url_template: str = DEFAULT_URL_TEMPLATE
     download_retries: int = Field(default=3, ge=0, le=10)
     download_backoff_seconds: float = Field(default=1.0, ge=0)
+    train_months: int = Field(default=1, ge=1, le=120,
+                              description="train on this many months ending at data.year/data.month")
 
     @field_validator("url_template")
     @classmethod
@@ -129,6 +131,14 @@ class ValidationSettings(Section):
     min_rows: int = Field(default=1000, ge=1, description="rides of 1..60 minutes a month must keep")
 
 
+class ComputeSettings(Section):
+    engine: Literal["local", "dask"] = "local"
+    dask_scheduler: str = Field(default="", description="tcp://HOST:PORT; empty: a LocalCluster")
+    external_memory: bool = Field(default=False, description="stream the window through XGBoost's "
+                                  "external memory even when it would fit")
+    memory_gb: float | None = Field(default=None, gt=0, description="None: half the available memory")
+
+
 class ArtifactSettings(Section):
     keep_downloads: bool = True
 
@@ -183,6 +193,7 @@ class Settings(BaseSettings):
     serve: ServeSettings = ServeSettings()
     monitor: MonitorSettings = MonitorSettings()
     stack: StackSettings = StackSettings()
+    compute: ComputeSettings = ComputeSettings()
 
     @model_validator(mode="after")
     def _expand_home(self) -> Settings:
@@ -198,8 +209,10 @@ class Settings(BaseSettings):
 
     @property
     def training_months(self) -> tuple[Partition, ...]:
-        """The months the model trains on, oldest first (today one: `partition`)."""
-        return (self.partition,)
+        """The months the model trains on, oldest first: `data.train_months` ending at `partition`."""
+        from taxipipe.window import training_window
+
+        return training_window(self.partition, self.data.train_months)
 
     @property
     def validation_month(self) -> Partition:

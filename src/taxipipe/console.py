@@ -61,12 +61,15 @@ def say(line: str = "") -> None:
 def header(runner: str, settings: Settings, target: str | None = None, force: bool | None = None,
            dry_run: bool = False) -> None:
     """Title, target (for runners that build one) and the data months the run will use."""
+    from taxipipe.window import window_label
+
     partition = settings.partition
     say(f"🔍 Dry run ({runner} runner): nothing is executed" if dry_run
         else f"🚀 Starting ML Pipeline ({runner} runner)")
     if target is not None:
         say(f"🎯 Target: {target}")
-    say(f"📅 Data: {partition.color} {partition.label} (validation {settings.validation_month.label})")
+    say(f"📅 Data: {partition.color} {window_label(settings.training_months)} "
+        f"(validation {settings.validation_month.label})")
     if force is not None:
         say(f"🔨 Force: {force}")
     say("=" * 60)
@@ -106,23 +109,29 @@ def final_summary(records: Mapping[str, Mapping]) -> None:
     deployed = records.get("deploy")
     if deployed:
         say(f"🏷️  {deployed['summary']}")
+    say(f"📈 Peak memory: {describe(peak_rss_bytes())} (this process)")
 
 
 def final_record(records: Mapping[str, Mapping]) -> dict[str, Any]:
     """What a finished run produced, for machines (`taxipipe run --json`)."""
+    from taxipipe.compute.memory import peak_rss_bytes
+
     trained, deployed = records.get("train", {}), records.get("deploy", {})
     last = records[next(reversed(records))] if records else {}
     return {"partition": deployed.get("partition"), "rmse": trained.get("rmse"),
             "run_id": trained.get("run_id"), "best_iteration": trained.get("best_iteration"),
             "model_name": deployed.get("model_name"), "version": deployed.get("version"),
             "champion": deployed.get("champion"), "reason": deployed.get("reason"),
-            "step_seconds": last.get("timings", {})}
+            "window": trained.get("window"), "compute": trained.get("compute"),
+            "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1), "step_seconds": last.get("timings", {})}
 
 
 def markdown_report(settings: Settings, records: Mapping[str, Mapping], states: Mapping[str, str]) -> str:
     """A run's report in markdown: RMSE, row counts, and each step's state and time."""
+    from taxipipe.window import window_label
+
     partition = settings.partition
-    lines = [f"# ml-pipeline: {partition.color} {partition.label} "
+    lines = [f"# ml-pipeline: {partition.color} {window_label(settings.training_months)} "
              f"(validation {settings.validation_month.label})", ""]
     trained = records.get("train")
     if trained:

@@ -6,7 +6,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import unquote, urlparse
 
 from taxipipe.errors import (
@@ -253,3 +253,14 @@ def normalise_trips(table: pa.Table, color: str, source: str) -> pa.Table:
             ) from None
         columns.append(column)
     return pa.table(columns, names=[name for name, _ in wanted.values()])
+
+
+def iter_trips(path: Path, color: str) -> Iterator[pa.Table]:
+    """`read_trips` one row group at a time: memory bounded by a row group, not the month."""
+    trips = open_trips(path, color)
+    for group in range(trips.num_row_groups):
+        try:
+            table = trips.read_row_group(group, columns=list(trip_columns(color)))
+        except Exception as exc:
+            raise CorruptDataError(f"{path} cannot be read ({exc}); it is truncated or corrupt") from None
+        yield normalise_trips(table, color, path.name)

@@ -115,3 +115,7 @@ class StepFailed(Exception):
         super().__init__(f"task '{step}' failed: {reason}")
         self.step = step
         self.reason = reason
+
+
+class ComputeError(TaxipipeError):
+    """The compute engine (a Dask scheduler) could not be reached."""

@@ -4,7 +4,8 @@
       downloads/{color}_tripdata_{YYYY-MM}.parquet   raw TLC months (kept across runs)
       downloads/{color}_tripdata_{YYYY-MM}.parquet.source   the URL each came from
       partitions/{color}/{YYYY-MM}/                   intermediates of one training month
-      deployments/{color}_{YYYY-MM}.json              what deploy decided
+      partitions/{color}/{YYYY-MM}..{YYYY-MM}/        ... of a window of several months
+      deployments/{color}_{YYYY-MM}.json              what deploy decided (window: first..last)
       mlflow/mlflow.db, mlflow/artifacts/             the embedded MLflow store
 """
 
@@ -20,14 +21,25 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from taxipipe.partition import Partition
+from taxipipe.window import training_window, window_label
 
 
 @dataclass(frozen=True)
 class Layout:
-    """The file names of one training partition (its validation month is the next one)."""
+    """The file names of one training window (its validation month is the one after it).
+
+    `partition` is the window's last month. `streamed` names the feature files of the
+    engines that read them a row group at a time (parquet) instead of whole (npz).
+    """
 
     home: Path
     partition: Partition
+    train_months: int = 1
+    streamed: bool = False
+
+    @property
+    def window(self) -> tuple[Partition, ...]:
+        return training_window(self.partition, self.train_months)
 
     @property
     def validation_partition(self) -> Partition:
@@ -50,7 +62,7 @@ class Layout:
 
     @property
     def workdir(self) -> Path:
-        return self.home / "partitions" / self.partition.color / self.partition.label
+        return self.home / "partitions" / self.partition.color / window_label(self.window)
 
     @property
     def train_clean(self) -> Path:
@@ -66,11 +78,11 @@ class Layout:
 
     @property
     def train_features(self) -> Path:
-        return self.workdir / "train_features.npz"
+        return self.workdir / ("train_features.parquet" if self.streamed else "train_features.npz")
 
     @property
     def validation_features(self) -> Path:
-        return self.workdir / "validation_features.npz"
+        return self.workdir / ("validation_features.parquet" if self.streamed else "validation_features.npz")
 
     @property
     def model(self) -> Path:
@@ -79,7 +91,7 @@ class Layout:
 
     @property
     def deployment_record(self) -> Path:
-        return self.home / "deployments" / f"{self.partition.color}_{self.partition.label}.json"
+        return self.home / "deployments" / f"{self.partition.color}_{window_label(self.window)}.json"
 
 
 def source_record(download: Path) -> Path:

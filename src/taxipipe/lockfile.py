@@ -24,8 +24,11 @@ from taxipipe.partition import Partition
 LOCK_VERSION = 1
 
 
-def lock_path(home: Path, partition: Partition) -> Path:
-    return home / "state" / partition.color / f"{partition.label}.lock.json"
+def lock_path(home: Path, partition: Partition, train_months: int = 1) -> Path:
+    """The lock file of the window of `train_months` months ending at `partition`."""
+    from taxipipe.window import training_window, window_label
+
+    return home / "state" / partition.color / f"{window_label(training_window(partition, train_months))}.lock.json"
 
 
 def _states(data: Mapping[str, Any]) -> dict[str, FileState]:

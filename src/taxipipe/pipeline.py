@@ -62,6 +62,7 @@ def _none(ctx: StepContext) -> list[Path]:
     return []
 
 
+COMPUTE_KEYS = ("compute.engine", "compute.external_memory", "compute.memory_gb")
 REGISTRY_KEYS = ("mlflow.tracking_uri", "mlflow.model_name")
 
 STEPS: tuple[Step, ...] = (
@@ -72,11 +73,11 @@ STEPS: tuple[Step, ...] = (
          "check schema and quality rules"),
     Step("transform", steps.transform, ("validate_data",), _downloads, _clean, ("data.color", "validation.min_rows"),
          "duration in minutes, keep 1..60"),
-    Step("features", steps.features, ("transform",), _clean, _features, ("model.features",),
+    Step("features", steps.features, ("transform",), _clean, _features, ("model.features", *COMPUTE_KEYS),
          "fit the encoder, encode both months"),
     Step("train", steps.train, ("features",), _features, lambda ctx: [ctx.layout.model],
          ("model.kind", "model.params", "model.early_stopping_rounds", "mlflow.experiment_name",
-          *REGISTRY_KEYS[:1]),
+          *REGISTRY_KEYS[:1], *COMPUTE_KEYS, "compute.dask_scheduler"),
          "train the model kind, track the run in MLflow"),
     Step("validate_model", steps.validate_model, ("train",), lambda ctx: [ctx.layout.validation_clean],
          _none, ("validation.min_rmse", "validation.max_rmse", "validation.min_improvement",

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from taxipipe.config import Settings
-from taxipipe.errors import DataQualityError, PipelineStateError, TaxipipeError, TrackingError
+from taxipipe.errors import DataNotFoundError, DataQualityError, PipelineStateError, TaxipipeError, TrackingError
 from taxipipe.layout import Layout, atomic_path, remove, write_text_atomic
 from taxipipe.partition import Partition
+from taxipipe.window import window_key, window_label
 
 Record = dict[str, Any]
 Upstream = Mapping[str, Record]
@@ -38,10 +39,23 @@ class StepContext:
 
     @property
     def layout(self) -> Layout:
-        return Layout(self.settings.home, self.settings.partition)
+        return Layout(self.settings.home, self.settings.partition, self.settings.data.train_months,
+                      streamed=self.compute_mode != "memory")
 
-    def raw_path(self, role: str) -> Path:
-        return self.layout.train_raw if role == "train" else self.layout.validation_raw
+    @property
+    def compute_mode(self) -> str:
+        """memory, external or dask (see `taxipipe.compute.choose`)."""
+        from taxipipe.compute import choose
+
+        downloads = Layout(self.settings.home, self.settings.partition)
+        return choose(self.settings, [downloads.download(month) for month in self.settings.months])
+
+    def raw_paths(self, role: str) -> list[tuple[str, Path]]:
+        """(month label, download) of the window (role train) or of the validation month."""
+        layout = Layout(self.settings.home, self.settings.partition)
+        settings = self.settings
+        months = settings.training_months if role == "train" else (settings.validation_month,)
+        return [(month.label, layout.download(month)) for month in months]
 
     def clean_path(self, role: str) -> Path:
         return self.layout.train_clean if role == "train" else self.layout.validation_clean
@@ -57,13 +71,26 @@ def _require(upstream: Upstream, step: str) -> Record:
 
 
 def extract_month(ctx: StepContext, month: Partition) -> Record:
-    """Download one month into the download cache, which every partition reading it shares."""
+    """Download one month into the download cache, which every partition reading it shares.
+
+    A month the source lacks fails here, before any training; a month of a training window
+    of several months is named with its window.
+    """
+    from taxipipe.compute import check
     from taxipipe.data import fetch, source_url
 
+    check(ctx.settings)
     data = ctx.settings.data
     url = source_url(data.url_template, month)
     path = ctx.layout.download(month)
-    downloaded = fetch(url, path, data.download_retries, data.download_backoff_seconds)
+    window = ctx.settings.training_months
+    try:
+        downloaded = fetch(url, path, data.download_retries, data.download_backoff_seconds)
+    except DataNotFoundError as exc:
+        if month not in window or len(window) == 1:
+            raise
+        raise DataNotFoundError(f"month {month} of the training window {window_label(window)} "
+                                f"is missing: {exc}") from None
     size = path.stat().st_size
     return {"month": month.label, "partition": month.key, "path": str(path), "url": url, "bytes": size,
             "downloaded": downloaded,
@@ -93,7 +120,8 @@ def validate_data(ctx: StepContext, upstream: Upstream) -> Record:
             raise type(exc)(f"{exc} (removed from the download cache)") from None
         reports[month] = check_trips(
             frame, path.name, rules.min_positive_duration_share, rules.max_invalid_row_share
-        )
+        ), path
+        del frame
     failed = [report for report in reports.values() if not report.passed]
     if failed:
         for month, report in reports.items():
@@ -114,34 +142,35 @@ def validate_data(ctx: StepContext, upstream: Upstream) -> Record:
 def transform(ctx: StepContext, upstream: Upstream) -> Record:
     """Duration in minutes, rides of 1..60 minutes, the model's columns.
 
-    A month that keeps fewer than `validation.min_rows` rides fails the data-quality rule
+    The window's months go into one file, a row group at a time, in one schema whatever
+    each month's writer used; a ride belongs to the month whose file holds it. A month (or
+    window) that keeps fewer than `validation.min_rows` rides fails the data-quality rule
     and leaves the download cache.
     """
-    import pyarrow.parquet as pq
-
-    from taxipipe.data import forget, read_trips
-    from taxipipe.features import add_duration
+    from taxipipe.compute.stream import write_clean
+    from taxipipe.data import forget
 
     minimum = ctx.settings.validation.min_rows
     kept = {}
     for role in ROLES:
-        trips = read_trips(ctx.raw_path(role), ctx.settings.data.color)
-        kept[role] = (trips.num_rows, add_duration(trips))
-    too_few = [role for role, (_, rides) in kept.items() if rides.num_rows < minimum]
+        months = write_clean(ctx.raw_paths(role), ctx.settings.data.color, ctx.clean_path(role))
+        kept[role] = {"path": str(ctx.clean_path(role)),
+                      "rows_in": sum(month["rows_in"] for month in months.values()),
+                      "rows": sum(month["rows"] for month in months.values()), "months": months}
+    too_few = [role for role, counts in kept.items() if counts["rows"] < minimum]
     if too_few:
+        names = {"train": window_label(ctx.settings.training_months), "validation": ctx.settings.validation_month.label}
         for role in too_few:
-            forget(ctx.raw_path(role))
-        months = {"train": ctx.layout.partition, "validation": ctx.layout.validation_partition}
+            for _, path in ctx.raw_paths(role):
+                forget(path)
+            ctx.clean_path(role).unlink(missing_ok=True)
         raise DataQualityError(
             "data quality rule 'validation.min_rows' failed (files removed from the download cache): "
-            + " | ".join(f"{months[role]}: {kept[role][1].num_rows:,} of {kept[role][0]:,} rides last 1..60 "
-                         f"minutes, fewer than {minimum:,}" for role in too_few)
+            + " | ".join(f"{ctx.settings.data.color} {names[role]}: {kept[role]['rows']:,} of "
+                         f"{kept[role]['rows_in']:,} rides last 1..60 minutes, fewer than {minimum:,}"
+                         for role in too_few)
         )
-    record: Record = {}
-    for role, (rows_in, rides) in kept.items():
-        with atomic_path(ctx.clean_path(role)) as tmp:
-            pq.write_table(rides, tmp)
-        record[role] = {"path": str(ctx.clean_path(role)), "rows_in": rows_in, "rows": rides.num_rows}
+    record: Record = dict(kept)
     record["summary"] = ", ".join(
         f"{role}: {record[role]['rows']:,} of {record[role]['rows_in']:,} rides kept" for role in ROLES
     )
@@ -155,6 +184,8 @@ def features(ctx: StepContext, upstream: Upstream) -> Record:
     from taxipipe.features import TARGET, Encoder, save_matrix
 
     mode = ctx.settings.model.features
+    if ctx.layout.streamed:
+        return _features_streamed(ctx)
     frames = {role: pd.read_parquet(ctx.clean_path(role)) for role in ROLES}
     encoder = Encoder.fit(mode, frames["train"])
     for role, frame in frames.items():
@@ -167,37 +198,55 @@ def features(ctx: StepContext, upstream: Upstream) -> Record:
             "summary": f"{mode}: {width:,} features"}
 
 
+def _features_streamed(ctx: StepContext) -> Record:
+    """The features of `features` a row group at a time, as parquet (external memory, Dask)."""
+    from taxipipe.compute.stream import fit_encoder, write_encoded
+
+    encoder = fit_encoder(ctx.clean_path("train"))
+    rows = {role: write_encoded(ctx.clean_path(role), encoder, ctx.features_path(role)) for role in ROLES}
+    write_text_atomic(ctx.layout.encoder, encoder.to_json())
+    width = len(encoder.feature_names)
+    return {"mode": encoder.mode, "features": width, "encoder": str(ctx.layout.encoder), "rows": rows,
+            "summary": f"{encoder.mode}: {width:,} features, streamed for {ctx.compute_mode}"}
+
+
 def train(ctx: StepContext, upstream: Upstream) -> Record:
     """Train the configured model kind inside one MLflow run that records everything.
 
     The run exists before training starts, so its duration is the training's; for kinds that
     train in rounds progress is shown while they run, and under -v every 10th round's score
-    is logged to the run live.
+    is logged to the run live. The window trains in memory, in external memory or on Dask
+    (`taxipipe.compute`); the run records which, the window's first and last month and the
+    rides of each month.
     """
-    from taxipipe import console, tracking
-    from taxipipe.features import Encoder, load_matrix
-    from taxipipe.interrupts import deferred
+    from taxipipe import compute, console, tracking
+    from taxipipe.compute.memory import peak_rss_bytes
+    from taxipipe.compute.stream import month_counts
+    from taxipipe.features import Encoder
     from taxipipe.models.base import rmse
     from taxipipe.models.registry import get_kind
 
-    settings, layout = ctx.settings, ctx.layout
+    settings, layout, mode = ctx.settings, ctx.layout, ctx.compute_mode
     kind = get_kind(settings.model.kind)
     encoder = Encoder.load(layout.encoder)
     client = tracking.client(settings)
     experiment = tracking.experiment_id(settings, client, ctx.runner)
-    partition = settings.partition
+    partition, window = settings.partition, layout.window
     tags = {"runner": ctx.runner, "partition": partition.key, "feature_mode": encoder.mode,
-            "model_kind": kind.name, "validation_partition": layout.validation_partition.key, **ctx.tags}
+            "model_kind": kind.name, "validation_partition": layout.validation_partition.key,
+            "window": window_key(window), "compute": mode, **ctx.tags}
     commit = tracking.git_commit()
     if commit:
         tags["git_commit"] = commit
     tracking.fail_abandoned_runs(client, experiment, partition.key, ctx.runner)
     run = client.create_run(experiment, tags={**tags, **tracking.owner_tags()},
-                            run_name=f"{ctx.runner}-{partition.color}-{partition.label}")
+                            run_name=f"{ctx.runner}-{partition.color}-{window_label(window)}")
     run_id = run.info.run_id
     params = {"model_kind": kind.name, **kind.log_params(settings.model),
               "feature_mode": encoder.mode, "preset": settings.model.preset,
-              "color": partition.color, "year": partition.year, "month": partition.month}
+              "color": partition.color, "year": partition.year, "month": partition.month,
+              "train_months": len(window), "window_first": window[0].label, "window_last": window[-1].label,
+              "compute": mode}
     _log(client, run_id, params=params)
 
     def live(done: int, score: float) -> None:
@@ -210,25 +259,27 @@ def train(ctx: StepContext, upstream: Upstream) -> Record:
 
         callbacks.append(TrainingProgress(kind.rounds(settings.model), on_round=live if console.verbose() else None))
     try:
-        train_set = load_matrix(layout.train_features)
-        validation_set = load_matrix(layout.validation_features)
-        with deferred():
-            fit = kind.train(settings.model, encoder, train_set, validation_set, callbacks)
-        score = rmse(validation_set[1], fit.predictions)
+        trained = compute.train(settings, mode, encoder, layout.train_features, layout.validation_features,
+                                layout.workdir / "xgboost-cache", callbacks)
+        fit = trained.fit
+        score = rmse(trained.target, fit.predictions)
         with atomic_path(layout.model) as tmp:
             fit.model.save(tmp)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
+    months = month_counts(layout.train_clean) if layout.train_clean.exists() else {}
     with tracking.failed_on_error(client, run_id):
         _log(client, run_id, metrics={
-            "rmse": score, "train_rows": train_set[1].shape[0], "validation_rows": validation_set[1].shape[0],
-            "features": len(encoder.feature_names), **fit.metrics,
+            "rmse": score, "train_rows": trained.train_rows, "validation_rows": len(trained.target),
+            "features": len(encoder.feature_names), "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
+            **fit.metrics, **{f"train_rows.{label}": counts["rows"] for label, counts in months.items()},
         })
     client.set_terminated(run_id)
     return {"run_id": run_id, "experiment_id": experiment, "rmse": score, "kind": kind.name,
-            **fit.metrics, "model": str(layout.model),
-            "summary": f"{kind.name} RMSE {score:.4f} (MLflow run {run_id})"}
+            **fit.metrics, "model": str(layout.model), "compute": mode, "window": window_label(window),
+            "rows_per_month": {label: counts["rows"] for label, counts in months.items()},
+            "summary": f"{kind.name} RMSE {score:.4f} on {window_label(window)} ({mode}; MLflow run {run_id})"}
 
 
 def _log(client: Any, run_id: str, params: Record | None = None, metrics: Record | None = None,

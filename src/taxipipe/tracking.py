@@ -311,6 +311,19 @@ def log_step_seconds_hook(node: str, ctx: StepContext, upstream: Mapping[str, Ma
     step = node.split("[")[0]
     logged = dict(record["timings"]) if step == "train" else {step: record["seconds"]}
     log_step_seconds(client(ctx.settings), run_id, logged)
+    log_peak_memory(client(ctx.settings), run_id, step)
+
+
+def log_peak_memory(mlflow_client: MlflowClient, run_id: str, step: str) -> None:
+    """Record this process's peak memory once `step` is done, as metric `peak_rss_mb.<step>`."""
+    import time
+
+    from mlflow.entities import Metric
+
+    from taxipipe.compute.memory import peak_rss_bytes
+
+    megabytes = round(peak_rss_bytes() / 2**20, 1)
+    mlflow_client.log_batch(run_id, metrics=[Metric(f"peak_rss_mb.{step}", megabytes, int(time.time() * 1000), 0)])
 
 
 def champion_version(mlflow_client: MlflowClient, model_name: str) -> Any | None:

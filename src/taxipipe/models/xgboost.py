@@ -117,12 +117,20 @@ def train(model: ModelSettings, encoder: Encoder, train: Matrices, validation: M
         verbose_eval=False,
         callbacks=list(callbacks),
     )
+    booster, metrics = keep_best(booster)
+    return Fit(BoosterModel(booster), booster.predict(dvalid), metrics=metrics)
+
+
+def keep_best(booster: xgb.Booster) -> tuple[xgb.Booster, dict[str, float]]:
+    """The booster cut at its best round (early stopping), and the metrics that say so.
+
+    Every engine (in memory, external memory, Dask) keeps the same rounds by this rule.
+    """
     rounds = booster.num_boosted_rounds()
     best = booster.best_iteration
     if best + 1 < rounds:
         booster = booster[: best + 1]
-    return Fit(BoosterModel(booster), booster.predict(dvalid),
-               metrics={"best_iteration": best, "boosted_rounds": rounds})
+    return booster, {"best_iteration": best, "boosted_rounds": rounds}
 
 
 def log_params(model: ModelSettings) -> dict[str, Any]:

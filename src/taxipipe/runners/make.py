@@ -62,10 +62,10 @@ def clean(settings: Settings, wait_for_lock: bool = True) -> dict[Path, int]:
     The MLflow store and the model registry stay as they are; the temporary files of killed
     writers anywhere in the home go too (see `hold_home`).
     """
-    layout = Layout(settings.home, settings.partition)
+    layout = Layout(settings.home, settings.partition, settings.data.train_months)
     with hold_home(settings.home, f"`taxipipe make --clean`, {settings.partition}", wait_for_lock):
         removed = remove([*layout.downloads(settings.months), layout.workdir,
-                          layout.deployment_record, lock_path(settings.home, settings.partition)])
+                          layout.deployment_record, lock_path(settings.home, settings.partition, settings.data.train_months)])
     console.say(f"🧹 Cleaning {settings.partition} in {settings.home}")
     for path, size in removed.items():
         console.say(f"   removed {path.relative_to(settings.home)} ({size:,} bytes)")
@@ -97,11 +97,17 @@ class MakeRun:
         self.chain = chain(resolve_target(target, settings), graph(settings))
         self.context = StepContext(settings, runner=RUNNER)
         self.home = settings.home
-        self.state = LockFile.load(lock_path(self.home, settings.partition), settings.partition)
+        self.state = LockFile.load(lock_path(self.home, settings.partition, settings.data.train_months),
+                                   settings.partition)
         self.hasher = FileHasher(self.state.known_files())
         self.records: dict[str, Record] = {}
         self.fingerprints: dict[str, str] = {}
         self.ran: set[str] = set()
+
+    @property
+    def layout(self) -> Layout:
+        """The run's files; the feature files' format follows the compute mode the downloads ask for."""
+        return self.context.layout
 
     # -- deciding ---------------------------------------------------------------------------
 

@@ -1,0 +1,72 @@
+"""Training on a Dask cluster: dask.dataframe reads the encoded window, xgboost.dask trains.
+
+The cluster is the scheduler at compute.dask_scheduler (tcp://HOST:PORT), or, when that is
+empty, a LocalCluster sized to this machine that lives as long as the training. Workers
+read the encoded window from the run's home, so on several machines the home must be
+shared storage (as for Airflow's Celery workers). The booster comes back to this process
+and is saved and served like one trained in memory. (Imported only to train.)
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from taxipipe.compute import Trained
+from taxipipe.config import Settings
+from taxipipe.errors import ComputeError
+
+
+@contextmanager
+def connect(settings: Settings) -> Iterator[Any]:
+    """A client on the configured scheduler, or on a LocalCluster started for the block."""
+    from distributed import Client, LocalCluster
+
+    address = settings.compute.dask_scheduler
+    if not address:
+        with LocalCluster(dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
+                Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError):
+        raise ComputeError(
+            f"cannot reach the Dask scheduler at {address}; start it (`dask scheduler`) or point "
+            "compute.dask_scheduler (--scheduler) at a running one, or leave it empty for a local cluster"
+        ) from None
+    with client:
+        yield client
+
+
+def train_on_cluster(settings: Settings, encoder: Any, train_path: Path, validation_path: Path) -> Trained:
+    """xgboost.dask on the window, early stopping on the validation month, scored here."""
+    import dask.dataframe as dd
+    import pyarrow.parquet as pq
+    import xgboost.dask as dxgb
+
+    from taxipipe.compute.memory import peak_rss_bytes
+    from taxipipe.compute.stream import read_encoded
+    from taxipipe.features import TARGET
+    from taxipipe.models.base import Fit
+    from taxipipe.models.xgboost import BoosterModel, booster_params, keep_best, to_dmatrix
+
+    model, names = settings.model, encoder.feature_names
+    kinds = {"feature_types": ["c", "c", "q"], "enable_categorical": True}
+    with connect(settings) as client:
+        window = dd.read_parquet(str(train_path))
+        validation = dd.read_parquet(str(validation_path))
+        dtrain = dxgb.DaskQuantileDMatrix(client, window[names], window[TARGET], **kinds)
+        dvalid = dxgb.DaskDMatrix(client, validation[names], validation[TARGET], **kinds)
+        output = dxgb.train(client, booster_params(model.params), dtrain, num_boost_round=model.params.n_estimators,
+                            evals=[(dvalid, "validation")], early_stopping_rounds=model.early_stopping_rounds,
+                            verbose_eval=False)
+        workers = client.run(peak_rss_bytes)
+    booster, metrics = keep_best(output["booster"])
+    matrix, target = read_encoded(validation_path)
+    fit = Fit(BoosterModel(booster), booster.predict(to_dmatrix(encoder, matrix)), metrics={
+        **metrics, "dask_workers": len(workers),
+        "dask_workers_peak_rss_mb": round(sum(workers.values()) / 2**20, 1)})
+    return Trained(fit, target, pq.ParquetFile(train_path).metadata.num_rows)

@@ -29,7 +29,7 @@ WIDTH = 100
 @dataclass
 class RunRow:
     runner: str
-    partition: str
+    partition: str  # the training window: green/2021-01, or green/2023-01..2023-03
     kind: str
     feature_mode: str
     rmse: float
@@ -82,8 +82,8 @@ def collect(settings: Settings, latest_only: bool = True) -> list[RunRow]:
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
         runner = tags.get("runner", "?")
-        identity = (runner, tags.get("partition", "?"), tags.get("model_kind", "xgboost"),
-                    tags.get("feature_mode", "?"))
+        identity = (runner, tags.get("window", tags.get("partition", "?")), tags.get("feature_mode", "?"))
+    kind: str
         if latest_only and identity in seen:
             continue
         seen.add(identity)

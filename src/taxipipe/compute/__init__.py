@@ -29,6 +29,9 @@ Mode = Literal["memory", "external", "dask"]
 #: Peak bytes a training row (window or validation) costs in memory, measured on 3M-row months
 #: (1.15 GB for 5.8M rows, of which about 0.4 GB is the interpreter, MLflow and XGBoost).
 BYTES_PER_ROW = 150
+#: No TLC month compresses below this many bytes a row (they take 15-20): file sizes bound the
+#: rows, so windows far below the limit are decided without reading any parquet footer.
+MIN_FILE_BYTES_PER_ROW = 2
 GB = 1 << 30
 
 
@@ -103,13 +106,18 @@ def choose(settings: Settings, months: Sequence[Path]) -> Mode:
         return "dask"
     if settings.compute.external_memory:
         return "external"
+    limit = memory_limit_bytes(settings)
+    if all(path.exists() for path in months):
+        bound = sum(path.stat().st_size for path in months) // MIN_FILE_BYTES_PER_ROW * BYTES_PER_ROW
+        if bound <= limit:
+            return "memory"
     needed = estimate_bytes(months)
-    if needed is None or needed <= memory_limit_bytes(settings):
+    if needed is None or needed <= limit:
         return "memory"
     if settings.model.features != "categorical" or settings.model.kind != "xgboost":
         raise ConfigError(
             f"the window needs about {needed / GB:.1f} GB in memory, more than compute.memory_gb "
-            f"({memory_limit_bytes(settings) / GB:.1f} GB), and onehot features only train in memory; "
+            f"({limit / GB:.1f} GB), and onehot features only train in memory; "
             "use --features categorical or raise compute.memory_gb")
     return "external"
 

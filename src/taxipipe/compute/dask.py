@@ -26,7 +26,7 @@ def connect(settings: Settings) -> Iterator[Any]:
 
     address = settings.compute.dask_scheduler
     if not address:
-        with LocalCluster(dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
+        with LocalCluster(dashboard_address=":0", silence_logs=logging.WARNING) as cluster, \
                 Client(cluster) as client:
             yield client
         return

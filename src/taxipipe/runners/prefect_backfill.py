@@ -72,6 +72,9 @@ def shared_api() -> Iterator[None]:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield
     finally:
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5)
         del os.environ["PREFECT_API_URL"]
         server.stop()
 

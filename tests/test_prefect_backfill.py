@@ -33,7 +33,7 @@ def test_two_months_train_at_once_on_a_two_worker_cluster(tlc_server: TlcServer,
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("orchestration-pipeline-prefect")
+    experiment = client.get_experiment_by_name("prefect-taxi-duration")
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(run.data.tags["partition"] for run in runs) == ["green/2023-02", "green/2023-03"]
     assert {run.data.tags["prefect_task_runner"] for run in runs} == {"dask"}

@@ -109,6 +109,8 @@ def final_summary(records: Mapping[str, Mapping]) -> None:
     deployed = records.get("deploy")
     if deployed:
         say(f"🏷️  {deployed['summary']}")
+    from taxipipe.compute.memory import describe, peak_rss_bytes
+
     say(f"📈 Peak memory: {describe(peak_rss_bytes())} (this process)")
 
 

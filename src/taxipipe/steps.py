@@ -120,7 +120,7 @@ def validate_data(ctx: StepContext, upstream: Upstream) -> Record:
             raise type(exc)(f"{exc} (removed from the download cache)") from None
         reports[month] = check_trips(
             frame, path.name, rules.min_positive_duration_share, rules.max_invalid_row_share
-        ), path
+        )
         del frame
     failed = [report for report in reports.values() if not report.passed]
     if failed:

@@ -9,8 +9,7 @@ from taxipipe.partition import Partition
 
 def training_window(last: Partition, months: int) -> tuple[Partition, ...]:
     """`months` consecutive months ending at `last`, oldest first."""
-    index = last.year * 12 + last.month - 1
-    return tuple(Partition(last.color, (i // 12), i % 12 + 1) for i in range(index - months + 1, index + 1))
+    return tuple(last.shift(offset) for offset in range(1 - months, 1))
 
 
 def window_label(window: Sequence[Partition]) -> str:

@@ -104,11 +104,6 @@ class MakeRun:
         self.fingerprints: dict[str, str] = {}
         self.ran: set[str] = set()
 
-    @property
-    def layout(self) -> Layout:
-        """The run's files; the feature files' format follows the compute mode the downloads ask for."""
-        return self.context.layout
-
     # -- deciding ---------------------------------------------------------------------------
 
     def _key(self, path: Path) -> str:

@@ -21,7 +21,7 @@ from prefect_dask import DaskTaskRunner
 
 from taxipipe import tracking
 from taxipipe.config import Settings
-from taxipipe.pipeline import STEPS, run_step
+from taxipipe.pipeline import graph, run_step
 from taxipipe.runners.prefect_flow import RUNNER, flow_settings
 from taxipipe.steps import Record, StepContext
 from taxipipe.window import window_key
@@ -32,7 +32,7 @@ def train_month(settings: Settings, month: str) -> Record:
     """The nine steps of one month, in the Dask worker that picked the task."""
     context = StepContext(settings, runner=RUNNER, tags={"prefect_task_runner": "dask"})
     records: dict[str, Record] = {}
-    for step in STEPS:
+    for step in graph(settings):
         records[step.name] = run_step(step, context, {name: records[name] for name in step.upstream})
     return {"month": month, "window": window_key(settings.window), "rmse": records["train"]["rmse"],
             "run_id": records["train"]["run_id"], "champion": records["deploy"]["champion"],

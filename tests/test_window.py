@@ -27,7 +27,7 @@ def test_window_is_the_months_ending_at_the_given_one_across_a_year_end() -> Non
     assert window_label(window) == "2022-11..2023-02"
     assert window_label(training_window(Partition("green", 2021, 1), 1)) == "2021-01"
     settings = load_settings(overrides={"data": WINDOW_2023})
-    assert [month.label for month in settings.window] == ["2023-01", "2023-02", "2023-03"]
+    assert [month.label for month in settings.training_months] == ["2023-01", "2023-02", "2023-03"]
 
 
 def test_months_written_with_int64_and_int32_ids_become_one_schema(tlc_dir: Path, tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ def test_a_window_with_a_month_the_source_lacks_fails_before_training(make_setti
     settings = make_settings(data={"year": 2023, "month": 2, "train_months": 3})
     with pytest.raises(StepFailed) as failure:
         SimplePipeline(settings).run()
-    assert failure.value.step == "extract"
+    assert failure.value.step == "extract[2022-12]"
     assert "green 2022-12" in failure.value.reason and "2022-12..2023-02" in failure.value.reason
     assert not (home / "partitions").exists()
     runs = tracking.client(settings).search_runs(

@@ -34,7 +34,7 @@ def train_month(settings: Settings, month: str) -> Record:
     records: dict[str, Record] = {}
     for step in graph(settings):
         records[step.name] = run_step(step, context, {name: records[name] for name in step.upstream})
-    return {"month": month, "window": window_key(settings.window), "rmse": records["train"]["rmse"],
+    return {"month": month, "window": window_key(settings.training_months), "rmse": records["train"]["rmse"],
             "run_id": records["train"]["run_id"], "champion": records["deploy"]["champion"],
             "process": os.getpid()}
 

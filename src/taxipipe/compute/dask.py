@@ -54,7 +54,7 @@ def train_on_cluster(settings: Settings, encoder: Any, train_path: Path, validat
     from taxipipe.models.xgboost import BoosterModel, booster_params, keep_best, to_dmatrix
 
     model, names = settings.model, encoder.feature_names
-    kinds = {"feature_types": ["c", "c", "q"], "enable_categorical": True}
+    kinds = {"feature_types": encoder.feature_types, "enable_categorical": True}
     with connect(settings) as client:
         window = dd.read_parquet(str(train_path))
         validation = dd.read_parquet(str(validation_path))

@@ -27,7 +27,7 @@ def train_external(settings: Settings, encoder: Any, train_path: Path, validatio
     shutil.rmtree(cache_dir, ignore_errors=True)
     cache_dir.mkdir(parents=True)
     try:
-        batches = RowGroups(train_path, encoder.feature_names, str(cache_dir / "train"))
+        batches = RowGroups(train_path, encoder, str(cache_dir / "train"))
         dtrain = xgb.ExtMemQuantileDMatrix(batches, enable_categorical=True)
         validation_matrix, validation_target = read_encoded(validation_path)
         dvalid = to_dmatrix(encoder, validation_matrix, validation_target)
@@ -47,8 +47,8 @@ def train_external(settings: Settings, encoder: Any, train_path: Path, validatio
 class RowGroups(xgb.DataIter):
     """The row groups of an encoded parquet file, one batch each."""
 
-    def __init__(self, path: Path, feature_names: list[str], cache_prefix: str) -> None:
-        self.path, self.feature_names = path, feature_names
+    def __init__(self, path: Path, encoder: Any, cache_prefix: str) -> None:
+        self.path, self.encoder = path, encoder
         self.groups = pq.ParquetFile(path).num_row_groups
         self._next = 0
         super().__init__(cache_prefix=cache_prefix, on_host=False)
@@ -57,8 +57,8 @@ class RowGroups(xgb.DataIter):
         if self._next == self.groups:
             return False
         matrix, target = read_encoded(self.path, self._next)
-        input_data(data=matrix, label=target, feature_names=self.feature_names,
-                   feature_types=["c", "c", "q"])
+        input_data(data=matrix, label=target, feature_names=self.encoder.feature_names,
+                   feature_types=self.encoder.feature_types)
         self._next += 1
         return True
 

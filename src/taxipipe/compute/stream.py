@@ -87,7 +87,7 @@ def fit_encoder(clean: Path) -> Any:
         table = source.read_row_group(group, columns=["PULocationID", "DOLocationID"])
         pickup = np.union1d(pickup, table["PULocationID"].to_numpy())
         dropoff = np.union1d(dropoff, table["DOLocationID"].to_numpy())
-    return Encoder("categorical", pickup_zones=pickup.tolist(), dropoff_zones=dropoff.tolist())
+    return Encoder("categorical", {"pickup_zones": pickup.tolist(), "dropoff_zones": dropoff.tolist()})
 
 
 def write_encoded(clean: Path, encoder: Any, dest: Path) -> int:

@@ -82,8 +82,8 @@ def collect(settings: Settings, latest_only: bool = True) -> list[RunRow]:
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
         runner = tags.get("runner", "?")
-        identity = (runner, tags.get("window", tags.get("partition", "?")), tags.get("feature_mode", "?"))
-    kind: str
+        identity = (runner, tags.get("window", tags.get("partition", "?")), tags.get("model_kind", "xgboost"),
+                    tags.get("feature_mode", "?"))
         if latest_only and identity in seen:
             continue
         seen.add(identity)

@@ -71,14 +71,14 @@ def test_markers_name_a_reason_and_stand_right_above_a_runnable_block() -> None:
 
 
 def checkout_copy(root: Path, tlc_dir: Path) -> Path:
-    """ROOT/work/taxipipe linking every top-level entry of the checkout, beside ROOT/work/shared/data/tlc."""
-    checkout = root / "work" / "taxipipe"
+    """ROOT/checkouts/taxipipe linking every top-level entry of the checkout, beside ROOT/checkouts/shared/data/tlc."""
+    checkout = root / "checkouts" / "taxipipe"
     checkout.mkdir(parents=True)
     for entry in REPO.iterdir():
         if entry.name not in {".git", ".pytest_cache"}:
             (checkout / entry.name).symlink_to(entry)
-    (root / "work" / "shared" / "data").mkdir(parents=True)
-    (root / "work" / "shared" / "data" / "tlc").symlink_to(tlc_dir.resolve())
+    (root / "checkouts" / "shared" / "data").mkdir(parents=True)
+    (root / "checkouts" / "shared" / "data" / "tlc").symlink_to(tlc_dir.resolve())
     return checkout
 
 

@@ -74,18 +74,33 @@ def code_fingerprint(func: Callable[..., Any]) -> str:
 
     It covers the package version, the step function's source, the sources of the helpers of
     its own module that it calls (transitively), and the files of the taxipipe modules it
-    imports. Editing a docstring there counts as a change; editing an unrelated step does not.
+    imports, and of those they import in turn. Editing a docstring there counts as a change;
+    editing an unrelated step does not.
     """
     digest = hashlib.sha256(taxipipe.__version__.encode())
     sources = [inspect.getsource(helper) for helper in _helpers(func)]
-    modules = sorted({name for source in sources for name in _taxipipe_imports(source)})
     for text in sources:
         digest.update(text.encode())
-    for name in modules:
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.origin:
-            digest.update(name.encode() + Path(spec.origin).read_bytes())
+    modules = _module_files({name for source in sources for name in _taxipipe_imports(source)})
+    for name, path in sorted(modules.items()):
+        digest.update(name.encode() + path.read_bytes())
     return digest.hexdigest()
+
+
+def _module_files(names: set[str]) -> dict[str, Path]:
+    """The files of these taxipipe modules and of every taxipipe module they import."""
+    files: dict[str, Path] = {}
+    pending = list(names)
+    while pending:
+        name = pending.pop()
+        if name in files:
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            continue
+        files[name] = Path(spec.origin)
+        pending.extend(_taxipipe_imports(files[name].read_text()))
+    return files
 
 
 def _helpers(func: Callable[..., Any]) -> list[Callable[..., Any]]:

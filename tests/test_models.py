@@ -173,15 +173,16 @@ def test_a_better_model_takes_the_champion_unless_the_gain_is_below_min_improvem
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_linear_gives_the_same_rmse_under_every_runner(home: Path, tlc_server, tmp_path: Path) -> None:
     env = {**menu_env(home, tlc_server), "TAXIPIPE_MODEL__KIND": "linear", "TAXIPIPE_MODEL__FEATURES": "onehot"}
-    result = subprocess.run(["bash", str(SCRIPT), "5"], capture_output=True, text=True, env=env,
-                            cwd=tmp_path, timeout=1800)
+    result = subprocess.run(["bash", str(SCRIPT), "6"], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=1700)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     compare = run_cli("compare", "--check", "--json", env=env)
     assert compare.returncode == 0, compare.stdout + compare.stderr
     runs = json.loads(compare.stdout)["runs"]
-    assert {run["runner"] for run in runs} == {"simple", "airflow", "prefect", "make"}
+    assert {run["runner"] for run in runs} == {"simple", "airflow", "prefect", "make", "dagster"}
     assert {run["kind"] for run in runs} == {"linear"}
     scores = [run["rmse"] for run in runs]
     assert max(scores) - min(scores) <= 1e-6

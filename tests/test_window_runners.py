@@ -45,5 +45,5 @@ def test_every_runner_trains_on_the_window_with_the_same_rmse(tlc_server: TlcSer
         assert run.data.params["window_first"] == "2023-01" and run.data.params["compute"] == "memory"
         scores[runner] = run.data.metrics["rmse"]
     assert max(scores.values()) - min(scores.values()) <= 1e-6, scores
-    downloads = sorted(path.name for path in (home / "downloads").iterdir())
+    downloads = sorted(path.name for path in (home / "downloads").glob("*.parquet"))
     assert downloads == [f"green_tripdata_2023-0{month}.parquet" for month in (1, 2, 3, 4)]

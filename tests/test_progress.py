@@ -36,7 +36,7 @@ def test_off_a_terminal_a_plain_line_every_interval() -> None:
 def test_on_a_terminal_one_line_redrawn_then_cleared() -> None:
     """A real pseudo-terminal: the line is redrawn in place and wiped when training ends."""
     script = ("import sys\nfrom tests.test_progress import train\nfrom taxipipe.progress import TrainingProgress\n"
-              "train(400, TrainingProgress(400))\nprint('done', file=sys.stderr)\n")
+              "train(40, TrainingProgress(40, interval=0.0))\nprint('done', file=sys.stderr)\n")
     status, text = run_on_terminal([sys.executable, "-c", script], cwd=REPO, timeout=120)
     assert status == 0, text
     assert f"{CLEAR_LINE}   round " in text and "validation RMSE" in text and "s left" in text

@@ -23,15 +23,17 @@ CLEAR_LINE = "\r\x1b[K"
 class TrainingProgress(TrainingCallback):
     """Reports each boosting round's validation score on `stream` (stderr by default).
 
-    `on_round(round, score)` is called every `every` rounds (e.g. to log the metric to the
+    `interval` is the seconds between lines (default: a redraw every 0.1 s on a terminal, a line
+    every 5 s elsewhere). `on_round(round, score)` is called every `every` rounds (e.g. to log the metric to the
     MLflow run, so the UI shows it while training runs).
     """
 
-    def __init__(self, rounds: int, stream: TextIO | None = None, interval: float = LINE_INTERVAL,
+    def __init__(self, rounds: int, stream: TextIO | None = None, interval: float | None = None,
                  on_round: Callable[[int, float], None] | None = None, every: int = 10) -> None:
-        self.rounds, self.interval, self.on_round, self.every = rounds, interval, on_round, every
+        self.rounds, self.on_round, self.every = rounds, on_round, every
         self.stream = stream or sys.stderr
         self.terminal = self.stream.isatty()
+        self.interval = interval if interval is not None else REDRAW_INTERVAL if self.terminal else LINE_INTERVAL
         self.started = self.last = 0.0
         self.drawn = False
 
@@ -46,7 +48,7 @@ class TrainingProgress(TrainingCallback):
         if self.on_round is not None and score is not None and done % self.every == 0:
             self._clear()
             self.on_round(done, score)
-        if now - self.last >= (REDRAW_INTERVAL if self.terminal else self.interval):
+        if now - self.last >= self.interval:
             self.last = now
             self._show(self.describe(done, score, now - self.started))
         return False

@@ -15,7 +15,7 @@ import sys
 from typing import Sequence
 
 from taxipipe import console
-from taxipipe.cli import add_settings_flags, overrides_from, settings_from
+from taxipipe.cli import add_settings_flags
 from taxipipe.errors import TaxipipeError
 from taxipipe.runners import prefect_local
 
@@ -31,20 +31,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        settings = settings_from(args)
+        run = prefect_local.flow_arguments(args)
     except TaxipipeError as exc:
         console.pipeline_failed(str(exc))
         return 1
-    prefect_local.configure(settings.home)
     from taxipipe.runners.prefect_backfill import backfill, dask_task_runner, shared_api
 
-    runner = dask_task_runner(settings.compute.dask_scheduler, args.workers)
-    overrides = {**overrides_from(args), "home": str(settings.home)}
-    overrides.get("compute", {}).pop("dask_scheduler", None)
+    runner = dask_task_runner(run.settings.compute.dask_scheduler, args.workers)
+    run.overrides.get("compute", {}).pop("dask_scheduler", None)
     with shared_api():
         state = backfill.with_options(task_runner=runner)(
-            months=args.months, config=str(args.config.absolute()) if args.config else None,
-            overrides=overrides, return_state=True)
+            months=args.months, config=run.config, overrides=run.overrides, return_state=True)
     if not state.is_completed():
         console.pipeline_failed(state.message or f"the backfill ended in state {state.name}")
         return 1

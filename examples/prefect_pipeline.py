@@ -17,8 +17,7 @@ import sys
 from typing import Sequence
 
 from taxipipe import console
-from taxipipe.cli import add_settings_flags, overrides_from, settings_from
-from taxipipe.config import merge
+from taxipipe.cli import add_settings_flags
 from taxipipe.errors import TaxipipeError
 from taxipipe.runners import prefect_local
 
@@ -38,23 +37,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        settings = settings_from(args)
+        run = prefect_local.flow_arguments(args)
     except TaxipipeError as exc:
         console.pipeline_failed(str(exc))
         return 1
-    prefect_local.configure(settings.home)
-    config = str(args.config.absolute()) if args.config else None
-    overrides = merge(overrides_from(args), {"home": str(settings.home)})
     if args.serve:
         from prefect import serve
 
-        serve(prefect_local.monthly_deployment(config, overrides))
+        serve(prefect_local.monthly_deployment(run.config, run.overrides))
         return 0
     from taxipipe.runners.prefect_flow import ml_pipeline
 
-    state = ml_pipeline(color=settings.data.color, year=settings.data.year, month=settings.data.month,
-                        config=config, overrides=overrides, refresh=args.refresh, cleanup=args.cleanup,
-                        return_state=True)
+    data = run.settings.data
+    state = ml_pipeline(color=data.color, year=data.year, month=data.month, config=run.config,
+                        overrides=run.overrides, refresh=args.refresh, cleanup=args.cleanup, return_state=True)
     if not state.is_completed():
         console.pipeline_failed(state.message or f"the flow run ended in state {state.name}")
         return 1

@@ -72,7 +72,7 @@ def test_simple_and_make_runners_run_the_graph(settings) -> None:
 
 
 def test_every_prefect_task_takes_its_steps_upstream_records() -> None:
-    from taxipipe.runners.prefect_flow import TASKS
+    from taxipipe.runners.prefect_tasks import TASKS
 
     assert list(TASKS) == list(STEP_NAMES)
     for step in STEPS:

@@ -198,10 +198,10 @@ def test_registry_errors_fail_the_gate_closed(tmp_path: Path, home: Path, tlc_se
         champion = models(proxy.url).get_model_version_by_alias(MODEL, "champion")
 
         proxy.fail_alias = True
-        worse = run_cli("run", *flags, env={**retries, "TAXIPIPE_MODEL__PARAMS__MAX_DEPTH": "1"})
+        worse = run_cli("run", *flags, env={**FAST, "TAXIPIPE_MODEL__PARAMS__MAX_DEPTH": "1"})
         line = one_sentence_failure(worse, "champion", MODEL, "nothing was promoted")
         assert "validate_model" in worse.stdout, worse.stdout[-2000:]
-        assert proxy.refused, "the alias lookup never reached the registry"
+        assert len(proxy.refused) == 5, f"the alias lookup was tried {len(proxy.refused)} times, not 1 + 4 retries"
         proxy.fail_alias = False
         registry = models(proxy.url)
         assert registry.get_model_version_by_alias(MODEL, "champion").version == champion.version, line
@@ -497,3 +497,44 @@ def test_next_run_settles_what_a_killed_run_left(home: Path, tlc_server: TlcServ
     assert cleaned.returncode == 0, cleaned.stderr
     assert not stale.exists() and live.exists()
     assert sorted(path.name for path in downloads.iterdir()) == [live.name]
+
+
+HOLD_HOME = """
+import sys
+from pathlib import Path
+from taxipipe.lockfile import hold_home
+
+with hold_home(Path(sys.argv[1]), "a test run", wait=False):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_cleanup_waits_for_a_run_holding_the_home(home: Path) -> None:
+    """Any runner's cleanup step waits for the run holding the home, and passes in its own."""
+    from taxipipe.config import load_settings
+    from taxipipe.lockfile import hold_home
+    from taxipipe.steps import StepContext, cleanup
+
+    settings = load_settings(overrides={"home": str(home), "artifacts": {"keep_downloads": True}})
+    context = StepContext(settings, runner="airflow")
+    in_use = context.layout.workdir / "train_clean.parquet"
+    in_use.parent.mkdir(parents=True)
+    in_use.write_bytes(b"rides")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_HOME, str(home)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        records: list[dict[str, Any]] = []
+        cleaner = threading.Thread(target=lambda: records.append(cleanup(context, {})))
+        cleaner.start()
+        cleaner.join(timeout=2)
+        assert cleaner.is_alive() and in_use.exists()
+    finally:
+        holder.communicate(input="", timeout=30)
+    cleaner.join(timeout=30)
+    assert not in_use.exists() and records[0]["removed"] == [str(in_use)]
+    in_use.parent.mkdir(parents=True)
+    in_use.write_bytes(b"rides")
+    with hold_home(home, "this test", wait=False):
+        assert cleanup(context, {})["removed"] == [str(in_use)]

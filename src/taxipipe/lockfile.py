@@ -22,6 +22,8 @@ from taxipipe.layout import remove_stale_parts, write_text_atomic
 from taxipipe.partition import Partition
 
 LOCK_VERSION = 1
+#: The homes whose run lock this process holds (a nested `hold_home` there does not wait).
+_HELD: set[Path] = set()
 
 
 def lock_path(home: Path, partition: Partition, train_months: int = 1) -> Path:
@@ -120,11 +122,17 @@ class LockFile:
 def hold_home(home: Path, owner: str, wait: bool) -> Iterator[None]:
     """Hold the home's run lock; wait for another holder (saying so) or stop at once.
 
-    `taxipipe run`, `make` and `make --clean` all hold it, so none of them deletes what
-    another is using. Once held, the temporary files of killed writers are removed.
+    `taxipipe run`, `make`, `make --clean`, the in-process Prefect, Dagster and Airflow runs
+    and every cleanup step hold it, so no cleanup deletes what one of those runs is using. It
+    is held per process: inside a holder, a nested `hold_home` on the same home passes at
+    once. Once held, the temporary files of killed writers are removed.
     """
     from filelock import FileLock, Timeout
 
+    home = home.resolve()
+    if home in _HELD:
+        yield
+        return
     state = home / "state"
     state.mkdir(parents=True, exist_ok=True)
     lock = FileLock(state / "make.lock")
@@ -140,9 +148,11 @@ def hold_home(home: Path, owner: str, wait: bool) -> Iterator[None]:
             ) from None
         console.say(f"⏳ Waiting for another taxipipe run ({holder}) on {home} to finish")
         lock.acquire()
+    _HELD.add(home)
     try:
         owner_file.write_text(f"pid {os.getpid()}, {owner}\n")
         remove_stale_parts(home)
         yield
     finally:
+        _HELD.discard(home)
         lock.release()

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from taxipipe.config import Settings
 from taxipipe.errors import DataNotFoundError, DataQualityError, PipelineStateError, TaxipipeError, TrackingError
 from taxipipe.layout import Layout, atomic_path, remove, write_text_atomic
+from taxipipe.lockfile import hold_home
 from taxipipe.partition import Partition
 from taxipipe.window import window_key, window_label
 
@@ -439,12 +440,16 @@ def deploy(ctx: StepContext, upstream: Upstream) -> Record:
 
 
 def cleanup(ctx: StepContext, upstream: Upstream) -> Record:
-    """Remove the partition's intermediates (and its downloads if asked); report what went."""
+    """Remove the partition's intermediates (and its downloads if asked); report what went.
+
+    Waits for the home's run lock, so it never deletes what a run holding it is using.
+    """
     layout = ctx.layout
     targets = [layout.workdir]
     if not ctx.settings.artifacts.keep_downloads:
         targets += layout.downloads(ctx.settings.months)
-    removed = remove(targets)
+    with hold_home(ctx.settings.home, f"cleanup of {ctx.settings.partition} ({ctx.runner})", wait=True):
+        removed = remove(targets)
     freed = sum(removed.values())
     return {"removed": [str(path) for path in removed], "bytes_freed": freed,
             "summary": f"removed {len(removed)} file(s), {freed:,} bytes"}

@@ -57,7 +57,9 @@ def client(settings: Settings) -> MlflowClient:
     Served models carry explicit pip requirements, so MLflow is told not to copy the
     project's uv files into them, not to draw download progress bars, to log errors only
     (MLFLOW_LOGGING_LEVEL, or `-v` on the command line, shows more) and to send no telemetry.
-    Database errors it re-raises are not also logged with their traceback: the step
+    A tracking server's errors are retried 4 times within about 15 s (MLflow's own default is
+    7 times within about 4 minutes); the runners that retry steps retry on top of that, and
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES / _BACKOFF_FACTOR in the environment win. Database errors it re-raises are not also logged with their traceback: the step
     reports them in one sentence.
     """
     if _warm_up is not None:
@@ -67,7 +69,8 @@ def client(settings: Settings) -> MlflowClient:
 
 def _open(settings: Settings) -> MlflowClient:
     for name, value in (("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"), ("MLFLOW_LOG_UV_FILES", "false"),
-                        ("MLFLOW_LOGGING_LEVEL", "ERROR"), ("MLFLOW_DISABLE_TELEMETRY", "true")):
+                        ("MLFLOW_LOGGING_LEVEL", "ERROR"), ("MLFLOW_DISABLE_TELEMETRY", "true"),
+                        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")):
         os.environ.setdefault(name, value)
     import mlflow
     from mlflow import MlflowClient

@@ -37,6 +37,7 @@ from dagster import (
 
 from taxipipe.config import Settings, load_settings, merge
 from taxipipe.errors import PERMANENT_ERRORS
+from taxipipe.lockfile import hold_home
 from taxipipe.partition import PUBLICATION_LAG_MONTHS, Partition
 from taxipipe.pipeline import STEPS, Step, by_node, month_node, run_step
 from taxipipe.steps import Record, StepContext
@@ -128,10 +129,11 @@ def use_dagster_home(home: Path) -> Path:
 
 
 def run_in_process(settings: Settings) -> ExecuteInProcessResult:
-    """Run the job once on the partition of `settings`, its state in {home}/dagster."""
+    """Run the job once on the partition of `settings`, holding the home's run lock."""
     use_dagster_home(settings.home)
     resource = TaxipipeSettings(overrides=json.dumps(settings.model_dump(mode="json")))
-    with DagsterInstance.get() as instance:
+    owner = f"Dagster in-process run, {settings.partition}"
+    with hold_home(settings.home, owner, wait=True), DagsterInstance.get() as instance:
         return taxi_duration_pipeline.execute_in_process(
             partition_key=f"{settings.partition.label}-01", resources={"taxipipe": resource},
             instance=instance, raise_on_error=False)

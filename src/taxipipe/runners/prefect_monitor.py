@@ -15,7 +15,7 @@ from prefect.runtime import flow_run
 
 from taxipipe.config import Settings
 from taxipipe.partition import scheduled_training_month
-from taxipipe.runners.prefect_flow import flow_settings
+from taxipipe.runners.prefect_local import flow_settings
 from taxipipe.serve import jobs
 
 RUNNER = "prefect-monitor"

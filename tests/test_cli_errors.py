@@ -128,3 +128,21 @@ def test_unreachable_tracking_server_fails_before_the_data_steps(home: Path, tlc
         errors = [line for line in result.stderr.splitlines() if line.startswith("❌")]
         assert len(errors) == 1 and f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}" in errors[0]
     assert not (home / "downloads").exists()
+
+
+def test_every_runner_probes_the_tracking_server_at_its_first_step(home: Path, tlc_server: TlcServer) -> None:
+    """`run_step` probes once per process, so the engines' first task fails before downloading."""
+    from taxipipe.config import load_settings
+    from taxipipe.errors import TrackingError
+    from taxipipe.pipeline import graph, run_step
+    from taxipipe.steps import StepContext
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = load_settings(overrides={"home": str(home), "mlflow": {"tracking_uri": f"http://127.0.0.1:{port}"},
+                                        "data": {"url_template": tlc_server.url_template}})
+    first = graph(settings)[0]
+    with pytest.raises(TrackingError, match=f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}"):
+        run_step(first, StepContext(settings, runner="airflow"), {})
+    assert not (home / "downloads").exists()

@@ -175,11 +175,15 @@ def run_step(step: Step, ctx: StepContext, upstream: Upstream,
     The record gains `seconds` and `timings`: the times of this step and of every step
     upstream of it, by step name (a per-month step counts its slowest month, as the months
     may run at once). A full disk or a read-only home becomes a StorageError of one sentence,
-    an MLflow failure a TrackingError.
+    an MLflow failure a TrackingError. A process's first step probes the tracking server, so
+    an unreachable one fails the run before its downloads, under every runner.
     """
+    from taxipipe import tracking
+
     if step.month is not None:
         ctx = replace(ctx, month=step.month)
     try:
+        tracking.check_reachable(ctx.settings)
         return _timed(step, ctx, upstream, hooks)
     except TaxipipeError:
         raise

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from taxipipe.config import load_settings
-from taxipipe.serve.monitor import numeric_drift, psi, zone_drift
+from taxipipe.serve.champion import Loaded
+from taxipipe.serve.monitor import clean_rides, numeric_drift, psi, training_data, window_rides, zone_drift
 from tests.conftest import REPO, TlcServer, cli_data_flags, run_cli
 
 
@@ -28,13 +29,29 @@ def test_psi_is_zero_for_equal_distributions_and_grows_with_a_shift() -> None:
     assert zone_drift("z", zones, rng.integers(1, 40, 50_000), 0.2).drifted
 
 
+def test_the_reference_is_the_champions_whole_training_window(tmp_path: Path, tlc_server: TlcServer) -> None:
+    from taxipipe import tracking
+
+    settings = load_settings(overrides={"home": str(tmp_path), "data": {"url_template": tlc_server.url_template}})
+    client = tracking.client(settings)
+    run_id = client.create_run(client.create_experiment("trained-on-a-window")).info.run_id
+    for key, value in {"color": "green", "year": 2021, "month": 3, "train_months": 2}.items():
+        client.log_param(run_id, key, value)
+    client.log_metric(run_id, "rmse", 6.5)
+    window, rmse = training_data(settings, Loaded("m", 1, run_id, "now", None))
+    assert [month.label for month in window] == ["2021-02", "2021-03"] and rmse == 6.5
+    rides = window_rides(settings, window)
+    per_month = [len(clean_rides(settings, month)["duration"]) for month in window]
+    assert len(rides["duration"]) == sum(per_month) and min(per_month) > 0
+
+
 @pytest.mark.slow
 def test_monitor_a_month_like_the_training_month(champion_home: Path, tlc_server: TlcServer) -> None:
     from taxipipe import tracking
 
     result = run_cli("monitor", *cli_data_flags(champion_home, tlc_server, month=2))
     assert result.returncode == 0, result.stderr
-    assert "green 2021-02 (61,921 rides) against nyc-taxi-duration v1's training month 2021-01" in result.stdout
+    assert "green 2021-02 (61,921 rides) against nyc-taxi-duration v1's training data 2021-01" in result.stdout
     assert "RMSE 6.0507" in result.stdout and "no threshold crossed" in result.stdout
     report = champion_home / "reports" / "monitor_green_2021-02.html"
     page = report.read_text()

@@ -196,6 +196,31 @@ def test_a_taken_port_stops_up_before_anything_starts(tmp_path: Path):
     assert not paths.postgres.exists() and not paths.secrets.exists() and not list(paths.run.iterdir())
 
 
+WITHOUT_POSTGRES = """
+import sys
+from pathlib import Path
+from taxipipe.stack import postgres
+postgres.DEBIAN_SERVERS = Path(sys.argv[1])
+from taxipipe.cli import main
+sys.exit(main(["stack", "up"]))
+"""
+
+
+def test_missing_postgresql_is_one_sentence_naming_the_package(tmp_path: Path):
+    home, empty = tmp_path / "home", tmp_path / "no-postgresql"
+    empty.mkdir()
+    search = [str(Path(sys.executable).parent), "/usr/sbin", "/usr/bin", "/bin"]
+    env = {**stack_env(home), "PATH": os.pathsep.join(search)}
+    assert not any(shutil.which(name, path=env["PATH"]) for name in ("initdb", "pg_ctl"))
+    result = subprocess.run([sys.executable, "-c", WITHOUT_POSTGRES, str(empty)], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        "❌ the PostgreSQL server program 'initdb' is not installed: install the Debian package postgresql "
+        "(e.g. `apt-get install postgresql-15`) or put its bin directory on the PATH")
+    assert not (home / "stack" / "postgres").exists()
+
+
 def test_env_switches_a_shell_without_a_stack_or_a_secret(tmp_path: Path):
     home = tmp_path / "home"
     env = stack_env(home, mlflow=5001, prefect=4201)

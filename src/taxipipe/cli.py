@@ -328,7 +328,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 def add_monitor(commands: Any) -> None:
     monitor = command(commands, "monitor", cmd_monitor,
                       "drift and RMSE of a month (--year/--month) against the champion; exit 3 past a threshold",
-                      description="Compare the month with the champion's training month (PSI, KS, Wasserstein "
+                      description="Compare the month with the champion's training data (PSI, KS, Wasserstein "
                                   "per feature and for the predictions; RMSE on its actual durations), write "
                                   "HOME/reports/monitor_{color}_{YYYY-MM}.html, log to the MLflow experiment "
                                   "'monitoring', and exit 3 when a monitor.* threshold is crossed.")

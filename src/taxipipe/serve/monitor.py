@@ -1,10 +1,11 @@
 """`taxipipe monitor`: has the month drifted away from what the champion was trained on?
 
 For each feature (PULocationID, DOLocationID, trip_distance) and for the predictions, the
-month is compared with the champion's training month (rides of 1..60 minutes in both):
+month is compared with the champion's training data, every month of its training window
+(rides of 1..60 minutes in both):
 
 - PSI (population stability index) decides: zones by their share of rides, distance and
-  minutes by the training month's deciles. PSI does not grow with the row count, so one
+  minutes by the training data's deciles. PSI does not grow with the row count, so one
   threshold (monitor.max_feature_psi, max_prediction_psi; 0.2 is the usual "major shift")
   fits a 60k-ride green month and a 3M-ride yellow one.
 - KS statistic and Wasserstein distance (scipy) describe numeric shifts; Jensen-Shannon
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from taxipipe.config import Settings
 from taxipipe.partition import Partition
+from taxipipe.window import training_window, window_key, window_label
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,7 +44,7 @@ EXPERIMENT = "monitoring"
 
 @dataclass(frozen=True)
 class Drift:
-    """One column's shift between the training month and the monitored month."""
+    """One column's shift between the training data and the monitored month."""
 
     column: str
     psi: float
@@ -58,10 +60,10 @@ class Drift:
 
 @dataclass
 class MonitorReport:
-    """The comparison of a month with the champion's training month, and where it was recorded."""
+    """The comparison of a month with the champion's training window, and where it was recorded."""
 
     partition: Partition
-    reference: Partition
+    reference: tuple[Partition, ...]
     model_name: str
     model_version: int
     champion_run_id: str
@@ -107,7 +109,7 @@ class MonitorReport:
 
     def record(self) -> dict[str, Any]:
         """A small JSON-serialisable record (for schedulers' XCom and task results)."""
-        return {"partition": self.partition.key, "reference": self.reference.key,
+        return {"partition": self.partition.key, "reference": window_key(self.reference),
                 "model_version": self.model_version, "drifted": self.drifted, "reasons": self.reasons,
                 "rmse": self.rmse, "champion_rmse": self.champion_rmse, "run_id": self.run_id,
                 "report": str(self.report_path) if self.report_path else None,
@@ -115,7 +117,7 @@ class MonitorReport:
 
     def table(self) -> str:
         lines = [f"🔎 {self.partition.color} {self.partition.label} ({self.rows:,} rides) against "
-                 f"{self.model_name} v{self.model_version}'s training month {self.reference.label} "
+                 f"{self.model_name} v{self.model_version}'s training data {window_label(self.reference)} "
                  f"({self.reference_rows:,} rides)", "",
                  f"{'column':<18} {'PSI':>7} {'limit':>6} {'KS':>7} {'Wasserst.':>9} {'JS':>7}  drift"]
         for d in self.drifts:
@@ -181,25 +183,33 @@ def clean_rides(settings: Settings, partition: Partition) -> dict[str, np.ndarra
     return {name: table[name].to_numpy() for name in (*MODEL_COLUMNS, TARGET)}
 
 
-def training_month(settings: Settings, champion: Loaded) -> tuple[Partition, float | None]:
-    """The champion's training month and its registered RMSE, from its MLflow run."""
+def training_data(settings: Settings, champion: Loaded) -> tuple[tuple[Partition, ...], float | None]:
+    """The champion's training window and its registered RMSE, from its MLflow run."""
     from taxipipe import tracking
 
     run = tracking.client(settings).get_run(champion.run_id)
     params = run.data.params
-    reference = Partition(params["color"], int(params["year"]), int(params["month"]))
-    return reference, run.data.metrics.get("rmse")
+    last = Partition(params["color"], int(params["year"]), int(params["month"]))
+    return training_window(last, int(params.get("train_months", 1))), run.data.metrics.get("rmse")
+
+
+def window_rides(settings: Settings, window: tuple[Partition, ...]) -> dict[str, np.ndarray]:
+    """The clean rides of every month of `window`, one array per column."""
+    import numpy as np
+
+    months = [clean_rides(settings, month) for month in window]
+    return {name: np.concatenate([rides[name] for rides in months]) for name in months[0]}
 
 
 def compare(settings: Settings, champion: Loaded) -> MonitorReport:
-    """Drift of the configured month against the champion's training month, and its RMSE."""
+    """Drift of the configured month against the champion's training data, and its RMSE."""
     import numpy as np
 
     from taxipipe.models.base import rmse
 
     limits = settings.monitor
-    reference_month, champion_rmse = training_month(settings, champion)
-    reference = clean_rides(settings, reference_month)
+    window, champion_rmse = training_data(settings, champion)
+    reference = window_rides(settings, window)
     current = clean_rides(settings, settings.partition)
     for rides in (reference, current):
         rides["predicted_minutes"] = champion.predict(rides["PULocationID"], rides["DOLocationID"],
@@ -209,8 +219,9 @@ def compare(settings: Settings, champion: Loaded) -> MonitorReport:
                              limits.max_feature_psi if column == "trip_distance" else limits.max_prediction_psi)
                for column in NUMERIC]
     report = MonitorReport(
-        partition=settings.partition, reference=reference_month, model_name=champion.name,
-        model_version=champion.version, champion_run_id=champion.run_id, rows=len(current["duration"]), reference_rows=len(reference["duration"]),
+        partition=settings.partition, reference=window, model_name=champion.name,
+        model_version=champion.version, champion_run_id=champion.run_id, rows=len(current["duration"]),
+        reference_rows=len(reference["duration"]),
         drifts=drifts, rmse=rmse(current["duration"], current["predicted_minutes"]), champion_rmse=champion_rmse,
         max_rmse_increase=limits.max_rmse_increase)
     report.histograms = {column: (reference[column], current[column]) for column in NUMERIC}
@@ -218,7 +229,7 @@ def compare(settings: Settings, champion: Loaded) -> MonitorReport:
 
 
 def monitor_month(settings: Settings) -> MonitorReport:
-    """Compare the configured month with the champion's training month; write the HTML report
+    """Compare the configured month with the champion's training data; write the HTML report
     under {home}/reports/ and log the metrics to the MLflow experiment `monitoring`."""
     from taxipipe.layout import write_text_atomic
     from taxipipe.serve.batch import load_champion
@@ -244,11 +255,11 @@ def log_to_mlflow(settings: Settings, report: MonitorReport) -> str:
     experiment = tracking.named_experiment(settings, client, EXPERIMENT)
     partition = report.partition
     run = client.create_run(experiment, run_name=f"monitor-{partition.color}-{partition.label}",
-                            tags={"partition": partition.key, "reference_partition": report.reference.key})
+                            tags={"partition": partition.key, "reference_partition": window_key(report.reference)})
     now = int(time.time() * 1000)
     params = {"color": partition.color, "year": partition.year, "month": partition.month,
               "model_name": report.model_name, "model_version": report.model_version,
-              "champion_run_id": report.champion_run_id, "reference": report.reference.key}
+              "champion_run_id": report.champion_run_id, "reference": window_key(report.reference)}
     client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in report.metrics().items()],
                      params=[Param(k, str(v)) for k, v in params.items()],
                      tags=[RunTag("drift.reasons", "; ".join(report.reasons) or "none")])
@@ -279,7 +290,7 @@ def render_html(report: MonitorReport) -> str:
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.3em .8em;border-bottom:1px solid #ddd}}
 .bad{{background:#fdd}}</style></head><body>
 <h1>{p.color} {p.label} against {html.escape(report.model_name)} v{report.model_version}</h1>
-<p>Training month {report.reference.label}: {report.reference_rows:,} rides; this month: {report.rows:,} rides
+<p>Training data {window_label(report.reference)}: {report.reference_rows:,} rides; this month: {report.rows:,} rides
 (rides of 1..60 minutes in both).</p>
 <p><strong>{html.escape(verdict)}</strong></p>
 <table><tr><th>column</th><th>PSI</th><th>limit</th><th>KS</th><th>Wasserstein</th><th>Jensen-Shannon</th><th></th></tr>
@@ -287,7 +298,7 @@ def render_html(report: MonitorReport) -> str:
 <p>RMSE on this month's actual durations: {report.rmse:.4f}; the champion was registered with {champion}
 (allowed increase {report.max_rmse_increase} minutes).</p>
 {plots}
-<p>MLflow run {report.run_id} in experiment '{EXPERIMENT}'. PSI over the training month's deciles
+<p>MLflow run {report.run_id} in experiment '{EXPERIMENT}'. PSI over the training data's deciles
 (numbers) or the zones' shares (zones) decides; KS, Wasserstein and Jensen-Shannon describe.</p>
 </body></html>
 """

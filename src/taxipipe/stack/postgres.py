@@ -26,6 +26,8 @@ from taxipipe.stack.state import DATABASES, StackPaths
 SUPERUSER = "postgres"
 SERVICE = "postgres"
 RUN_AS_ROOT_USER = "postgres"
+#: Where Debian's postgresql-N packages put their server programs (N/bin).
+DEBIAN_SERVERS = Path("/usr/lib/postgresql")
 
 
 def binary(name: str) -> str:
@@ -33,7 +35,7 @@ def binary(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    versions = [Path(path) for path in glob.glob(f"/usr/lib/postgresql/*/bin/{name}")]
+    versions = [Path(path) for path in glob.glob(f"{DEBIAN_SERVERS}/*/bin/{name}")]
     newest = max((path for path in versions if path.parts[-3].isdigit()), default=None,
                  key=lambda path: int(path.parts[-3]))
     if newest is not None:
@@ -51,7 +53,11 @@ def _run_as() -> list[str]:
     except KeyError:
         raise StackError("PostgreSQL cannot run as root and there is no 'postgres' user to run it: "
                          "create one (`useradd postgres`) or run taxipipe stack as another user") from None
-    return ["runuser", "-u", RUN_AS_ROOT_USER, "--"]
+    runuser = shutil.which("runuser")
+    if runuser is None:
+        raise StackError("PostgreSQL cannot run as root and `runuser` (Debian package util-linux) is not "
+                         "on the PATH to run it as user 'postgres': put /usr/sbin on the PATH")
+    return [runuser, "-u", RUN_AS_ROOT_USER, "--"]
 
 
 def _owned_directory(path: Path) -> None:
@@ -96,6 +102,7 @@ def _check_reachable(directory: Path, env: Mapping[str, str]) -> None:
 
 def init_cluster(paths: StackPaths, password: str, env: Mapping[str, str]) -> None:
     """initdb with scram authentication and the superuser's password from a private file."""
+    initdb = binary("initdb")
     _owned_directory(paths.postgres)
     if os.geteuid() == 0:
         _check_reachable(paths.postgres, env)
@@ -107,7 +114,7 @@ def init_cluster(paths: StackPaths, password: str, env: Mapping[str, str]) -> No
         account = pwd.getpwnam(RUN_AS_ROOT_USER)
         os.chown(password_file, account.pw_uid, account.pw_gid)
     try:
-        _server([binary("initdb"), "-D", str(data_dir(paths)), "-U", SUPERUSER, "-A", "scram-sha-256",
+        _server([initdb, "-D", str(data_dir(paths)), "-U", SUPERUSER, "-A", "scram-sha-256",
                  "--pwfile", str(password_file), "-E", "UTF8", "--no-instructions"],
                 env, paths, "initdb of the stack's PostgreSQL cluster")
     finally:

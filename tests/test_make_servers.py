@@ -1,4 +1,4 @@
-"""`make airflow-ui` and `make prefect-server`: the ports they are given, loopback only."""
+"""`make airflow-ui`, `make prefect-server` and `make dagster-ui`: the ports they are given, loopback only."""
 
 from __future__ import annotations
 
@@ -81,3 +81,11 @@ def test_prefect_server_takes_its_port_from_prefect_port(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_airflow_ui_listens_on_loopback_only_and_has_no_log_servers(tmp_path: Path) -> None:
     serve("airflow-ui", "AIRFLOW_PORT", tmp_path / "home", "/api/v2/monitor/health", timeout=600)
+
+
+@pytest.mark.slow
+def test_dagster_ui_listens_on_loopback_only_with_its_state_under_the_home(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    serve("dagster-ui", "DAGSTER_PORT", home, "/server_info")
+    assert "telemetry" in (home / "dagster" / "dagster.yaml").read_text()
+    assert (home / "dagster" / "history" / "runs.db").is_file()

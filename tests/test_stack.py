@@ -378,12 +378,34 @@ def test_the_prefect_worker_runs_a_deployment(stack: RunningStack):
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
+def test_a_dagster_run_launched_through_the_webserver_lands_in_mlflow(stack: RunningStack):
+    """As a user clicking Launch: the webserver queues the run, the daemon starts it."""
+    from dagster import DagsterRunStatus
+    from dagster_graphql import DagsterGraphQLClient
+
+    started = time.monotonic()
+    client = DagsterGraphQLClient("127.0.0.1", port_number=stack.ports["dagster"])
+    run_id = client.submit_job_execution("taxi_duration_pipeline", tags={"dagster/partition": "2021-04-01"})
+    finished = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+
+    def final_status() -> DagsterRunStatus | None:
+        status = client.get_run_status(run_id)
+        return status if status in finished else None
+
+    assert wait_for(final_status, 900, "the Dagster run finished", interval=3) == DagsterRunStatus.SUCCESS
+    stack.timings["dagster run"] = time.monotonic() - started
+    [run] = [run for run in finished_runs(stack, "dagster") if run.data.tags.get("dagster.run_id") == run_id]
+    assert run.data.tags["partition"] == "green/2021-04" and run.data.metrics["rmse"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_down_leaves_nothing_and_up_again_keeps_everything(stack: RunningStack):
     from mlflow import MlflowClient
 
     client = MlflowClient(stack.mlflow_url, registry_uri=stack.mlflow_url)
     champion = client.get_model_version_by_alias("nyc-taxi-duration", "champion")
-    runs = {run.info.run_id for runner in ("airflow", "prefect") for run in finished_runs(stack, runner)}
+    runs = {run.info.run_id for runner in ("airflow", "prefect", "dagster") for run in finished_runs(stack, runner)}
 
     for cycle in ("down", "down after a second up"):
         processes = stack.processes()
@@ -405,6 +427,6 @@ def test_down_leaves_nothing_and_up_again_keeps_everything(stack: RunningStack):
             assert "airflow db migrate" not in second, "the database was migrated by this Airflow already"
             again = MlflowClient(stack.mlflow_url, registry_uri=stack.mlflow_url)
             assert again.get_model_version_by_alias("nyc-taxi-duration", "champion").version == champion.version
-            assert runs <= {run.info.run_id for runner in ("airflow", "prefect")
+            assert runs <= {run.info.run_id for runner in ("airflow", "prefect", "dagster")
                             for run in finished_runs(stack, runner)}
             assert [run["state"] for run in backfill_runs(airflow_api(stack))] == ["success", "success"]

@@ -19,13 +19,14 @@ RUNNERS = {
     "make": ["-m", "taxipipe.cli", "make", "deploy"],
     "airflow": [str(REPO / "examples" / "airflow_pipeline.py")],
     "prefect": [str(REPO / "examples" / "prefect_pipeline.py")],
+    "dagster": [str(REPO / "examples" / "dagster_pipeline.py")],
 }
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_every_runner_trains_on_the_window_with_the_same_rmse(tlc_server: TlcServer, home: Path) -> None:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "PREFECT_", "AIRFLOW"))}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "PREFECT_", "AIRFLOW", "DAGSTER"))}
     environment.update(local_environment(home))
     flags = [*cli_data_flags(home, tlc_server, 2023, 3), *WINDOW]
     for runner, command in RUNNERS.items():

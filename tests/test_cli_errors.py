@@ -111,9 +111,11 @@ def test_sigterm_during_download_leaves_no_partial_file(home: Path, tlc_server: 
         time.sleep(0.05)
     assert downloads.exists() and any(downloads.iterdir()), "the download never started"
     process.terminate()
-    assert process.wait(timeout=30) == 143
+    status = process.wait(timeout=30)
     slow.shutdown()
-    assert list(downloads.iterdir()) == []
+    errors = process.stderr.read().decode()
+    assert status == 143, errors[-3000:]
+    assert list(downloads.iterdir()) == [], errors[-3000:]
 
 
 def test_unreachable_tracking_server_fails_before_the_data_steps(home: Path, tlc_server: TlcServer) -> None:
@@ -146,3 +148,27 @@ def test_every_runner_probes_the_tracking_server_at_its_first_step(home: Path, t
     with pytest.raises(TrackingError, match=f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}"):
         run_step(first, StepContext(settings, runner="airflow"), {})
     assert not (home / "downloads").exists()
+
+
+def test_a_signal_that_python_swallowed_still_stops_the_download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                tlc_server: TlcServer) -> None:
+    """A SIGTERM handled inside a weakref callback is lost to Python; the download checks again."""
+    import signal
+    import weakref
+
+    from taxipipe import interrupts
+    from taxipipe.data import fetch
+
+    monkeypatch.setattr(interrupts, "_SEEN", [])
+
+    class ModuleLock:
+        pass
+
+    lock = ModuleLock()
+    released = weakref.ref(lock, lambda _: interrupts.raise_terminated(signal.SIGTERM, None))
+    del lock
+    assert released() is None, "the callback ran and its exception was swallowed"
+    url = tlc_server.url_template.format(color="green", year=2021, month=1)
+    with pytest.raises(interrupts.Terminated):
+        fetch(url, tmp_path / "downloads" / "green_tripdata_2021-01.parquet")
+    assert list((tmp_path / "downloads").iterdir()) == []

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 from taxipipe import __version__
 from taxipipe.errors import TaxipipeError
 from taxipipe.features import FEATURE_SETS
-from taxipipe.interrupts import Terminated, raise_terminated
+from taxipipe.interrupts import Terminated, raise_interrupted, raise_terminated
 from taxipipe.models import KIND_NAMES
 
 #: The status a shell reports for a command that a closed pipe stopped (128 + SIGPIPE), as for git.
@@ -430,6 +430,7 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGINT, raise_interrupted)
     parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:
         import argcomplete

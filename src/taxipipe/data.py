@@ -15,6 +15,7 @@ from taxipipe.errors import (
     NetworkError,
     SchemaError,
 )
+from taxipipe.interrupts import raise_if_signalled
 from taxipipe.layout import atomic_path, source_record, write_text_atomic
 from taxipipe.partition import Partition
 
@@ -140,6 +141,7 @@ def _download(url: str, tmp: Path, retries: int, backoff_seconds: float) -> None
                     f"check the network or {URL_SETTING_HINT}"
                 ) from None
             delay = backoff_seconds * 2**attempt
+            raise_if_signalled()
             print(f"⚠️  download failed ({exc.__class__.__name__}), retrying in {delay:.1f}s", file=sys.stderr)
             time.sleep(delay)
 
@@ -164,6 +166,7 @@ def _stream_to_file(response, tmp: Path) -> None:
             file=sys.stderr,
         ) as bar:
             for chunk in response.iter_content(CHUNK_BYTES):
+                raise_if_signalled()
                 out.write(chunk)
                 written += len(chunk)
                 bar.update(len(chunk))

@@ -17,13 +17,37 @@ from typing import Any, Iterator
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+#: The signals the command line's handlers have seen. Python ignores an exception raised in a
+#: weakref callback or a `__del__`, and a handler can run inside one (an import's module lock
+#: is released through a weakref callback), so `raise_if_signalled` raises it again later.
+_SEEN: list[int] = []
+
+
 class Terminated(BaseException):
     """SIGTERM arrived; like KeyboardInterrupt, it unwinds the stack so temporary files go."""
 
 
 def raise_terminated(signum: int, frame: Any) -> None:
     """The SIGTERM handler of the command line."""
+    _SEEN.append(signum)
     raise Terminated()
+
+
+def raise_interrupted(signum: int, frame: Any) -> None:
+    """The SIGINT handler of the command line: Python's own, remembered."""
+    _SEEN.append(signum)
+    raise KeyboardInterrupt()
+
+
+def raise_if_signalled() -> None:
+    """Raise the exception of a signal that arrived, in case Python swallowed it.
+
+    Long work calls this between steps and between the chunks of a download.
+    """
+    if signal.SIGTERM in _SEEN:
+        raise Terminated()
+    if signal.SIGINT in _SEEN:
+        raise KeyboardInterrupt()
 
 
 @contextmanager

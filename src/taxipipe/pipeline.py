@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from taxipipe import steps
 from taxipipe.config import Settings
 from taxipipe.errors import TaxipipeError, TrackingError, storage_error
+from taxipipe.interrupts import raise_if_signalled
 from taxipipe.partition import Partition
 from taxipipe.steps import Record, StepContext, Upstream
 
@@ -182,6 +183,7 @@ def run_step(step: Step, ctx: StepContext, upstream: Upstream,
 
     if step.month is not None:
         ctx = replace(ctx, month=step.month)
+    raise_if_signalled()
     try:
         tracking.check_reachable(ctx.settings)
         return _timed(step, ctx, upstream, hooks)

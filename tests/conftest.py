@@ -133,6 +133,16 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
                           text=True, env=environment, cwd=cwd, timeout=timeout)
 
 
+def final_rmse(output: str) -> float:
+    """The RMSE a run's final summary printed (`📊 Final model RMSE: 6.0507`)."""
+    return float(output.split("📊 Final model RMSE: ")[1].split()[0])
+
+
+def final_run_id(output: str) -> str:
+    """The MLflow run id a run's final summary printed (`🆔 Model run ID: ...`)."""
+    return output.split("🆔 Model run ID: ")[1].split()[0]
+
+
 def cli_data_flags(home: Path, server: TlcServer, year: int = 2021, month: int = 1) -> list[str]:
     return ["--home", str(home), "--url-template", server.url_template,
             "--year", str(year), "--month", str(month)]

@@ -87,10 +87,6 @@ def models(home_or_uri: Path | str) -> Any:
     return MlflowClient(uri, registry_uri=uri)
 
 
-def rmse_of(output: str) -> float:
-    return float(output.split("📊 Final model RMSE: ")[1].split()[0])
-
-
 # 1 -- an interrupted first run ------------------------------------------------------------
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from taxipipe.models import KIND_NAMES
 from taxipipe.models.base import rmse
 from taxipipe.models.registry import KINDS
 from taxipipe.runners.simple import SimplePipeline
-from tests.conftest import cli_data_flags, run_cli
+from tests.conftest import cli_data_flags, final_rmse, final_run_id, run_cli
 from tests.test_run_examples import SCRIPT, menu_env
 
 #: The course's published LinearRegression figure on green 2021-01 -> 2021-02 (DictVectorizer).
@@ -36,10 +36,8 @@ def test_every_kind_is_registered_under_its_module_name() -> None:
 def test_linear_onehot_prints_the_course_figure_and_serves_raw_rides(home: Path, tlc_server, tlc_dir: Path) -> None:
     result = run_cli("run", *cli_data_flags(home, tlc_server), "--model", "linear", "--features", "onehot")
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    printed = float(next(line for line in lines if line.startswith("📊 Final model RMSE:")).split()[-1])
-    assert printed == pytest.approx(COURSE_LINEAR_RMSE, abs=0.001)
-    run_id = next(line for line in lines if line.startswith("🆔 Model run ID:")).split()[-1]
+    assert final_rmse(result.stdout) == pytest.approx(COURSE_LINEAR_RMSE, abs=0.001)
+    run_id = final_run_id(result.stdout)
 
     settings = load_settings(overrides={"home": str(home)})
     client = tracking.client(settings)

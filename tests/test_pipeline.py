@@ -10,7 +10,7 @@ import pytest
 
 from taxipipe import tracking
 from taxipipe.runners.simple import SimplePipeline
-from tests.conftest import cli_data_flags, run_cli
+from tests.conftest import cli_data_flags, final_rmse, final_run_id, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +29,9 @@ def test_cli_run_onehot_matches_reference_and_tracks_everything(home: Path, tlc_
         assert f"🚀 Running task: {step}" in lines
         assert any(line.startswith(f"✅ Task '{step}' completed in ") for line in lines)
     assert "🎉 Pipeline completed successfully!" in lines
-    rmse = float(next(line for line in lines if line.startswith("📊 Final model RMSE:")).split()[-1])
+    rmse = final_rmse(result.stdout)
     assert rmse == pytest.approx(REFERENCE_ONEHOT_RMSE, abs=0.005)
-    run_id = next(line for line in lines if line.startswith("🆔 Model run ID:")).split()[-1]
+    run_id = final_run_id(result.stdout)
 
     from taxipipe.config import load_settings
 

@@ -10,7 +10,7 @@ import pytest
 
 from taxipipe import tracking
 from taxipipe.config import load_settings
-from tests.conftest import cli_data_flags, run_cli
+from tests.conftest import cli_data_flags, final_run_id, run_cli
 
 NOISE = ("warning", "Warning", "CloudPickle", "type hints", "Successfully registered", "Created version",
          "Traceback", "mlflow.")
@@ -39,7 +39,7 @@ def test_a_run_reads_cleanly_and_json_is_one_line_then_verbose_shows_the_rest(
     assert verbose.returncode == 0, verbose.stderr
     assert "   round 10: validation RMSE " in verbose.stderr
     assert "created version 2 of model 'nyc-taxi-duration'" in verbose.stderr
-    run_id = verbose.stdout.split("🆔 Model run ID: ")[1].split()[0]
+    run_id = final_run_id(verbose.stdout)
     history = client.get_metric_history(run_id, "validation_rmse")
     assert [metric.step for metric in history][:3] == [10, 20, 30]
 

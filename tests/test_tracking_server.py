@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TlcServer, cli_data_flags, free_port, wait_healthy
+from tests.conftest import TlcServer, cli_data_flags, final_run_id, free_port, wait_healthy
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_pipeline_through_a_tracking_server(ui_server, home: Path, tlc_server: T
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    run_id = result.stdout.split("🆔 Model run ID: ")[1].split()[0]
+    run_id = final_run_id(result.stdout)
 
     from mlflow import MlflowClient
 

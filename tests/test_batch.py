@@ -58,3 +58,42 @@ def test_predict_without_champion_says_what_to_do(tmp_path: Path, tlc_server: Tl
     assert result.returncode == 1
     assert "run the pipeline first" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_killed_predicts_leftover_is_never_listed_and_the_next_predict_removes_it(
+        champion_home: Path, tlc_server: TlcServer) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from taxipipe.layout import atomic_path
+
+    folder = champion_home / "predictions" / "green"
+    with atomic_path(folder / "2021-04.parquet") as tmp:
+        assert not tmp.name.endswith(".parquet") and tmp.name.startswith(f".2021-04.parquet.{os.getpid()}-")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover = folder / f".2021-03.parquet.{dead.pid}-abc123.part"
+    leftover.write_bytes(b"PAR1 no footer")
+    settings = load_settings(overrides={"home": str(champion_home), "data": {
+        "year": 2021, "month": 3, "url_template": tlc_server.url_template}})
+    batch.score_month(settings)
+    assert not leftover.exists()
+    assert all(not path.name.startswith(".") for path in folder.glob("*.parquet"))
+
+
+def test_a_month_without_rides_gives_an_empty_file_with_every_column(champion_home: Path, tlc_server: TlcServer,
+                                                                     tlc_dir: Path) -> None:
+    folder = tlc_server.root / "empty"
+    folder.mkdir(exist_ok=True)
+    pq.write_table(pq.read_table(tlc_dir / "green_tripdata_2021-02.parquet").slice(0, 0),
+                   folder / "green_tripdata_2021-02.parquet")
+    settings = load_settings(overrides={"home": str(champion_home / ".." / "empty-month-home"), "data": {
+        "year": 2021, "month": 2,
+        "url_template": f"http://127.0.0.1:{tlc_server.port}/empty/{{color}}_tripdata_{{year}}-{{month:02d}}.parquet"},
+        "mlflow": {"tracking_uri": f"sqlite:///{champion_home / 'mlflow' / 'mlflow.db'}"}})
+    result = batch.score_month(settings)
+    table = pq.read_table(result.path)
+    assert (result.rows, table.num_rows, result.rmse) == (0, 0, None)
+    assert table.column_names == ["ride_index", "pickup_datetime", "PULocationID", "DOLocationID",
+                                  "trip_distance", "predicted_minutes", "actual_minutes", "model_version"]

@@ -21,7 +21,7 @@ def assert_clean_failure(result, home: Path, *phrases: str) -> None:
         assert phrase in message
     downloads = home / "downloads"
     leftovers = [p.name for p in downloads.iterdir()] if downloads.exists() else []
-    assert not [name for name in leftovers if name.endswith(".part.parquet")]
+    assert not [name for name in leftovers if ".part" in name]
     assert not (home / "partitions").exists() or not any((home / "partitions").rglob("*.parquet"))
 
 
@@ -175,3 +175,13 @@ def test_a_signal_that_python_swallowed_still_stops_the_download(monkeypatch: py
     with pytest.raises(interrupts.Terminated):
         fetch(url, tmp_path / "downloads" / "green_tripdata_2021-01.parquet")
     assert list((tmp_path / "downloads").iterdir()) == []
+
+
+@pytest.mark.parametrize("address", ["not-a-url", "tcp://127.0.0.1", "http://127.0.0.1:8786"])
+def test_a_bad_dask_scheduler_address_is_refused_before_any_download(home: Path, tlc_server: TlcServer,
+                                                                     address: str) -> None:
+    result = run_cli("run", *cli_data_flags(home, tlc_server), "--engine", "dask", "--scheduler", address)
+    assert_clean_failure(result, home, f"compute.dask_scheduler '{address}' is not a Dask scheduler address",
+                         "tcp://HOST:PORT")
+    assert not tlc_server.requests, "nothing may be downloaded with a bad setting"
+    assert not home.exists()

@@ -138,6 +138,26 @@ class ComputeSettings(Section):
                                   "external memory even when it would fit")
     memory_gb: float | None = Field(default=None, gt=0, description="None: half the available memory")
 
+    @field_validator("dask_scheduler")
+    @classmethod
+    def _scheduler_address(cls, address: str) -> str:
+        """Empty, or `tcp://HOST:PORT` (or tls://): refused before any download, not after."""
+        from urllib.parse import urlsplit
+
+        if not address:
+            return address
+        try:
+            parts = urlsplit(address)
+            port = parts.port
+        except ValueError:
+            port = None
+            parts = None
+        if parts is None or parts.scheme not in ("tcp", "tls") or not parts.hostname or port is None:
+            raise PydanticCustomError("sentence", "{sentence}", {"sentence": (
+                f"compute.dask_scheduler '{address}' is not a Dask scheduler address: give tcp://HOST:PORT "
+                "(such as tcp://127.0.0.1:8786), or leave it empty for a local cluster")})
+        return address
+
 
 class ArtifactSettings(Section):
     keep_downloads: bool = True

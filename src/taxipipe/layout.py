@@ -6,6 +6,7 @@
       partitions/{color}/{YYYY-MM}/                   intermediates of one training month
       partitions/{color}/{YYYY-MM}..{YYYY-MM}/        ... of a window of several months
       deployments/{color}_{YYYY-MM}.json              what deploy decided (window: first..last)
+      predictions/{color}/{YYYY-MM}.parquet           what `taxipipe predict` scored
       mlflow/mlflow.db, mlflow/artifacts/             the embedded MLflow store
 """
 
@@ -115,14 +116,13 @@ _WRITER = re.compile(rf"\.(\d+)-\w+{re.escape(PART_MARK)}")
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it over `target` only on success.
 
-    A crash or an exception leaves `target` as it was and removes the temporary file, so no
+    The temporary name ends in `.part`, so no glob for the real files' suffix lists it. A crash or an exception leaves `target` as it was and removes the temporary file, so no
     later run ever sees half a file under the real name. The temporary name carries the
     writer's process id, so a later run can tell the leftovers of a killed process
     (`remove_stale_parts`) from files another process is still writing.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}-", suffix=f"{PART_MARK}{target.suffix}",
-                                    dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}-", suffix=PART_MARK, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -137,7 +137,8 @@ def atomic_path(target: Path) -> Iterator[Path]:
 def remove_stale_parts(home: Path) -> list[Path]:
     """Delete the temporary files of killed writers under the home; return what went."""
     removed = []
-    for folder in (home / "downloads", home / "partitions", home / "deployments", home / "state"):
+    for folder in (home / "downloads", home / "partitions", home / "deployments", home / "predictions",
+                   home / "state"):
         for path in folder.rglob(f".*{PART_MARK}*") if folder.is_dir() else ():
             writer = _WRITER.search(path.name)
             if not process_alive(writer.group(1) if writer else ""):

@@ -183,6 +183,7 @@ def run_step(step: Step, ctx: StepContext, upstream: Upstream,
 
     if step.month is not None:
         ctx = replace(ctx, month=step.month)
+    ctx = ctx.decided(upstream)
     raise_if_signalled()
     try:
         tracking.check_reachable(ctx.settings)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,13 +30,14 @@ VOLATILE_FIELDS = frozenset({"seconds", "timings", "summary", "downloaded", "dep
 
 @dataclass(frozen=True)
 class StepContext:
-    """What every step needs: the settings, which runner runs it, extra run tags, and the
-    month of a per-month node."""
+    """What every step needs: the settings, which runner runs it, extra run tags, the month of
+    a per-month node, and the run's compute mode once `features` has chosen it."""
 
     settings: Settings
     runner: str = "simple"
     tags: Mapping[str, str] = field(default_factory=dict)
     month: Partition | None = None
+    compute: str | None = None
 
     @property
     def layout(self) -> Layout:
@@ -45,11 +46,23 @@ class StepContext:
 
     @property
     def compute_mode(self) -> str:
-        """memory, external or dask (see `taxipipe.compute.choose`)."""
+        """memory, external or dask: the mode `features` chose and recorded (see `decided`), or
+        the one `taxipipe.compute.choose` picks now."""
+        if self.compute is not None:
+            return self.compute
         from taxipipe.compute import choose
 
         downloads = Layout(self.settings.home, self.settings.partition)
         return choose(self.settings, [downloads.download(month) for month in self.settings.months])
+
+    def decided(self, upstream: Upstream) -> StepContext:
+        """This context with the compute mode an upstream step recorded.
+
+        The mode depends on the memory free when it is chosen, so it is chosen once, by
+        `features`, and every later step (in whatever process) reads it from the records.
+        """
+        recorded = next((record["compute"] for record in upstream.values() if record.get("compute")), None)
+        return self if recorded is None or self.compute is not None else replace(self, compute=recorded)
 
     def raw_paths(self, role: str) -> list[tuple[str, Path]]:
         """(month label, download) of the window (role train) or of the validation month."""
@@ -184,6 +197,7 @@ def features(ctx: StepContext, upstream: Upstream) -> Record:
 
     from taxipipe.features import TARGET, Encoder, save_matrix
 
+    ctx = replace(ctx, compute=ctx.compute_mode)
     mode = ctx.settings.model.features
     if ctx.layout.streamed:
         return _features_streamed(ctx)
@@ -194,7 +208,7 @@ def features(ctx: StepContext, upstream: Upstream) -> Record:
             save_matrix(tmp, encoder.transform(frame), frame[TARGET].to_numpy())
     write_text_atomic(ctx.layout.encoder, encoder.to_json())
     width = len(encoder.feature_names)
-    return {"mode": mode, "features": width, "encoder": str(ctx.layout.encoder),
+    return {"mode": mode, "features": width, "encoder": str(ctx.layout.encoder), "compute": ctx.compute,
             "rows": {role: len(frame) for role, frame in frames.items()},
             "summary": f"{mode}: {width:,} features"}
 
@@ -208,7 +222,7 @@ def _features_streamed(ctx: StepContext) -> Record:
     write_text_atomic(ctx.layout.encoder, encoder.to_json())
     width = len(encoder.feature_names)
     return {"mode": encoder.mode, "features": width, "encoder": str(ctx.layout.encoder), "rows": rows,
-            "summary": f"{encoder.mode}: {width:,} features, streamed for {ctx.compute_mode}"}
+            "compute": ctx.compute, "summary": f"{encoder.mode}: {width:,} features, streamed for {ctx.compute}"}
 
 
 def train(ctx: StepContext, upstream: Upstream) -> Record:
@@ -297,66 +311,57 @@ def _log(client: Any, run_id: str, params: Record | None = None, metrics: Record
 
 
 def validate_model(ctx: StepContext, upstream: Upstream) -> Record:
-    """Gate the model: RMSE within bounds, then strictly better than the champion.
-
-    A challenger takes `champion` only when its RMSE on this run's validation month is lower
-    than the champion's on that month by at least `validation.min_improvement`, and by more
-    than the noise within which runs agree (`RMSE_AGREEMENT`): an identical rerun
-    never moves the alias.
-    """
-    from taxipipe import tracking
-    from taxipipe.models.base import RMSE_AGREEMENT
-
+    """Gate the model with the champion rule (`taxipipe.gate`); record the verdict on the run."""
     trained = _require(upstream, "train")
-    settings, rules = ctx.settings, ctx.settings.validation
-    score = trained["rmse"]
+    return _judge(ctx, trained["run_id"], trained["rmse"])
+
+
+def _judge(ctx: StepContext, run_id: str, score: float) -> Record:
+    """Judge the run's model against the champion the registry names now.
+
+    The champion is looked up once, and that version (not whatever the alias names a moment
+    later) is scored on this run's validation month, unless the comparison is unfair anyway.
+    """
+    from taxipipe import gate, tracking
+
+    settings = ctx.settings
     client = tracking.client(settings)
-    champion = tracking.champion_version(client, settings.mlflow.model_name)
-    champion_rmse = _score_champion(ctx) if champion is not None else None
-
-    if not rules.min_rmse <= score <= rules.max_rmse:
-        promotable, reason = False, (
-            f"RMSE {score:.4f} is outside the allowed range [{rules.min_rmse}, {rules.max_rmse}]"
-        )
-    elif champion_rmse is None:
-        promotable, reason = True, "no champion yet"
-    else:
-        gain = champion_rmse - score
-        theirs = f"champion v{champion.version}'s {champion_rmse:.4f} on the same validation month"
-        if gain < -RMSE_AGREEMENT:
-            promotable, reason = False, f"RMSE {score:.4f} is worse than {theirs}"
-        elif gain <= RMSE_AGREEMENT:
-            promotable, reason = False, f"RMSE {score:.4f} equals {theirs} (a challenger must be better)"
-        elif gain < rules.min_improvement:
-            promotable, reason = False, (f"RMSE {score:.4f} beats {theirs} by {gain:.4f}, less than "
-                                         f"validation.min_improvement {rules.min_improvement}")
-        else:
-            promotable, reason = True, f"RMSE {score:.4f} beats {theirs} by {gain:.4f}"
-    _log(client, trained["run_id"],
-         metrics={"champion_rmse": champion_rmse},
-         tags={"validation.promotable": promotable, "validation.reason": reason})
-    return {"run_id": trained["run_id"], "rmse": score, "promotable": promotable, "reason": reason,
-            "champion_rmse": champion_rmse,
-            "champion_version": champion.version if champion is not None else None,
-            "summary": ("promotable: " if promotable else "not promotable: ") + reason}
+    found = tracking.champion_version(client, settings.mlflow.model_name)
+    trained_on = [month.key for month in settings.training_months]
+    validation_month = settings.validation_month.key
+    champion = None
+    if found is not None:
+        champion = gate.Champion(str(found.version), tracking.trained_on(client, found))
+        if gate.fair(champion, trained_on, validation_month):
+            champion = replace(champion, rmse=_score_version(ctx, found.version))
+    verdict = gate.judge(score, trained_on, validation_month, settings.validation, champion)
+    _log(client, run_id, metrics={"champion_rmse": champion.rmse if champion else None},
+         tags={"validation.promotable": verdict.promotable, "validation.rule": verdict.rule,
+               "validation.reason": verdict.reason})
+    return {"run_id": run_id, "rmse": score, "promotable": verdict.promotable, "rule": verdict.rule,
+            "reason": verdict.reason, "champion_rmse": champion.rmse if champion else None,
+            "champion_version": champion.version if champion else None,
+            "summary": ("promotable: " if verdict.promotable else "not promotable: ") + verdict.reason}
 
 
-def _score_champion(ctx: StepContext) -> float:
-    """The current champion's RMSE on this run's validation month."""
+def _score_version(ctx: StepContext, version: str) -> float:
+    """The RMSE of registered `version` on this run's validation month."""
     import mlflow.pyfunc
     import pandas as pd
+    from mlflow.exceptions import MlflowException
 
     from taxipipe.features import MODEL_COLUMNS, TARGET
     from taxipipe.models.base import rmse
 
-    from mlflow.exceptions import MlflowException
-
-    uri = f"models:/{ctx.settings.mlflow.model_name}@champion"
+    uri = f"models:/{ctx.settings.mlflow.model_name}/{version}"
     try:
         champion = mlflow.pyfunc.load_model(uri, suppress_warnings=True)
     except (MlflowException, OSError) as exc:
         raise TrackingError(f"cannot load the champion {uri} to compare with it ({str(exc).splitlines()[0][:200]}); "
                             "nothing was promoted, run again when the registry answers") from None
+    if not ctx.layout.validation_clean.exists():
+        raise PipelineStateError(f"the validation month's rides ({ctx.layout.validation_clean}) are gone, so the "
+                                 "champion cannot be scored; run the pipeline again from transform")
     rides = pd.read_parquet(ctx.layout.validation_clean)
     return rmse(rides[TARGET], champion.predict(rides[MODEL_COLUMNS]))
 
@@ -412,31 +417,77 @@ def _prediction_plot(actual: Any, predicted: Any) -> Any:
 
 
 def deploy(ctx: StepContext, upstream: Upstream) -> Record:
-    """Register the model version with the gate's verdict; move `champion` only if it allowed it."""
+    """Register the model version with the gate's verdict; move `champion` only if it allowed it.
+
+    Under the registry's promotion lock (`tracking.promotion_lock`) the champion is looked up
+    again: if it moved since `validate_model`, the model is judged again against the new one.
+    A retry reuses the version an earlier attempt registered from the same run. The deployment
+    record is written before the alias moves, and removed if the move fails, so a deploy that
+    fails has promoted nothing and one that promoted has said so.
+    """
     from taxipipe import tracking
 
     verdict = _require(upstream, "validate_model")
     saved = _require(upstream, "save")
     settings = ctx.settings
     client = tracking.client(settings)
-    name = settings.mlflow.model_name
-    version = tracking.register(client, name, saved["model_uri"], saved["run_id"], saved["model_id"], tags={
-        "run_id": saved["run_id"], "rmse": f"{verdict['rmse']:.6f}", "partition": settings.partition.key,
-        "runner": ctx.runner, "model_kind": settings.model.kind,
-        "verdict": "promoted" if verdict["promotable"] else "not promoted", "reason": verdict["reason"],
-        tracking.PROMOTION_TAG: tracking.PENDING if verdict["promotable"] else "rejected",
-    })
-    if verdict["promotable"]:
-        tracking.promote(client, name, version)
-        outcome = f"version {version} is now '{tracking.CHAMPION}' ({verdict['reason']})"
-    else:
-        outcome = f"version {version} registered; champion unchanged: {verdict['reason']}"
-    record = {"model_name": name, "version": int(version), "champion": verdict["promotable"],
-              "reason": verdict["reason"], "run_id": saved["run_id"], "rmse": verdict["rmse"],
-              "partition": settings.partition.key, "runner": ctx.runner,
-              "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_text_atomic(ctx.layout.deployment_record, json.dumps(record, indent=2) + "\n")
+    name, run_id = settings.mlflow.model_name, saved["run_id"]
+    with tracking.promotion_lock(client, name, f"deploy of {settings.partition} ({ctx.runner})"):
+        earlier = tracking.version_of_run(client, name, run_id)
+        verdict = _verdict_now(ctx, verdict, tracking.champion_version(client, name), earlier)
+        version = earlier.version if earlier is not None else tracking.register(
+            client, name, saved["model_uri"], run_id, saved["model_id"], tags={
+                "run_id": run_id, "rmse": f"{verdict['rmse']:.6f}", "partition": settings.partition.key,
+                tracking.TRAINED_ON_TAG: ",".join(month.key for month in settings.training_months),
+                "runner": ctx.runner, "model_kind": settings.model.kind})
+        promotable = verdict["promotable"]
+        record = {"model_name": name, "version": int(version), "champion": promotable,
+                  "reason": verdict["reason"], "run_id": run_id, "rmse": verdict["rmse"],
+                  "partition": settings.partition.key, "runner": ctx.runner,
+                  "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        previous = _replace_record(ctx.layout.deployment_record, record)
+        try:
+            for key, value in {"verdict": "promoted" if promotable else "not promoted", "reason": verdict["reason"],
+                               tracking.PROMOTION_TAG: tracking.PENDING if promotable else "rejected"}.items():
+                client.set_model_version_tag(name, version, key, value)
+            if promotable:
+                tracking.promote(client, name, version)
+        except BaseException:
+            _restore_record(ctx.layout.deployment_record, previous)
+            raise
+    outcome = (f"version {version} is now '{tracking.CHAMPION}' ({verdict['reason']})" if promotable
+               else f"version {version} registered; champion unchanged: {verdict['reason']}")
     return {**record, "record": str(ctx.layout.deployment_record), "summary": outcome}
+
+
+def _verdict_now(ctx: StepContext, verdict: Record, current: Any | None, earlier: Any | None) -> Record:
+    """The verdict that holds against the champion the registry names now (`current`).
+
+    `earlier` is the version an earlier attempt of this run registered, if any.
+    """
+    if earlier is not None and current is not None and str(current.version) == str(earlier.version):
+        return {**verdict, "promotable": True, "rule": "retried", "reason": "promoted by an earlier attempt of this run"}
+    now = str(current.version) if current is not None else None
+    if now == (str(verdict["champion_version"]) if verdict["champion_version"] is not None else None):
+        return verdict
+    judged = _judge(ctx, verdict["run_id"], verdict["rmse"])
+    before, after = (f"v{version}" if version else "none" for version in (verdict["champion_version"], now))
+    return {**judged, "reason": f"the champion moved from {before} to {after} since validate_model; "
+                                f"judged again: {judged['reason']}"}
+
+
+def _replace_record(path: Path, record: Record) -> str | None:
+    """Write the deployment record atomically; return what it held before (None: nothing)."""
+    previous = path.read_text() if path.exists() else None
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+    return previous
+
+
+def _restore_record(path: Path, previous: str | None) -> None:
+    if previous is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_text_atomic(path, previous)
 
 
 def cleanup(ctx: StepContext, upstream: Upstream) -> Record:

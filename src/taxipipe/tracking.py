@@ -388,6 +388,115 @@ def failed_on_error(mlflow_client: MlflowClient, run_id: str) -> Iterator[None]:
         raise
 
 
+#: Model-version tag: the months (partition keys, comma-separated) the version trained on.
+TRAINED_ON_TAG = "trained_on"
+#: How long a promotion lock held by a process on another host is trusted before it is broken.
+PROMOTION_LEASE_SECONDS = 600.0
+
+
+def trained_on(mlflow_client: MlflowClient, version: Any) -> tuple[str, ...]:
+    """The months (partition keys) a registered version trained on.
+
+    Versions registered before the tag existed are read from their run's parameters.
+    """
+    if version.tags.get(TRAINED_ON_TAG):
+        return tuple(version.tags[TRAINED_ON_TAG].split(","))
+    from taxipipe.partition import Partition
+    from taxipipe.window import training_window
+
+    params = mlflow_client.get_run(version.run_id).data.params
+    last = (Partition.parse(params["color"], params["window_last"]) if "window_last" in params
+            else Partition(params["color"], int(params["year"]), int(params["month"])))
+    return tuple(month.key for month in training_window(last, int(params.get("train_months", 1))))
+
+
+def version_of_run(mlflow_client: MlflowClient, model_name: str, run_id: str) -> Any | None:
+    """The version of `model_name` already registered from `run_id` (a retried deploy), if any."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = mlflow_client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return min(found, key=lambda version: int(version.version)) if found else None
+
+
+@contextmanager
+def promotion_lock(mlflow_client: MlflowClient, model_name: str, owner: str,
+                   wait_seconds: float = 900.0) -> Iterator[None]:
+    """Hold the registry-wide lock under which the `champion` alias of `model_name` moves.
+
+    Runs that share a store but not a home (workers on several machines) each judge against
+    the champion and then move the alias; holding this lock from the second lookup to the move
+    makes that a compare-and-set. The lock is a registered model, `{model_name}.promotion-lock`:
+    creating one is atomic in every store MLflow has. A lock whose process died (same host) or
+    that is older than `PROMOTION_LEASE_SECONDS` is broken.
+    """
+    import socket
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    name = f"{model_name}.promotion-lock"
+    tags = {**owner_tags(), "owner": owner, "acquired_at": str(time.time())}
+    deadline = time.monotonic() + wait_seconds
+    announced = False
+    while True:
+        try:
+            mlflow_client.create_registered_model(
+                name, tags=tags, description=f"held by taxipipe while it moves the '{CHAMPION}' alias of {model_name}")
+            break
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        holder = _lock_holder(mlflow_client, name)
+        if holder is not None and _abandoned(holder, socket.gethostname()):
+            with suppress(MlflowException):
+                mlflow_client.delete_registered_model(name)
+            continue
+        if time.monotonic() > deadline:
+            raise TrackingError(f"another taxipipe run ({_describe(holder)}) has held the promotion lock of "
+                                f"{model_name} for over {wait_seconds:.0f} s; nothing was promoted, run again later")
+        if not announced:
+            from taxipipe import console
+
+            console.say(f"⏳ Waiting for another taxipipe run ({_describe(holder)}) to finish promoting {model_name}")
+            announced = True
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        with suppress(MlflowException):
+            mlflow_client.delete_registered_model(name)
+
+
+def _lock_holder(mlflow_client: MlflowClient, name: str) -> dict[str, str] | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(mlflow_client.get_registered_model(name).tags)
+    except MlflowException:
+        return None
+
+
+def _abandoned(holder: dict[str, str], host: str) -> bool:
+    import time
+
+    from taxipipe.layout import process_alive
+
+    if holder.get("taxipipe.host") == host:
+        return not process_alive(holder.get("taxipipe.pid", ""))
+    return time.time() - float(holder.get("acquired_at", "0")) > PROMOTION_LEASE_SECONDS
+
+
+def _describe(holder: dict[str, str] | None) -> str:
+    if not holder:
+        return "unknown"
+    return f"{holder.get('owner', '?')}, pid {holder.get('taxipipe.pid', '?')} on {holder.get('taxipipe.host', '?')}"
+
+
 def promote(mlflow_client: MlflowClient, model_name: str, version: str) -> None:
     """Point `champion` at `version`; retag versions an interrupted deploy left pending."""
     mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)

@@ -75,9 +75,10 @@ def score_month(settings: Settings) -> BatchResult:
     import pyarrow.parquet as pq
 
     from taxipipe.data import open_trips, trip_columns
-    from taxipipe.layout import atomic_path
+    from taxipipe.layout import atomic_path, remove_stale_parts
 
     started = time.perf_counter()
+    remove_stale_parts(settings.home)
     partition = settings.partition
     champion = load_champion(settings)
     source = month_file(settings, partition)
@@ -96,7 +97,10 @@ def score_month(settings: Settings) -> BatchResult:
             rmse_rows += len(errors)
             squared += float(np.sum(errors * errors))
         if writer is None:
-            writer = pq.ParquetWriter(tmp, pa.schema([]))
+            columns = trips.schema_arrow
+            empty = pa.RecordBatch.from_pylist([], schema=pa.schema([columns.field(name) for name in
+                                                                     trip_columns(partition.color)]))
+            writer = pq.ParquetWriter(tmp, _score(empty, partition.color, source.name, champion, 0)[0].schema)
         writer.close()
     rmse = float(np.sqrt(squared / rmse_rows)) if rmse_rows else None
     return BatchResult(partition, target, rows, time.perf_counter() - started, champion.name,

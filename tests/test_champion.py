@@ -1,0 +1,181 @@
+"""The champion is chosen fairly and atomically, whoever runs the pipeline and whatever fails.
+
+Each test runs the real pipeline on a real MLflow store; the rule itself is table-tested in
+test_gate.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from taxipipe import compute, tracking
+from taxipipe.pipeline import graph, run_step
+from taxipipe.runners.simple import SimplePipeline
+from taxipipe.steps import StepContext
+from tests.conftest import TlcServer, cli_data_flags, final_run_id, run_cli
+from tests.test_hardening import ROOT, child_env, models, one_sentence_failure, read_only, run_with, small_disk
+from tests.test_tracking_server import ui_server  # noqa: F401 (a fixture)
+
+MODEL = "nyc-taxi-duration"
+QUICK = {"features": "categorical", "params": {"n_estimators": 10}}
+LOOSE = {"TAXIPIPE_VALIDATION__MAX_RMSE": "20", "TAXIPIPE_DATA__DOWNLOAD_BACKOFF_SECONDS": "0.01"}
+
+
+def rounds(n: int) -> dict[str, str]:
+    return {**LOOSE, "TAXIPIPE_MODEL__PARAMS__N_ESTIMATORS": str(n)}
+
+
+@pytest.mark.slow
+def test_a_verdict_the_champion_moved_past_is_judged_again(home: Path, tlc_server: TlcServer) -> None:
+    """make validate on 2021-01 (no champion), run on 2021-02 (champion v1), make on 2021-01."""
+    validated = run_cli("make", "validate", *cli_data_flags(home, tlc_server), env=rounds(10))
+    assert validated.returncode == 0, validated.stderr[-3000:]
+    assert "promotable: no champion yet" in validated.stdout
+    champion = run_cli("run", *cli_data_flags(home, tlc_server, month=2), env=rounds(10))
+    assert "version 1 is now 'champion'" in champion.stdout, champion.stdout[-3000:]
+
+    deployed = run_cli("make", *cli_data_flags(home, tlc_server), env=rounds(10))
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    assert "Task 'validate_model': Up to date" in deployed.stdout
+    assert ("version 2 registered; champion unchanged: the champion moved from none to v1 since validate_model; "
+            "judged again: champion v1 trained on green/2021-02") in deployed.stdout
+    assert "is now 'champion'" not in deployed.stdout
+    client = models(home)
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    assert client.get_model_version(MODEL, "2").tags["verdict"] == "not promoted"
+
+
+@pytest.mark.slow
+def test_two_runs_racing_to_promote_leave_the_better_champion(ui_server, tmp_path: Path,  # noqa: F811
+                                                              tlc_server: TlcServer) -> None:
+    """Two homes, one tracking server: both judge against no champion, then deploy at once."""
+    url = ui_server[0]
+    homes = {"good": (tmp_path / "good", rounds(40)), "bad": (tmp_path / "bad", rounds(3))}
+    run_ids = {}
+    for name, (home, env) in homes.items():
+        validated = run_cli("make", "validate", *cli_data_flags(home, tlc_server), "--tracking-uri", url, env=env)
+        assert "promotable: no champion yet" in validated.stdout, validated.stdout[-3000:] + validated.stderr[-3000:]
+        run_ids[name] = final_run_id(validated.stdout)
+
+    racing = {name: subprocess.Popen([sys.executable, "-m", "taxipipe.cli", "make", *cli_data_flags(home, tlc_server),
+                                      "--tracking-uri", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=child_env(**env))
+              for name, (home, env) in homes.items()}
+    outputs = {name: process.communicate(timeout=900) for name, process in racing.items()}
+    for name, process in racing.items():
+        assert process.returncode == 0, outputs[name]
+
+    client = models(url)
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert champion.run_id == run_ids["good"]
+    good, bad = outputs["good"][0], outputs["bad"][0]
+    assert "is now 'champion'" in good
+    if "is now 'champion'" in bad:
+        assert "since validate_model; judged again: RMSE" in good and " beats champion v" in good
+    else:
+        assert "champion unchanged: the champion moved from none to v" in bad and "is worse than champion" in bad
+    assert len(client.search_model_versions(f"name = '{MODEL}'")) == 2
+    assert not client.search_registered_models(f"name = '{MODEL}.promotion-lock'")
+
+
+@pytest.mark.slow
+def test_a_champion_that_trained_on_the_validation_month_is_not_compared(make_settings) -> None:
+    window = SimplePipeline(make_settings(model=QUICK, data={"month": 3, "train_months": 3})).run()
+    assert window["deploy"]["champion"] is True
+
+    settings = make_settings(model=QUICK)
+    challenger = SimplePipeline(settings).run()
+    verdict = challenger["validate_model"]
+    assert (verdict["promotable"], verdict["rule"], verdict["champion_rmse"]) == (False, "unfair", None)
+    assert verdict["reason"].startswith("champion v1 trained on green/2021-02, the month both would be scored on")
+    client = tracking.client(settings)
+    assert client.get_run(verdict["run_id"]).data.tags["validation.rule"] == "unfair"
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+
+
+@pytest.mark.slow
+def test_the_champion_scored_is_the_version_looked_up(make_settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = SimplePipeline(make_settings(model=QUICK)).run()
+    better = {"features": "categorical", "params": {"n_estimators": 30}}
+    second = SimplePipeline(make_settings(model=better, validation={"min_improvement": 100.0})).run()
+    assert second["deploy"]["champion"] is False and second["train"]["rmse"] < first["train"]["rmse"] - 0.1
+
+    settings = make_settings(model=QUICK)
+    client = tracking.client(settings)
+    look_up = tracking.champion_version
+
+    def alias_moves_right_after(mlflow_client, name):
+        found = look_up(mlflow_client, name)
+        client.set_registered_model_alias(name, "champion", "2")
+        return found
+
+    monkeypatch.setattr(tracking, "champion_version", alias_moves_right_after)
+    verdict = SimplePipeline(settings).run()["validate_model"]
+    assert verdict["champion_version"] == "1"
+    assert verdict["champion_rmse"] == pytest.approx(first["train"]["rmse"], abs=1e-9)
+
+
+def fill(path: Path) -> None:
+    """Write `path` until its disk has no room left."""
+    import errno
+    import os
+
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(descriptor, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(descriptor)
+
+
+@pytest.mark.slow
+def test_a_deploy_that_fails_promoted_nothing_and_its_retry_registers_once(tmp_path: Path,
+                                                                           tlc_server: TlcServer) -> None:
+    """deployments/ on a full disk (read-only when not root): deploy fails before the alias moves."""
+    home = tmp_path / "home"
+    flags = ["make", *cli_data_flags(home, tlc_server)]
+    if ROOT:
+        with small_disk(home / "deployments", 64) as popen:
+            fill(home / "deployments" / "filler")
+            failed = run_with(flags, **popen)
+        line = one_sentence_failure(failed, "Task 'deploy' failed", "no room to write")
+    else:
+        with read_only(home / "deployments"):
+            failed = run_with(flags)
+        line = one_sentence_failure(failed, "Task 'deploy' failed")
+    assert "is now 'champion'" not in failed.stdout + failed.stderr, line
+    client = models(home)
+    assert not client.search_model_versions(f"name = '{MODEL}'") or tracking.champion_version(client, MODEL) is None
+
+    retried = run_with(flags)
+    assert retried.returncode == 0, retried.stderr[-3000:]
+    assert "version 1 is now 'champion' (no champion yet)" in retried.stdout
+    versions = client.search_model_versions(f"name = '{MODEL}'")
+    assert [str(version.version) for version in versions] == ["1"]
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    assert (home / "deployments" / "green_2021-01.json").exists()
+
+
+@pytest.mark.slow
+def test_the_compute_mode_is_chosen_once_and_read_from_the_records(make_settings,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make_settings(model=QUICK)
+    context = StepContext(settings)
+    nodes = {node.name: node for node in graph(settings)}
+    records = {}
+    for name in ("extract[2021-01]", "extract[2021-02]", "validate_data", "transform", "features"):
+        node = nodes[name]
+        records[name] = run_step(node, context, {up: records[up] for up in node.upstream}, hooks=())
+    assert records["features"]["compute"] == "memory"
+
+    monkeypatch.setattr(compute, "available_bytes", lambda: 0)
+    assert StepContext(settings).compute_mode == "external", "choosing again would now disagree"
+    trained = run_step(nodes["train"], context, {"features": records["features"]}, hooks=())
+    assert trained["compute"] == "memory"
+    assert tracking.client(settings).get_run(trained["run_id"]).data.tags["compute"] == "memory"

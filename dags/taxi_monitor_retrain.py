@@ -6,7 +6,7 @@ training month. When a `monitor.*` threshold is crossed
 (`drifted`), `retrain` trains on the month before the monitored one, validates on the
 monitored month, and the pipeline's gate decides whether the new model becomes the
 champion. Params as in taxi_duration_pipeline: `color`, `year`, `month`, `settings`.
-Each task is one call into taxipipe.serve.jobs, as are the tasks of the Prefect flow
+Each task is one call into taxipipe.runners.monitor_retrain, as are the tasks of the Prefect flow
 `monitor-retrain`.
 """
 
@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from airflow.sdk import Param, dag, get_current_context, task
 
 from taxipipe.runners.airflow import settings_for
-from taxipipe.serve import jobs
+from taxipipe.runners import monitor_retrain as jobs
 
 
 def _settings():

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from taxipipe import console
-from taxipipe.cli import add_settings_flags, settings_from
+from taxipipe.flags import add_settings_flags, settings_from
 from taxipipe.errors import TaxipipeError
 from taxipipe.pipeline import graph
 from taxipipe.runners import airflow as airflow_runner

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from taxipipe.cli import add_settings_flags, settings_from
+from taxipipe.flags import add_settings_flags, settings_from
 from taxipipe.errors import TaxipipeError
 from taxipipe.pipeline import STEPS, graph, run_step
 from taxipipe.steps import StepContext, extract_month

@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from taxipipe import console
-from taxipipe.cli import add_settings_flags, settings_from
+from taxipipe.flags import add_settings_flags, settings_from
 from taxipipe.config import Settings
 from taxipipe.errors import TaxipipeError
 from taxipipe.pipeline import STEPS, graph

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from taxipipe.cli import add_settings_flags, settings_from
+from taxipipe.flags import add_settings_flags, settings_from
 from taxipipe.config import Settings
 from taxipipe.errors import StepFailed, TaxipipeError
 from taxipipe.pipeline import chain

@@ -15,7 +15,7 @@ import sys
 from typing import Sequence
 
 from taxipipe import console
-from taxipipe.cli import add_settings_flags
+from taxipipe.flags import add_settings_flags
 from taxipipe.errors import TaxipipeError
 from taxipipe.runners import prefect_local
 

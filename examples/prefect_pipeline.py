@@ -17,7 +17,7 @@ import sys
 from typing import Sequence
 
 from taxipipe import console
-from taxipipe.cli import add_settings_flags
+from taxipipe.flags import add_settings_flags
 from taxipipe.errors import TaxipipeError
 from taxipipe.runners import prefect_local
 
@@ -41,12 +41,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TaxipipeError as exc:
         console.pipeline_failed(str(exc))
         return 1
+    from taxipipe.runners.prefect_flow import ml_pipeline, monthly_deployment
+
     if args.serve:
         from prefect import serve
 
-        serve(prefect_local.monthly_deployment(run.config, run.overrides))
+        serve(monthly_deployment(run.config, run.overrides))
         return 0
-    from taxipipe.runners.prefect_flow import ml_pipeline
 
     data = run.settings.data
     state = ml_pipeline(color=data.color, year=data.year, month=data.month, config=run.config,

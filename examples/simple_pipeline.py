@@ -9,7 +9,7 @@ Same flags as `taxipipe run`; the steps themselves live in the taxipipe package.
 import argparse
 import sys
 
-from taxipipe.cli import add_settings_flags, settings_from
+from taxipipe.flags import add_settings_flags, settings_from
 from taxipipe.errors import StepFailed, TaxipipeError
 from taxipipe.runners.simple import SimplePipeline
 

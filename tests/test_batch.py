@@ -66,7 +66,7 @@ def test_a_killed_predicts_leftover_is_never_listed_and_the_next_predict_removes
     import subprocess
     import sys
 
-    from taxipipe.layout import atomic_path
+    from taxipipe.safety.atomic import atomic_path
 
     folder = champion_home / "predictions" / "green"
     with atomic_path(folder / "2021-04.parquet") as tmp:

@@ -159,7 +159,7 @@ def test_a_signal_that_python_swallowed_still_stops_the_download(monkeypatch: py
     import signal
     import weakref
 
-    from taxipipe import interrupts
+    from taxipipe.safety import interrupts
     from taxipipe.data import fetch
 
     monkeypatch.setattr(interrupts, "_SEEN", [])

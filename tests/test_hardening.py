@@ -498,7 +498,7 @@ def test_next_run_settles_what_a_killed_run_left(home: Path, tlc_server: TlcServ
 HOLD_HOME = """
 import sys
 from pathlib import Path
-from taxipipe.lockfile import hold_home
+from taxipipe.safety.home_lock import hold_home
 
 with hold_home(Path(sys.argv[1]), "a test run", wait=False):
     print("held", flush=True)
@@ -509,7 +509,7 @@ with hold_home(Path(sys.argv[1]), "a test run", wait=False):
 def test_cleanup_waits_for_a_run_holding_the_home(home: Path) -> None:
     """Any runner's cleanup step waits for the run holding the home, and passes in its own."""
     from taxipipe.config import load_settings
-    from taxipipe.lockfile import hold_home
+    from taxipipe.safety.home_lock import hold_home
     from taxipipe.steps import StepContext, cleanup
 
     settings = load_settings(overrides={"home": str(home), "artifacts": {"keep_downloads": True}})

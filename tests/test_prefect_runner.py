@@ -265,7 +265,7 @@ def test_deployments_validate_and_run_on_a_worker(prefect_server: dict[str, str]
     assert "| train | 76,518 | 73,908 |" in artifact["data"]
 
     served = subprocess.run(
-        [sys.executable, "-c", "from taxipipe.runners.prefect_local import monthly_deployment as d; "
+        [sys.executable, "-c", "from taxipipe.runners.prefect_flow import monthly_deployment as d; "
                                "print(d().apply())"],
         capture_output=True, text=True, env=env, timeout=300)
     assert served.returncode == 0, served.stderr[-3000:]

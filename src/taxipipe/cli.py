@@ -16,70 +16,13 @@ from typing import Any, Callable, Sequence
 
 from taxipipe import __version__
 from taxipipe.errors import TaxipipeError
-from taxipipe.features import FEATURE_SETS
-from taxipipe.interrupts import Terminated, raise_interrupted, raise_terminated
-from taxipipe.models import KIND_NAMES
+from taxipipe.flags import FLAG_KEYS, add_settings_flags, overrides_from, settings_from
+from taxipipe.safety.interrupts import Terminated, raise_interrupted, raise_terminated
 
 #: The status a shell reports for a command that a closed pipe stopped (128 + SIGPIPE), as for git.
 CLOSED_PIPE_STATUS = 128 + signal.SIGPIPE
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags every pipeline command shares; each overrides one setting."""
-    group = parser.add_argument_group("settings (override config file and TAXIPIPE_* env)")
-    group.add_argument("--config", type=Path, help="TOML or YAML config file (or $TAXIPIPE_CONFIG)")
-    group.add_argument("--home", type=Path, help="home directory for data, state and the MLflow store")
-    group.add_argument("--color", choices=["green", "yellow"], help="taxi colour")
-    group.add_argument("--year", type=int, help="training year")
-    group.add_argument("--month", type=int, help="training month (validation is the next one)")
-    group.add_argument("--model", choices=KIND_NAMES, help="model kind (default xgboost)")
-    group.add_argument("--features", choices=sorted(FEATURE_SETS), help="feature encoding")
-    group.add_argument("--preset", choices=["zoomcamp"], help="named model parameter preset")
-    group.add_argument("--tracking-uri", help="MLflow tracking URI (default: a SQLite store in the home)")
-    group.add_argument("--url-template", help="URL, file:// URL or path template of TLC months")
-    group.add_argument("--train-months", type=int, metavar="N",
-                       help="train on the N months ending at --year/--month (default 1)")
-    group.add_argument("--engine", choices=["local", "dask"], help="where training runs (default local)")
-    group.add_argument("--scheduler", metavar="tcp://HOST:PORT",
-                       help="Dask scheduler for --engine dask (default: a local cluster)")
-
-
-FLAG_KEYS = {
-    "home": ("home",),
-    "color": ("data", "color"),
-    "year": ("data", "year"),
-    "month": ("data", "month"),
-    "url_template": ("data", "url_template"),
-    "model": ("model", "kind"),
-    "features": ("model", "features"),
-    "preset": ("model", "preset"),
-    "tracking_uri": ("mlflow", "tracking_uri"),
-    "train_months": ("data", "train_months"),
-    "engine": ("compute", "engine"),
-    "scheduler": ("compute", "dask_scheduler"),
-}
-
-
-def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
-    """Nested settings tables from the flags that were given."""
-    tables: dict[str, Any] = {}
-    for flag, path in FLAG_KEYS.items():
-        value = getattr(args, flag, None)
-        if value is None:
-            continue
-        table = tables
-        for part in path[:-1]:
-            table = table.setdefault(part, {})
-        table[path[-1]] = value
-    return tables
-
-
-def settings_from(args: argparse.Namespace):
-    from taxipipe.config import load_settings
-
-    return load_settings(args.config, overrides_from(args))
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -126,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from taxipipe import console
     from taxipipe.errors import StepFailed
-    from taxipipe.lockfile import hold_home
+    from taxipipe.safety.home_lock import hold_home
     from taxipipe.runners.simple import SimplePipeline
 
     try:

@@ -15,8 +15,9 @@ from taxipipe.errors import (
     NetworkError,
     SchemaError,
 )
-from taxipipe.interrupts import raise_if_signalled
-from taxipipe.layout import atomic_path, source_record, write_text_atomic
+from taxipipe.safety.interrupts import raise_if_signalled
+from taxipipe.layout import source_record
+from taxipipe.safety.atomic import atomic_path, write_text_atomic
 from taxipipe.partition import Partition
 
 if TYPE_CHECKING:

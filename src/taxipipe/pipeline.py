@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from taxipipe import steps
 from taxipipe.config import Settings
 from taxipipe.errors import TaxipipeError, TrackingError, storage_error
-from taxipipe.interrupts import raise_if_signalled
+from taxipipe.safety.interrupts import raise_if_signalled
 from taxipipe.partition import Partition
 from taxipipe.steps import Record, StepContext, Upstream
 
@@ -163,10 +163,27 @@ def by_node(records: Mapping[str, Record | list[Record]]) -> dict[str, Record]:
     return flat
 
 
-def _after_step_hooks() -> tuple[AfterStep, ...]:
+def log_step_seconds(node: str, ctx: StepContext, upstream: Upstream, record: Record) -> None:
+    """After-step hook of every runner: once an MLflow run exists (train on), log step times
+    and this process's peak memory.
+
+    train logs the times of itself and every step before it; each later step its own.
+    """
     from taxipipe import tracking
 
-    return (tracking.log_step_seconds_hook,)
+    run_id = record.get("run_id") or next(
+        (previous["run_id"] for previous in upstream.values() if "run_id" in previous), None)
+    if run_id is None:
+        return
+    step = node.split("[")[0]
+    logged = dict(record["timings"]) if step == "train" else {step: record["seconds"]}
+    client = tracking.client(ctx.settings)
+    tracking.log_step_seconds(client, run_id, logged)
+    tracking.log_peak_memory(client, run_id, step)
+
+
+def _after_step_hooks() -> tuple[AfterStep, ...]:
+    return (log_step_seconds,)
 
 
 def run_step(step: Step, ctx: StepContext, upstream: Upstream,

@@ -9,7 +9,7 @@ import sys
 import threading
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import unquote, urlparse
 
 from taxipipe.config import Settings
@@ -17,8 +17,6 @@ from taxipipe.errors import TrackingError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-
-    from taxipipe.steps import StepContext
 
 CHAMPION = "champion"
 logger = logging.getLogger(__name__)
@@ -301,22 +299,6 @@ def log_step_seconds(mlflow_client: MlflowClient, run_id: str, timings: dict[str
     mlflow_client.log_batch(run_id, metrics=metrics)
 
 
-def log_step_seconds_hook(node: str, ctx: StepContext, upstream: Mapping[str, Mapping[str, Any]],
-                          record: Mapping[str, Any]) -> None:
-    """After-step hook of every runner: once an MLflow run exists (train on), log step times.
-
-    train logs the times of itself and every step before it; each later step its own.
-    """
-    run_id = record.get("run_id") or next(
-        (previous["run_id"] for previous in upstream.values() if "run_id" in previous), None)
-    if run_id is None:
-        return
-    step = node.split("[")[0]
-    logged = dict(record["timings"]) if step == "train" else {step: record["seconds"]}
-    log_step_seconds(client(ctx.settings), run_id, logged)
-    log_peak_memory(client(ctx.settings), run_id, step)
-
-
 def log_peak_memory(mlflow_client: MlflowClient, run_id: str, step: str) -> None:
     """Record this process's peak memory once `step` is done, as metric `peak_rss_mb.<step>`."""
     import time
@@ -362,7 +344,7 @@ def fail_abandoned_runs(mlflow_client: MlflowClient, experiment: str, partition:
     """Mark FAILED the runs of this partition and runner left RUNNING by a killed process."""
     import socket
 
-    from taxipipe.layout import process_alive
+    from taxipipe.safety.atomic import process_alive
 
     abandoned = []
     here = socket.gethostname()
@@ -484,7 +466,7 @@ def _lock_holder(mlflow_client: MlflowClient, name: str) -> dict[str, str] | Non
 def _abandoned(holder: dict[str, str], host: str) -> bool:
     import time
 
-    from taxipipe.layout import process_alive
+    from taxipipe.safety.atomic import process_alive
 
     if holder.get("taxipipe.host") == host:
         return not process_alive(holder.get("taxipipe.pid", ""))

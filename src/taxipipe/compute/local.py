@@ -13,7 +13,7 @@ def train_in_memory(settings: Settings, encoder: Any, train_path: Path, validati
                     callbacks: Sequence[Any] = ()) -> Trained:
     """The configured model kind on the .npz matrices the features step wrote."""
     from taxipipe.features import load_matrix
-    from taxipipe.interrupts import deferred
+    from taxipipe.safety.interrupts import deferred
     from taxipipe.models.registry import get_kind
 
     train_set = load_matrix(train_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from taxipipe.features import MODEL_COLUMNS, TARGET
-from taxipipe.layout import atomic_path
+from taxipipe.safety.atomic import atomic_path
 
 if TYPE_CHECKING:
     import numpy as np

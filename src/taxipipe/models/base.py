@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:
     import numpy as np
 
-    from taxipipe.config import ModelSettings
     from taxipipe.features import Encoder
 
 #: RMSEs (minutes) closer than this are the same: runs that agree, a rerun that is no better.
@@ -26,13 +25,23 @@ RMSE_AGREEMENT = 1e-6
 Matrices = tuple[Any, Any]
 #: `train(model settings, encoder, training month, validation month, callbacks)`: the callbacks
 #: watch the rounds of kinds that train in rounds (XGBoost); other kinds ignore them.
-Train = Callable[["ModelSettings", "Encoder", Matrices, Matrices, Sequence[Any]], "Fit"]
+Train = Callable[["KindSettings", "Encoder", Matrices, Matrices, Sequence[Any]], "Fit"]
 
 
 class KindParams(BaseModel):
     """The parameters of one kind (`model.params`): unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class KindSettings(Protocol):
+    """What a kind reads of the model settings (`config.KindSettings` is one)."""
+
+    @property
+    def params(self) -> Any: ...
+
+    @property
+    def early_stopping_rounds(self) -> int: ...
 
 
 class TrainedModel(Protocol):
@@ -52,7 +61,7 @@ class Fit:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def plain_params(model: ModelSettings) -> dict[str, Any]:
+def plain_params(model: KindSettings) -> dict[str, Any]:
     """The MLflow params of a kind whose parameters go to the model as they are."""
     return model.params.model_dump()
 
@@ -73,8 +82,8 @@ class ModelKind:
     train: Train
     load: Callable[[Path, Encoder], TrainedModel]
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    log_params: Callable[[ModelSettings], dict[str, Any]] = plain_params
-    rounds: Callable[[ModelSettings], int] | None = None
+    log_params: Callable[[KindSettings], dict[str, Any]] = plain_params
+    rounds: Callable[[KindSettings], int] | None = None
 
 
 class EstimatorModel:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from taxipipe.models.base import EstimatorModel, Fit, KindParams, Matrices, ModelKind, fit_estimator
+from taxipipe.models.base import EstimatorModel, Fit, KindParams, KindSettings, Matrices, ModelKind, fit_estimator
 
 if TYPE_CHECKING:
-    from taxipipe.config import ModelSettings
     from taxipipe.features import Encoder
 
 
@@ -15,7 +14,7 @@ class LinearParams(KindParams):
     fit_intercept: bool = True
 
 
-def train(model: ModelSettings, encoder: Encoder, train: Matrices, validation: Matrices,
+def train(model: KindSettings, encoder: Encoder, train: Matrices, validation: Matrices,
           callbacks: Sequence[Any] = ()) -> Fit:
     from sklearn.linear_model import LinearRegression
 

@@ -6,10 +6,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from pydantic import Field
 
-from taxipipe.models.base import EstimatorModel, Fit, KindParams, Matrices, ModelKind, fit_estimator
+from taxipipe.models.base import EstimatorModel, Fit, KindParams, KindSettings, Matrices, ModelKind, fit_estimator
 
 if TYPE_CHECKING:
-    from taxipipe.config import ModelSettings
     from taxipipe.features import Encoder
 
 
@@ -21,7 +20,7 @@ class RandomForestParams(KindParams):
     random_state: int = 42
 
 
-def train(model: ModelSettings, encoder: Encoder, train: Matrices, validation: Matrices,
+def train(model: KindSettings, encoder: Encoder, train: Matrices, validation: Matrices,
           callbacks: Sequence[Any] = ()) -> Fit:
     from sklearn.ensemble import RandomForestRegressor
 

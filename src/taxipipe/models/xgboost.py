@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from pydantic import Field
 
-from taxipipe.models.base import Fit, KindParams, Matrices, ModelKind
+from taxipipe.models.base import Fit, KindParams, KindSettings, Matrices, ModelKind
 
 if TYPE_CHECKING:
     import numpy as np
     import xgboost as xgb
 
-    from taxipipe.config import ModelSettings
     from taxipipe.features import Encoder
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -94,7 +93,7 @@ class BoosterModel:
         return cls(booster)
 
 
-def train(model: ModelSettings, encoder: Encoder, train: Matrices, validation: Matrices,
+def train(model: KindSettings, encoder: Encoder, train: Matrices, validation: Matrices,
           callbacks: Sequence[xgb.callback.TrainingCallback] = ()) -> Fit:
     """Boost with early stopping on the validation month; keep the rounds up to the best one.
 
@@ -133,7 +132,7 @@ def keep_best(booster: xgb.Booster) -> tuple[xgb.Booster, dict[str, float]]:
     return booster, {"best_iteration": best, "boosted_rounds": rounds}
 
 
-def log_params(model: ModelSettings) -> dict[str, Any]:
+def log_params(model: KindSettings) -> dict[str, Any]:
     """The run's MLflow params: the native ones, the rounds and early stopping."""
     return {**booster_params(model.params), "num_boost_round": model.params.n_estimators,
             "early_stopping_rounds": model.early_stopping_rounds}

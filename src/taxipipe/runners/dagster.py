@@ -37,7 +37,7 @@ from dagster import (
 
 from taxipipe.config import Settings, load_settings, merge
 from taxipipe.errors import PERMANENT_ERRORS
-from taxipipe.lockfile import hold_home
+from taxipipe.safety.home_lock import hold_home
 from taxipipe.partition import PUBLICATION_LAG_MONTHS, Partition
 from taxipipe.pipeline import STEPS, Step, by_node, month_node, run_step
 from taxipipe.steps import Record, StepContext

@@ -9,7 +9,7 @@ unchanged (prefect.yaml, or `serve`, see docs/prefect.md).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
@@ -20,12 +20,15 @@ from prefect.states import Failed, State
 from taxipipe import console
 from taxipipe.config import Settings
 from taxipipe.errors import StepFailed, TaxipipeError
-from taxipipe.lockfile import hold_home
+from taxipipe.safety.home_lock import hold_home
 from taxipipe.partition import scheduled_training_month
 from taxipipe.pipeline import STEPS, Step, by_node, month_node
-from taxipipe.runners.prefect_local import flow_settings
+from taxipipe.runners.prefect_local import DEPLOYMENT_NAME, MONTHLY_CRON, flow_settings
 from taxipipe.runners.prefect_tasks import RUNNER, TASKS
 from taxipipe.steps import Record, StepContext
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
 
 
 class _Steps:
@@ -101,3 +104,20 @@ def ml_pipeline(color: str | None = None, year: int | None = None, month: int | 
                              description="RMSE, row counts and step times of this run")
     console.final_summary(run.records)
     return by_node(run.records)
+
+
+def monthly_deployment(config: str | None = None,
+                       overrides: dict[str, Any] | None = None) -> RunnerDeployment:
+    """The flow served from this process (`--serve`), monthly, on the newest published month.
+
+    `config` and `overrides` become the deployment's default parameters, so the served runs
+    use the settings the process was started with (its --home, --url-template...).
+    """
+    from prefect.deployments.runner import EntrypointType
+
+    parameters = {"latest": True, "config": config, "overrides": overrides or {}}
+    return ml_pipeline.to_deployment(
+        name=DEPLOYMENT_NAME, cron=MONTHLY_CRON, parameters=parameters, tags=["taxipipe"],
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        description="Retrain on the newest published month; move 'champion' if it is better.",
+    )

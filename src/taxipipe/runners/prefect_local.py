@@ -1,5 +1,4 @@
-"""Prefect on this machine: its state under the project home, a flow run's settings, and
-the monthly deployment.
+"""Prefect on this machine: its state under the project home, and a flow run's settings.
 
 Prefect reads its settings once, when it is first imported: call `configure(home)` before
 anything imports prefect (this module does not import it at load time).
@@ -11,14 +10,12 @@ import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from taxipipe.cli import overrides_from, settings_from
 from taxipipe.config import Settings, load_settings, merge
+from taxipipe.flags import overrides_from, settings_from
 
-if TYPE_CHECKING:
-    from prefect.deployments.runner import RunnerDeployment
-
+#: The monthly deployment of the flow (`prefect_flow.monthly_deployment`).
 DEPLOYMENT_NAME = "monthly-local"
 #: 06:00 on the 15th of every month: by then TLC has published the month before last.
 MONTHLY_CRON = "0 6 15 * *"
@@ -71,22 +68,3 @@ def flow_settings(color: str | None, year: int | None, month: int | None,
     """The settings of a flow run: the flow's parameters over the config file and TAXIPIPE_* env."""
     given = {"color": color, "year": year, "month": month}
     return load_settings(config, merge(overrides, {"data": {k: v for k, v in given.items() if v is not None}}))
-
-
-def monthly_deployment(config: str | None = None,
-                       overrides: dict[str, Any] | None = None) -> RunnerDeployment:
-    """The flow served from this process (`--serve`), monthly, on the newest published month.
-
-    `config` and `overrides` become the deployment's default parameters, so the served runs
-    use the settings the process was started with (its --home, --url-template...).
-    """
-    from prefect.deployments.runner import EntrypointType
-
-    from taxipipe.runners.prefect_flow import ml_pipeline
-
-    parameters = {"latest": True, "config": config, "overrides": overrides or {}}
-    return ml_pipeline.to_deployment(
-        name=DEPLOYMENT_NAME, cron=MONTHLY_CRON, parameters=parameters, tags=["taxipipe"],
-        entrypoint_type=EntrypointType.MODULE_PATH,
-        description="Retrain on the newest published month; move 'champion' if it is better.",
-    )

@@ -1,6 +1,6 @@
 """The monthly monitor-then-retrain job as a Prefect 3 flow: check the month, retrain on drift.
 
-Both tasks are one call into `taxipipe.serve.jobs`, like the tasks of the Airflow DAG
+Both tasks are one call into `taxipipe.runners.monitor_retrain`, like the tasks of the Airflow DAG
 dags/taxi_monitor_retrain.py. Call `prefect_local.configure(home)` before importing this
 module when Prefect should keep its state under the project home.
 """
@@ -16,7 +16,7 @@ from prefect.runtime import flow_run
 from taxipipe.config import Settings
 from taxipipe.partition import scheduled_training_month
 from taxipipe.runners.prefect_local import flow_settings
-from taxipipe.serve import jobs
+from taxipipe.runners import monitor_retrain as jobs
 
 RUNNER = "prefect-monitor"
 

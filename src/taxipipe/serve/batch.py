@@ -75,7 +75,7 @@ def score_month(settings: Settings) -> BatchResult:
     import pyarrow.parquet as pq
 
     from taxipipe.data import open_trips, trip_columns
-    from taxipipe.layout import atomic_path, remove_stale_parts
+    from taxipipe.safety.atomic import atomic_path, remove_stale_parts
 
     started = time.perf_counter()
     remove_stale_parts(settings.home)

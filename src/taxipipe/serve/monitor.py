@@ -231,7 +231,7 @@ def compare(settings: Settings, champion: Loaded) -> MonitorReport:
 def monitor_month(settings: Settings) -> MonitorReport:
     """Compare the configured month with the champion's training data; write the HTML report
     under {home}/reports/ and log the metrics to the MLflow experiment `monitoring`."""
-    from taxipipe.layout import write_text_atomic
+    from taxipipe.safety.atomic import write_text_atomic
     from taxipipe.serve.batch import load_champion
 
     started = time.perf_counter()

@@ -1,29 +1,25 @@
-"""The make runner's memory (one human-readable lock file per partition) and the home's run lock.
+"""The make runner's memory: one human-readable state file per partition, as dvc.lock is.
 
     home/state/{color}/{YYYY-MM}.lock.json   what each step's last successful run saw and made
-    home/state/make.lock, make.owner         the home's run lock (filelock) and who holds it
 
-Paths inside a lock file are relative to the home directory.
+Guarantee: a step is recorded only after it succeeded, and the file is replaced atomically,
+so a killed build leaves the state of its last finished step; a step that was running is
+listed under `running` and reruns ("it was interrupted"). Paths inside are relative to the home.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
-from taxipipe import console
-from taxipipe.errors import BusyError, PipelineStateError
+from taxipipe.errors import PipelineStateError
 from taxipipe.hashing import FileState
-from taxipipe.layout import remove_stale_parts, write_text_atomic
 from taxipipe.partition import Partition
+from taxipipe.safety.atomic import write_text_atomic
 
 LOCK_VERSION = 1
-#: The homes whose run lock this process holds (a nested `hold_home` there does not wait).
-_HELD: set[Path] = set()
 
 
 def lock_path(home: Path, partition: Partition, train_months: int = 1) -> Path:
@@ -67,7 +63,7 @@ class Entry:
 
 
 @dataclass
-class LockFile:
+class MakeState:
     """The state of one partition: an entry per finished step, and the steps under way."""
 
     path: Path
@@ -76,7 +72,7 @@ class LockFile:
     running: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: Path, partition: Partition) -> LockFile:
+    def load(cls, path: Path, partition: Partition) -> MakeState:
         """The recorded state; an empty one when there is none or another version wrote it."""
         try:
             data = json.loads(path.read_text())
@@ -116,43 +112,3 @@ class LockFile:
                         recorded[key] = state
                         changed = True
         return changed
-
-
-@contextmanager
-def hold_home(home: Path, owner: str, wait: bool) -> Iterator[None]:
-    """Hold the home's run lock; wait for another holder (saying so) or stop at once.
-
-    `taxipipe run`, `make`, `make --clean`, the in-process Prefect, Dagster and Airflow runs
-    and every cleanup step hold it, so no cleanup deletes what one of those runs is using. It
-    is held per process: inside a holder, a nested `hold_home` on the same home passes at
-    once. Once held, the temporary files of killed writers are removed.
-    """
-    from filelock import FileLock, Timeout
-
-    home = home.resolve()
-    if home in _HELD:
-        yield
-        return
-    state = home / "state"
-    state.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(state / "make.lock")
-    owner_file = state / "make.owner"
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        holder = owner_file.read_text().strip() if owner_file.exists() else "unknown"
-        if not wait:
-            raise BusyError(
-                f"another taxipipe run ({holder}) is using {home}; wait for it to finish "
-                "or run again without --no-wait"
-            ) from None
-        console.say(f"⏳ Waiting for another taxipipe run ({holder}) on {home} to finish")
-        lock.acquire()
-    _HELD.add(home)
-    try:
-        owner_file.write_text(f"pid {os.getpid()}, {owner}\n")
-        remove_stale_parts(home)
-        yield
-    finally:
-        _HELD.discard(home)
-        lock.release()

@@ -13,7 +13,10 @@ import pytest
 
 from taxipipe.config import load_settings
 from taxipipe.serve.champion import Loaded
-from taxipipe.serve.monitor import clean_rides, numeric_drift, psi, training_data, window_rides, zone_drift
+from taxipipe.partition import Partition
+from taxipipe.serve.metrics import ServeMetrics
+from taxipipe.serve.monitor import (Drift, MonitorReport, clean_rides, numeric_drift, psi, training_data,
+                                    window_rides, write_verdict, zone_drift)
 from tests.conftest import REPO, TlcServer, cli_data_flags, run_cli
 
 
@@ -27,6 +30,31 @@ def test_psi_is_zero_for_equal_distributions_and_grows_with_a_shift() -> None:
     zones = rng.integers(1, 266, 50_000)
     assert not zone_drift("z", zones, rng.integers(1, 266, 50_000), 0.2).drifted
     assert zone_drift("z", zones, rng.integers(1, 40, 50_000), 0.2).drifted
+
+
+def _report(psi_pickup: float) -> MonitorReport:
+    return MonitorReport(partition=Partition("green", 2023, 2), reference=(Partition("green", 2021, 1),),
+                         model_name="m", model_version=4, champion_run_id="r", rows=60_000, reference_rows=70_000,
+                         drifts=[Drift("PULocationID", psi_pickup, 0.2), Drift("trip_distance", 0.01, 0.2)],
+                         rmse=6.5, champion_rmse=6.0, max_rmse_increase=1.0)
+
+
+def test_the_last_verdict_is_served_on_metrics_and_a_broken_file_is_skipped(tmp_path: Path) -> None:
+    verdict = tmp_path / "metrics" / "taxipipe_monitor.prom"
+    metrics = ServeMetrics(textfiles=(verdict,))
+    assert b"taxipipe_monitor" not in metrics.exposition()
+    write_verdict(verdict, _report(1.08))
+    page = metrics.exposition().decode()
+    labels = 'color="green",model_version="4",month="2023-02"'
+    assert f"taxipipe_monitor_drifted{{{labels}}} 1.0" in page
+    assert f"taxipipe_monitor_columns_drifted{{{labels}}} 1.0" in page
+    assert f'taxipipe_monitor_psi{{color="green",column="PULocationID",model_version="4",month="2023-02"}} 1.08' in page
+    assert f"taxipipe_monitor_rmse_increase_minutes{{{labels}}} 0.5" in page
+    write_verdict(verdict, _report(0.01))
+    assert f"taxipipe_monitor_drifted{{{labels}}} 0.0" in metrics.exposition().decode()
+    verdict.write_text("taxipipe_monitor_drifted{ 1\n")
+    page = metrics.exposition().decode()
+    assert "taxipipe_monitor" not in page and "taxipipe_serve_model_version 0.0" in page
 
 
 def test_the_reference_is_the_champions_whole_training_window(tmp_path: Path, tlc_server: TlcServer) -> None:
@@ -70,6 +98,8 @@ def test_monitor_exits_3_when_a_threshold_is_crossed(champion_home: Path, tlc_se
     result = run_cli("monitor", *cli_data_flags(champion_home, tlc_server, year=2023, month=2))
     assert result.returncode == 3, result.stderr
     assert "drift: PULocationID PSI" in result.stdout
+    verdict = (champion_home / "metrics" / "taxipipe_monitor.prom").read_text()
+    assert 'taxipipe_monitor_drifted{color="green",model_version="1",month="2023-02"} 1.0' in verdict
     rmse = run_cli("monitor", *cli_data_flags(champion_home, tlc_server, month=3),
                    env={"TAXIPIPE_MONITOR__MAX_RMSE_INCREASE": "0", "TAXIPIPE_MONITOR__MAX_FEATURE_PSI": "5",
                         "TAXIPIPE_MONITOR__MAX_PREDICTION_PSI": "5"})

@@ -40,6 +40,7 @@ NUMERIC = ("trip_distance", "predicted_minutes")
 SHARE_FLOOR = 1e-4
 DECILES = 10
 EXPERIMENT = "monitoring"
+VERDICT_FILE = "taxipipe_monitor.prom"
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,43 @@ def monitor_month(settings: Settings) -> MonitorReport:
     report.seconds = time.perf_counter() - started
     write_text_atomic(report.report_path, render_html(report))
     _log_artifact(settings, report)
+    write_verdict(verdict_path(settings), report)
     return report
+
+
+def verdict_path(settings: Settings) -> Path:
+    """The Prometheus text file holding the last verdict: `taxipipe serve` adds it to /metrics,
+    and a node-exporter textfile collector can read its folder."""
+    return settings.home / "metrics" / VERDICT_FILE
+
+
+def write_verdict(path: Path, report: MonitorReport) -> None:
+    """The report's verdict as gauges labelled with the month and the champion's version (atomic)."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    registry = CollectorRegistry()
+    partition = report.partition
+    names = ("color", "month", "model_version")
+    labels = (partition.color, partition.label, str(report.model_version))
+
+    def gauge(name: str, help_text: str, value: float) -> None:
+        Gauge(name, help_text, names, registry=registry).labels(*labels).set(value)
+
+    gauge("taxipipe_monitor_drifted", "1 when the last monitored month crossed a monitor threshold",
+          float(report.drifted))
+    gauge("taxipipe_monitor_columns_drifted", "Columns whose PSI crossed its limit in the last monitored month",
+          sum(d.drifted for d in report.drifts))
+    psi_gauge = Gauge("taxipipe_monitor_psi", "PSI of each column of the last monitored month against the "
+                      "training data", (*names, "column"), registry=registry)
+    for drift in report.drifts:
+        psi_gauge.labels(*labels, drift.column).set(drift.psi)
+    gauge("taxipipe_monitor_rmse_minutes", "RMSE of the champion on the last monitored month", report.rmse)
+    if report.rmse_increase is not None:
+        gauge("taxipipe_monitor_rmse_increase_minutes",
+              "RMSE of the last monitored month minus the champion's registered RMSE", report.rmse_increase)
+    gauge("taxipipe_monitor_last_run_timestamp_seconds", "When `taxipipe monitor` last finished", time.time())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), registry)
 
 
 def log_to_mlflow(settings: Settings, report: MonitorReport) -> str:

@@ -63,6 +63,37 @@ def test_every_alert_is_one_signal_against_a_threshold_and_the_dashboard_has_no_
     assert all("$" not in expr for expr in dashboard_expressions())
 
 
+def _gauges(page: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {sample.name: sample.value for family in text_string_to_metric_families(page)
+            for sample in family.samples if not sample.labels}
+
+
+def test_the_champion_gauges_the_alerts_read(champion_home: Path, tmp_path: Path) -> None:
+    """Served: its version and registration time, no failing lookup; an unreachable store: none, failing."""
+    from fastapi.testclient import TestClient
+
+    from taxipipe import tracking
+    from taxipipe.config import load_settings
+    from taxipipe.serve.app import create_app
+
+    settings = load_settings(overrides={"home": str(champion_home)})
+    version = tracking.client(settings).get_model_version(settings.mlflow.model_name, "1")
+    with TestClient(create_app(settings)) as service:
+        served = _gauges(service.get("/metrics").text)
+    assert served["taxipipe_serve_model_version"] == 1
+    assert served["taxipipe_serve_model_registered_timestamp_seconds"] == version.creation_timestamp / 1000
+    assert served["taxipipe_serve_champion_lookup_failing"] == 0
+    unreachable = load_settings(overrides={"home": str(tmp_path / "home"),
+                                           "mlflow": {"tracking_uri": f"http://127.0.0.1:{free_port()}"}})
+    with TestClient(create_app(unreachable)) as service:
+        failing = _gauges(service.get("/metrics").text)
+    assert failing["taxipipe_serve_model_version"] == 0
+    assert failing["taxipipe_serve_model_registered_timestamp_seconds"] == 0
+    assert failing["taxipipe_serve_champion_lookup_failing"] == 1
+
+
 class PrometheusApi:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -130,8 +161,8 @@ def running_prometheus(workdir: Path, target: str) -> Iterator[PrometheusApi]:
 @pytest.mark.slow
 def test_prometheus_scrapes_serve_and_evaluates_every_alert_and_panel(
         champion_home: Path, tlc_server: TlcServer, tmp_path: Path) -> None:
-    monitor = run_cli("monitor", *cli_data_flags(champion_home, tlc_server, month=2))
-    assert monitor.returncode == 0, monitor.stdout + monitor.stderr
+    monitor = run_cli("monitor", *cli_data_flags(champion_home, tlc_server, year=2023, month=2))
+    assert monitor.returncode == 3, monitor.stdout + monitor.stderr
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     serve = subprocess.Popen([sys.executable, "-m", "taxipipe.cli", "serve", "--home", str(champion_home),
@@ -152,7 +183,7 @@ def test_prometheus_scrapes_serve_and_evaluates_every_alert_and_panel(
             predicted = prometheus.wait_for_series('taxipipe_serve_rides_predicted_total{job="taxipipe"} >= 210')
             assert sum(float(series["value"][1]) for series in predicted) == 210
             [drifted] = prometheus.wait_for_series("taxipipe_monitor_drifted")
-            assert drifted["metric"]["month"] == "2021-02" and drifted["value"][1] == "0"
+            assert drifted["metric"]["month"] == "2023-02" and drifted["value"][1] == "1"
 
             empty = [expr for expr in dashboard_expressions() if not prometheus.wait_for_series(expr)]
             assert empty == [], "dashboard queries without series"
@@ -161,9 +192,11 @@ def test_prometheus_scrapes_serve_and_evaluates_every_alert_and_panel(
                 shape = ALERT_SHAPE.fullmatch(rule["expr"].strip())
                 signal = f"{shape['signal']} {shape['op']} bool {shape['threshold']}"
                 assert prometheus.wait_for_series(signal), f"{rule['alert']}: no series for {signal}"
-            firing = {series["metric"]["alertname"] for series in prometheus.query("ALERTS")}
-            assert not firing & {"TaxipipeServiceDown", "TaxipipeNoChampion", "TaxipipeChampionReloadFailing",
-                                 "TaxipipeModelOld", "TaxipipeDrift"}, firing
+            [drift] = prometheus.wait_for_series('ALERTS{alertname="TaxipipeDrift", alertstate="firing"}')
+            assert drift["metric"]["month"] == "2023-02" and drift["metric"]["severity"] == "warning"
+            alerts = {series["metric"]["alertname"] for series in prometheus.query("ALERTS")}
+            assert not alerts & {"TaxipipeServiceDown", "TaxipipeNoChampion", "TaxipipeChampionReloadFailing",
+                                 "TaxipipeModelOld"}, alerts
             rules = _wait_for_evaluated_rules(prometheus)
     finally:
         serve.terminate()

@@ -12,7 +12,7 @@ AIRFLOW_PORT ?= 8080
 PREFECT_PORT ?= 4200
 DAGSTER_PORT ?= 3000
 
-.PHONY: env run test test-fast bench serve mlflow-ui airflow-ui prefect-server dagster-ui clean help
+.PHONY: env test-packages run test test-fast bench serve mlflow-ui airflow-ui prefect-server dagster-ui clean help
 
 help:
 	@echo "make run        run the pipeline (simple runner; ARGS='--year 2021 --month 1 ...')"
@@ -25,6 +25,7 @@ help:
 	@echo "make prefect-server  start a Prefect server and UI on 127.0.0.1:PREFECT_PORT, 4200 (docs/prefect.md)"
 	@echo "make dagster-ui start Dagster (dagster dev) with the job and its schedule (127.0.0.1:DAGSTER_PORT, 3000)"
 	@echo "make env        create or update the environment only"
+	@echo "make test-packages  install what the tests need from Debian (prometheus, chromium) when root"
 	@echo "make clean      remove the environment and caches (not ~/.taxipipe)"
 
 env: $(STAMP)
@@ -35,13 +36,28 @@ $(STAMP): uv.lock pyproject.toml
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --all-extras --compile-bytecode
 	@rm -f $(VENV)/.synced-* && touch $@
 
+# Debian packages the tests use beside Python (each named like its command): Prometheus with
+# promtool (the shipped alerts and dashboard) and Chromium (renders the drift report).
+# Installed with apt-get when missing and running as root; silent when present.
+TEST_PACKAGES := prometheus chromium
+
+test-packages:
+	@missing=$$(for package in $(TEST_PACKAGES); do command -v $$package > /dev/null || printf ' %s' $$package; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get > /dev/null; then \
+		echo "the tests need the Debian packages$$missing: install them as root (apt-get install$$missing)"; exit 0; fi; \
+	echo "installing$$missing with apt-get"; \
+	install="apt-get install -y -qq --no-install-recommends$$missing"; \
+	DEBIAN_FRONTEND=noninteractive $$install > /dev/null || \
+		{ apt-get update -qq > /dev/null && DEBIAN_FRONTEND=noninteractive $$install > /dev/null; }
+
 run: env
 	$(BIN)/taxipipe run $(ARGS)
 
-test: env
+test: env test-packages
 	$(BIN)/python -m pytest $(ARGS)
 
-test-fast: env
+test-fast: env test-packages
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 BENCH ?= green green-onehot scaled

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from taxipipe.config import load_settings
 from taxipipe.serve.champion import Loaded
-from taxipipe.serve.monitor import clean_rides, numeric_drift, psi, training_data, window_rides, zone_drift
+from taxipipe.partition import Partition
+from taxipipe.serve.metrics import ServeMetrics
+from taxipipe.serve.monitor import (Drift, MonitorReport, clean_rides, numeric_drift, psi, training_data,
+                                    window_rides, write_verdict, zone_drift)
 from tests.conftest import REPO, TlcServer, cli_data_flags, run_cli
 
 
@@ -27,6 +34,31 @@ def test_psi_is_zero_for_equal_distributions_and_grows_with_a_shift() -> None:
     zones = rng.integers(1, 266, 50_000)
     assert not zone_drift("z", zones, rng.integers(1, 266, 50_000), 0.2).drifted
     assert zone_drift("z", zones, rng.integers(1, 40, 50_000), 0.2).drifted
+
+
+def _report(psi_pickup: float) -> MonitorReport:
+    return MonitorReport(partition=Partition("green", 2023, 2), reference=(Partition("green", 2021, 1),),
+                         model_name="m", model_version=4, champion_run_id="r", rows=60_000, reference_rows=70_000,
+                         drifts=[Drift("PULocationID", psi_pickup, 0.2), Drift("trip_distance", 0.01, 0.2)],
+                         rmse=6.5, champion_rmse=6.0, max_rmse_increase=1.0)
+
+
+def test_the_last_verdict_is_served_on_metrics_and_a_broken_file_is_skipped(tmp_path: Path) -> None:
+    verdict = tmp_path / "metrics" / "taxipipe_monitor.prom"
+    metrics = ServeMetrics(textfiles=(verdict,))
+    assert b"taxipipe_monitor" not in metrics.exposition()
+    write_verdict(verdict, _report(1.08))
+    page = metrics.exposition().decode()
+    labels = 'color="green",model_version="4",month="2023-02"'
+    assert f"taxipipe_monitor_drifted{{{labels}}} 1.0" in page
+    assert f"taxipipe_monitor_columns_drifted{{{labels}}} 1.0" in page
+    assert f'taxipipe_monitor_psi{{color="green",column="PULocationID",model_version="4",month="2023-02"}} 1.08' in page
+    assert f"taxipipe_monitor_rmse_increase_minutes{{{labels}}} 0.5" in page
+    write_verdict(verdict, _report(0.01))
+    assert f"taxipipe_monitor_drifted{{{labels}}} 0.0" in metrics.exposition().decode()
+    verdict.write_text("taxipipe_monitor_drifted{ 1\n")
+    page = metrics.exposition().decode()
+    assert "taxipipe_monitor" not in page and "taxipipe_serve_model_version 0.0" in page
 
 
 def test_the_reference_is_the_champions_whole_training_window(tmp_path: Path, tlc_server: TlcServer) -> None:
@@ -55,7 +87,8 @@ def test_monitor_a_month_like_the_training_month(champion_home: Path, tlc_server
     assert "RMSE 6.0507" in result.stdout and "no threshold crossed" in result.stdout
     report = champion_home / "reports" / "monitor_green_2021-02.html"
     page = report.read_text()
-    assert "No threshold crossed." in page and page.count("data:image/png;base64,") == 2
+    assert "0 of 4 columns drifted; RMSE within limits" in page and page.count("data:image/png;base64,") == 4
+    assert "share of rides" in page and "clipped into it" in page and "trained on" not in page
     settings = load_settings(overrides={"home": str(champion_home)})
     client = tracking.client(settings)
     [run] = client.search_runs([client.get_experiment_by_name("monitoring").experiment_id],
@@ -70,10 +103,61 @@ def test_monitor_exits_3_when_a_threshold_is_crossed(champion_home: Path, tlc_se
     result = run_cli("monitor", *cli_data_flags(champion_home, tlc_server, year=2023, month=2))
     assert result.returncode == 3, result.stderr
     assert "drift: PULocationID PSI" in result.stdout
+    verdict = (champion_home / "metrics" / "taxipipe_monitor.prom").read_text()
+    assert 'taxipipe_monitor_drifted{color="green",model_version="1",month="2023-02"} 1.0' in verdict
     rmse = run_cli("monitor", *cli_data_flags(champion_home, tlc_server, month=3),
                    env={"TAXIPIPE_MONITOR__MAX_RMSE_INCREASE": "0", "TAXIPIPE_MONITOR__MAX_FEATURE_PSI": "5",
                         "TAXIPIPE_MONITOR__MAX_PREDICTION_PSI": "5"})
     assert rmse.returncode == (3 if "above the champion's" in rmse.stdout else 0), rmse.stdout
+
+
+@pytest.mark.slow
+def test_the_report_of_a_training_month_says_so_and_its_charts_render_in_a_browser(
+        champion_home: Path, tlc_server: TlcServer, tmp_path: Path) -> None:
+    result = run_cli("monitor", *cli_data_flags(champion_home, tlc_server, month=1))
+    assert result.returncode == 0, result.stderr
+    assert "green 2021-01 is one of the months the champion was trained on" in result.stdout
+    page = (champion_home / "reports" / "monitor_green_2021-01.html").read_text()
+    assert "0 of 4 columns drifted; RMSE within limits" in page and "Note: green 2021-01 is one of the" in page
+    images = render_images(page, tmp_path)
+    assert [alt.split(":")[0] for alt, *_ in images] == ["PULocationID", "DOLocationID", "trip_distance",
+                                                          "predicted_minutes"]
+    assert all(complete and width > 400 and height > 150 for _, complete, width, height in images), images
+
+
+def render_images(page: str, workdir: Path) -> list[list[Any]]:
+    """Each image of `page` as Chromium (headless) loaded it: alt text, complete, natural width and height."""
+    probe = """<script>addEventListener("load", () => document.body.setAttribute("data-images", JSON.stringify(
+        [...document.images].map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]))));</script>"""
+    target = workdir / "report.html"
+    target.write_text(page.replace("</body>", probe + "</body>"))
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is missing: `make test` installs Debian's chromium package when run as root"
+    result = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                             "--disable-component-update", "--disable-sync", "--no-first-run",
+                             f"--user-data-dir={workdir / 'chromium'}", "--dump-dom", target.as_uri()],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    found = re.search(r'data-images="([^"]*)"', result.stdout)
+    assert found, result.stdout[:2000]
+    return json.loads(html.unescape(found.group(1)))
+
+
+@pytest.mark.parametrize("month, make", [
+    (8, lambda trips: trips.slice(0, 0)),
+    (9, lambda trips: trips.set_column(trips.schema.get_field_index("lpep_dropoff_datetime"),
+                                       "lpep_dropoff_datetime", trips["lpep_pickup_datetime"])),
+], ids=["no-rows", "no-ride-of-1-to-60-minutes"])
+def test_monitor_a_month_without_rides_to_compare_says_so(
+        champion_home: Path, tlc_server: TlcServer, tlc_dir: Path, month: int, make: Any) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(make(pq.read_table(tlc_dir / "green_tripdata_2021-02.parquet")),
+                   tlc_server.root / f"green_tripdata_2021-{month:02d}.parquet")
+    result = run_cli("monitor", *cli_data_flags(champion_home, tlc_server, month=month))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"green 2021-{month:02d} has no rides of 1..60 minutes to monitor" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_monitor_without_champion_says_what_to_do(tmp_path: Path, tlc_server: TlcServer) -> None:

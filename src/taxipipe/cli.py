@@ -274,7 +274,8 @@ def add_monitor(commands: Any) -> None:
                       description="Compare the month with the champion's training data (PSI, KS, Wasserstein "
                                   "per feature and for the predictions; RMSE on its actual durations), write "
                                   "HOME/reports/monitor_{color}_{YYYY-MM}.html, log to the MLflow experiment "
-                                  "'monitoring', and exit 3 when a monitor.* threshold is crossed.")
+                                  "'monitoring', write the verdict to HOME/metrics/taxipipe_monitor.prom (served "
+                                  "on taxipipe serve's /metrics), and exit 3 when a monitor.* threshold is crossed.")
     add_settings_flags(monitor)
 
 

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from taxipipe.config import Settings
 from taxipipe.serve.champion import Champion
 from taxipipe.serve.metrics import CONTENT_TYPE, ServeMetrics
+from taxipipe.serve.monitor import verdict_path
 from taxipipe.serve.rides import RideError, parse_batch, parse_ride
 
 log = logging.getLogger("taxipipe.serve")
@@ -74,13 +75,18 @@ class _Timing:
 def create_app(settings: Settings) -> FastAPI:
     """The service for these settings; the champion is loaded at startup and rechecked in the background."""
     champion = Champion(settings)
-    metrics = ServeMetrics()
+    metrics = ServeMetrics(textfiles=(verdict_path(settings),))
     limit = settings.serve.batch_limit
 
     def refresh() -> dict[str, Any]:
-        if champion.refresh():
+        try:
+            swapped = champion.refresh()
+        except Exception:
+            metrics.champion(champion, failed=True)
+            raise
+        metrics.champion(champion)
+        if swapped:
             loaded = champion.current
-            metrics.model_version.set(loaded.version)
             metrics.reloads.inc()
             log.info("serving %s version %s (run %s)", loaded.name, loaded.version, loaded.run_id)
         return champion.describe()

@@ -31,6 +31,7 @@ class Loaded:
     run_id: str
     loaded_at: str
     model: Any
+    registered_at: float = 0.0
 
     def predict(self, pickup: np.ndarray, dropoff: np.ndarray, distance: np.ndarray) -> np.ndarray:
         return self.model.predict_rides(pickup, dropoff, distance)
@@ -93,4 +94,4 @@ def load_version(settings: Settings, name: str, version: Any) -> Loaded:
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}", suppress_warnings=True)
     return Loaded(name=name, version=int(version.version), run_id=version.run_id,
                   loaded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  model=pyfunc.unwrap_python_model())
+                  model=pyfunc.unwrap_python_model(), registered_at=version.creation_timestamp / 1000)

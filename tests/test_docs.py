@@ -1,7 +1,8 @@
 """Every ```sh and ```python block of README.md and docs/*.md runs, so no snippet can rot.
 
 A block that cannot run in a test (a long-lived server, the internet, minutes of work) is
-directly preceded by a line `<!-- not-tested: reason -->`. The blocks of one document run in
+directly preceded by a line `<!-- not-tested: reason -->`; a document with no block to run
+says why in a line `<!-- no-runnable-blocks: reason -->`. The blocks of one document run in
 order, as a reader would run them, from a copy of the checkout (links) beside a
 `../shared/data/tlc` of the real months, with HOME and TAXIPIPE_HOME in a temporary
 directory, `.venv/bin` first on the PATH and the data URL template pointed at the test's
@@ -25,6 +26,8 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 RUNNABLE = {"sh": ["bash", "-eo", "pipefail", "-c"], "python": [sys.executable, "-c"]}
 FENCE = re.compile(r"^```(\S*)\s*$")
 NOT_TESTED = re.compile(r"^<!-- not-tested: (.*\S.*) -->$")
+#: A document without a block to run says why, on a line of its own.
+NO_BLOCKS = re.compile(r"^<!-- no-runnable-blocks: (.*\S.*) -->$", re.M)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,17 @@ def test_markers_name_a_reason_and_stand_right_above_a_runnable_block() -> None:
                     f"{path.name}:{number + 1}: the marker must stand directly above a sh or python block")
 
 
+def runnable_blocks(path: Path) -> list[Block]:
+    return [block for block in blocks(path) if block.language in RUNNABLE and block.not_tested is None]
+
+
+def test_every_document_runs_a_block_or_says_why_not() -> None:
+    for path in DOCS:
+        has_blocks, says_why = bool(runnable_blocks(path)), bool(NO_BLOCKS.search(path.read_text()))
+        assert has_blocks != says_why, (
+            f"{path.name}: {'drop the no-runnable-blocks line' if has_blocks else 'add a block that runs, or say why not'}")
+
+
 def checkout_copy(root: Path, tlc_dir: Path) -> Path:
     """ROOT/checkouts/taxipipe linking every top-level entry of the checkout, beside ROOT/checkouts/shared/data/tlc."""
     checkout = root / "checkouts" / "taxipipe"
@@ -83,9 +97,9 @@ def checkout_copy(root: Path, tlc_dir: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("doc", DOCS, ids=lambda path: path.name)
+@pytest.mark.parametrize("doc", [path for path in DOCS if runnable_blocks(path)], ids=lambda path: path.name)
 def test_every_block_runs(doc: Path, tmp_path: Path, tlc_server: TlcServer, tlc_dir: Path) -> None:
-    runnable = [block for block in blocks(doc) if block.language in RUNNABLE and block.not_tested is None]
+    runnable = runnable_blocks(doc)
     checkout = checkout_copy(tmp_path, tlc_dir)
     user_home = tmp_path / "user"
     user_home.mkdir()

@@ -6,9 +6,11 @@ import os
 import signal
 import socket
 import subprocess
+import json
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -43,8 +45,28 @@ def listening(session: int) -> set[tuple[str, int]]:
     return found
 
 
-def serve(target: str, variable: str, home: Path, ready_path: str, timeout: float = 300) -> None:
-    """Start `make TARGET VARIABLE=port`, wait until it answers, check its sockets, stop it."""
+def airflow_components_up(port: int) -> bool:
+    """Whether Airflow's scheduler, triggerer and DAG processor report healthy (their sockets are open)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5) as answer:
+        health = json.load(answer)
+    return all((health.get(part) or {}).get("status") == "healthy"
+               for part in ("metadatabase", "scheduler", "triggerer", "dag_processor"))
+
+
+def dagster_code_loaded(port: int) -> bool:
+    """Whether `dagster dev` has loaded its code location (its code server is up)."""
+    query = json.dumps({"query": "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }"})
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=query.encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        entries = json.load(answer)["data"]["workspaceOrError"].get("locationEntries") or []
+    return bool(entries) and all(entry["loadStatus"] == "LOADED" for entry in entries)
+
+
+def serve(target: str, variable: str, home: Path, ready_path: str, timeout: float = 300,
+          settled: Callable[[int], bool] = lambda port: True) -> None:
+    """Start `make TARGET VARIABLE=port`, wait until it answers and every component it starts is
+    up (`settled`), check its sockets, stop it."""
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "AIRFLOW", "PREFECT"))}
     environment["TAXIPIPE_HOME"] = str(home)
@@ -56,11 +78,13 @@ def serve(target: str, variable: str, home: Path, ready_path: str, timeout: floa
             assert process.poll() is None, process.stdout.read().decode()[-3000:]
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=5):
+                    pass
+                if settled(port):
                     break
-            except OSError:
-                assert time.monotonic() < deadline, f"{target} did not answer on port {port}"
-                time.sleep(2)
-        time.sleep(10)
+            except (OSError, ValueError, KeyError):
+                pass
+            assert time.monotonic() < deadline, f"{target} did not answer on port {port}"
+            time.sleep(0.5)
         sockets = listening(process.pid)
         assert ("127.0.0.1", port) in sockets
         assert {host for host, _ in sockets} <= {"127.0.0.1", "::1"}, sockets
@@ -79,13 +103,14 @@ def test_prefect_server_takes_its_port_from_prefect_port(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_airflow_ui_listens_on_loopback_only_and_has_no_log_servers(tmp_path: Path) -> None:
-    serve("airflow-ui", "AIRFLOW_PORT", tmp_path / "home", "/api/v2/monitor/health", timeout=600)
+def test_airflow_ui_and_its_components_listen_on_loopback_only(tmp_path: Path) -> None:
+    serve("airflow-ui", "AIRFLOW_PORT", tmp_path / "home", "/api/v2/monitor/health", timeout=600,
+          settled=airflow_components_up)
 
 
 @pytest.mark.slow
 def test_dagster_ui_listens_on_loopback_only_with_its_state_under_the_home(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    serve("dagster-ui", "DAGSTER_PORT", home, "/server_info")
+    serve("dagster-ui", "DAGSTER_PORT", home, "/server_info", settled=dagster_code_loaded)
     assert "telemetry" in (home / "dagster" / "dagster.yaml").read_text()
     assert (home / "dagster" / "history" / "runs.db").is_file()

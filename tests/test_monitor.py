@@ -19,8 +19,8 @@ from taxipipe.config import load_settings
 from taxipipe.serve.champion import Loaded
 from taxipipe.partition import Partition
 from taxipipe.serve.metrics import ServeMetrics
-from taxipipe.serve.monitor import (Drift, MonitorReport, clean_rides, numeric_drift, psi, training_data,
-                                    window_rides, write_verdict, zone_drift)
+from taxipipe.serve.drift import Drift, numeric_drift, psi, zone_drift
+from taxipipe.serve.monitor import MonitorReport, clean_rides, training_data, window_rides, write_verdict
 from tests.conftest import REPO, TlcServer, cli_data_flags, run_cli
 
 

@@ -2,17 +2,11 @@
 
 For each feature (PULocationID, DOLocationID, trip_distance) and for the predictions, the
 month is compared with the champion's training data, every month of its training window
-(rides of 1..60 minutes in both):
-
-- PSI (population stability index) decides: zones by their share of rides, distance and
-  minutes by the training data's deciles. PSI does not grow with the row count, so one
-  threshold (monitor.max_feature_psi, max_prediction_psi; 0.2 is the usual "major shift")
-  fits a 60k-ride green month and a 3M-ride yellow one.
-- KS statistic and Wasserstein distance (scipy) describe numeric shifts; Jensen-Shannon
-  distance describes zone shifts. They are reported, not thresholded: on months of this
-  size a KS p-value is ~0 for any visible difference.
-- RMSE on the month's actual durations against the RMSE the champion was registered with
-  (monitor.max_rmse_increase minutes).
+(rides of 1..60 minutes in both), by the statistics of `drift` (PSI against
+monitor.max_feature_psi and max_prediction_psi), and its RMSE on the month's actual durations
+with the RMSE the champion was registered with (monitor.max_rmse_increase minutes). The
+verdict goes to the console, an HTML report (`drift_report`), the MLflow experiment
+`monitoring` and a Prometheus text file that `taxipipe serve` adds to /metrics.
 
 Evidently, the course's monitoring library, does not import with pandas 3 (the locked
 environment), so the statistics come from scipy and numpy.
@@ -20,7 +14,6 @@ environment), so the statistics come from scipy and numpy.
 
 from __future__ import annotations
 
-import html
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from taxipipe.config import Settings
 from taxipipe.errors import DataQualityError
 from taxipipe.partition import Partition
+from taxipipe.serve.drift import NUMERIC, ZONES, Drift, numeric_drift, zone_drift
+from taxipipe.serve.drift_report import render_html
 from taxipipe.window import training_window, window_key, window_label
 
 if TYPE_CHECKING:
@@ -36,33 +31,8 @@ if TYPE_CHECKING:
 
     from taxipipe.serve.champion import Loaded
 
-ZONES = ("PULocationID", "DOLocationID")
-NUMERIC = ("trip_distance", "predicted_minutes")
-#: What each column is, in words, and the unit of its values.
-TITLES = {"PULocationID": ("pickup zone", "LocationID"), "DOLocationID": ("dropoff zone", "LocationID"),
-          "trip_distance": ("trip distance", "miles"), "predicted_minutes": ("predicted duration", "minutes")}
-TOP_ZONES = 15
-CLIP_QUANTILE = 0.99
-SHARE_FLOOR = 1e-4
-DECILES = 10
 EXPERIMENT = "monitoring"
 VERDICT_FILE = "taxipipe_monitor.prom"
-
-
-@dataclass(frozen=True)
-class Drift:
-    """One column's shift between the training data and the monitored month."""
-
-    column: str
-    psi: float
-    threshold: float
-    ks: float | None = None
-    wasserstein: float | None = None
-    jensen_shannon: float | None = None
-
-    @property
-    def drifted(self) -> bool:
-        return self.psi > self.threshold
 
 
 @dataclass
@@ -171,41 +141,6 @@ def _cell(value: float | None, width: int = 7) -> str:
     return f"{value:>{width}.4f}" if value is not None else " " * (width - 1) + "-"
 
 
-def psi(reference: np.ndarray, current: np.ndarray) -> float:
-    """Population stability index of two vectors of shares (each summing to 1)."""
-    import numpy as np
-
-    ref = np.clip(reference, SHARE_FLOOR, None)
-    cur = np.clip(current, SHARE_FLOOR, None)
-    return float(np.sum((cur - ref) * np.log(cur / ref)))
-
-
-def zone_drift(column: str, reference: np.ndarray, current: np.ndarray, threshold: float) -> Drift:
-    """Shift of a zone column: PSI and Jensen-Shannon distance of the zones' shares of rides."""
-    import numpy as np
-    from scipy.spatial.distance import jensenshannon
-
-    size = int(max(reference.max(initial=0), current.max(initial=0))) + 1
-    ref = np.bincount(reference.astype(np.int64), minlength=size) / max(len(reference), 1)
-    cur = np.bincount(current.astype(np.int64), minlength=size) / max(len(current), 1)
-    return Drift(column, psi(ref, cur), threshold, jensen_shannon=float(jensenshannon(ref, cur, base=2)))
-
-
-def numeric_drift(column: str, reference: np.ndarray, current: np.ndarray, threshold: float) -> Drift:
-    """Shift of a numeric column: PSI over the reference's deciles, KS statistic, Wasserstein distance."""
-    import numpy as np
-    from scipy import stats
-
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, DECILES + 1)[1:-1]))
-
-    def shares(values: np.ndarray) -> np.ndarray:
-        return np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1) / len(values)
-
-    return Drift(column, psi(shares(reference), shares(current)), threshold,
-                 ks=float(stats.ks_2samp(reference, current).statistic),
-                 wasserstein=float(stats.wasserstein_distance(reference, current)))
-
-
 def clean_rides(settings: Settings, partition: Partition) -> dict[str, np.ndarray]:
     """The month's rides of 1..60 minutes as arrays (fetched into the download cache if needed)."""
     from taxipipe.data import read_trips
@@ -280,7 +215,7 @@ def monitor_month(settings: Settings) -> MonitorReport:
     report.report_path = settings.home / "reports" / f"monitor_{partition.color}_{partition.label}.html"
     report.run_id = log_to_mlflow(settings, report)
     report.seconds = time.perf_counter() - started
-    write_text_atomic(report.report_path, render_html(report))
+    write_text_atomic(report.report_path, render_html(report, EXPERIMENT))
     _log_artifact(settings, report)
     write_verdict(verdict_path(settings), report)
     return report
@@ -348,125 +283,3 @@ def _log_artifact(settings: Settings, report: MonitorReport) -> None:
     client = tracking.client(settings)
     client.log_artifact(report.run_id, str(report.report_path))
     client.set_terminated(report.run_id)
-
-
-def render_html(report: MonitorReport) -> str:
-    """A self-contained HTML page: headline, statistics, RMSE verdict and a chart per column (inline PNG)."""
-    p = report.partition
-    training, month = f"training data ({window_label(report.reference)})", f"this month ({p.label})"
-    rows = "".join(
-        f"<tr class='{'bad' if d.drifted else ''}'><td>{d.column}</td><td>{d.psi:.4f}</td><td>{d.threshold}</td>"
-        f"<td>{_html_cell(d.ks)}</td><td>{_html_cell(d.wasserstein)}</td><td>{_html_cell(d.jensen_shannon)}</td>"
-        f"<td>{'drift' if d.drifted else 'ok'}</td></tr>" for d in report.drifts)
-    if report.champion_rmse is None:
-        rmse = f"{report.rmse:.4f} on this month; the champion's registered RMSE is unknown"
-    else:
-        rmse = (f"{report.rmse:.4f} on this month against {report.champion_rmse:.4f} registered: "
-                f"{report.rmse_increase:+.4f} (limit +{report.max_rmse_increase})")
-    rmse_row = (f"<tr class='{'bad' if report.rmse_verdict == 'over the limit' else ''}'><td>RMSE (minutes)</td>"
-                f"<td colspan='5'>{rmse}</td><td>{report.rmse_verdict}</td></tr>")
-    charts = []
-    for column, (reference, current) in report.distributions.items():
-        title, unit = TITLES[column]
-        if column in ZONES:
-            image, caption = _zone_chart(title, reference, current, training, month)
-        else:
-            image, top = _histogram(f"{title} ({unit})", reference, current, training, month)
-            caption = (f"Shares of rides per bin. The axis ends at the training data's {CLIP_QUANTILE:.0%} "
-                       f"quantile, {top:.1f} {unit}: the last bin also holds every longer ride (clipped into "
-                       f"it), so a heavier tail shows as a taller last bar.")
-        heading = f"Top {TOP_ZONES} {title}s by share of rides" if column in ZONES else title.capitalize()
-        charts.append(f"<figure><h2>{heading} ({column})</h2>"
-                      f"<img alt='{column}: {training} and {month}' src='data:image/png;base64,{image}'>"
-                      f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-    note = f"<p class='note'>Note: {html.escape(report.trained_on_note)}</p>" if report.trained_on else ""
-    reasons = f"<p>{html.escape('; '.join(report.reasons))}</p>" if report.drifted else ""
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>taxipipe monitor {p.color} {p.label}: {report.headline}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}td,th{{padding:.3em .8em;border-bottom:1px solid #ddd}}
-.bad{{background:#fdd}}.ok{{background:#dfd}}.headline{{font-size:1.4em;font-weight:bold}}
-.note{{background:#fff4cc;padding:.6em}}
-figure{{margin:1.5em 0}}figcaption{{color:#444;max-width:50em}}</style></head><body>
-<h1>Drift report: {p.color} {p.label} against {html.escape(report.model_name)} v{report.model_version}</h1>
-<p class="headline {'bad' if report.drifted else 'ok'}">{report.headline}</p>
-{reasons}{note}
-<p>Training data {window_label(report.reference)}: {report.reference_rows:,} rides; this month: {report.rows:,} rides
-(rides of 1..60 minutes in both).</p>
-<table><tr><th>column</th><th>PSI</th><th>limit</th><th>KS</th><th>Wasserstein</th><th>Jensen-Shannon</th>
-<th>verdict</th></tr>
-{rows}
-{rmse_row}</table>
-{"".join(charts)}
-<p>PSI (population stability index) decides: over the training data's deciles for numbers, over
-the zones' shares of rides for zones; 0.2 is the usual limit of a major shift. KS, Wasserstein
-(in the column's unit) and Jensen-Shannon describe the shift. MLflow run {report.run_id} in
-experiment '{EXPERIMENT}'.</p>
-</body></html>
-"""
-
-
-def _html_cell(value: float | None) -> str:
-    return f"{value:.4f}" if value is not None else "-"
-
-
-def _png(figure: Any) -> str:
-    import base64
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
-    plt.close(figure)
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _zone_chart(title: str, reference: np.ndarray, current: np.ndarray, training: str,
-                month: str) -> tuple[str, str]:
-    """The TOP_ZONES zones with the largest share of rides in either month, both shares side by side."""
-    import numpy as np
-
-    size = int(max(reference.max(), current.max())) + 1
-    ref = np.bincount(reference.astype(np.int64), minlength=size) / len(reference) * 100
-    cur = np.bincount(current.astype(np.int64), minlength=size) / len(current) * 100
-    zones = np.argsort(-np.maximum(ref, cur), kind="stable")[:TOP_ZONES]
-    positions = np.arange(len(zones))
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(7, 0.3 * len(zones) + 1.2))
-    axes.barh(positions - 0.2, ref[zones], height=0.4, label=training)
-    axes.barh(positions + 0.2, cur[zones], height=0.4, label=month)
-    axes.set_yticks(positions, [str(zone) for zone in zones])
-    axes.invert_yaxis()
-    axes.set_xlabel("share of rides (%)")
-    axes.set_ylabel(f"{title} (LocationID)")
-    axes.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
-    caption = (f"The {len(zones)} zones with the largest share of rides in either month; together they hold "
-               f"{ref[zones].sum():.0f}% of the training rides and {cur[zones].sum():.0f}% of this month's.")
-    return _png(figure), caption
-
-
-def _histogram(label: str, reference: np.ndarray, current: np.ndarray, training: str,
-               month: str) -> tuple[str, float]:
-    """Both distributions as shares of rides per bin, clipped at the reference's CLIP_QUANTILE; and that edge."""
-    import numpy as np
-
-    top = float(np.quantile(reference, CLIP_QUANTILE)) or 1.0
-    bins = np.linspace(0, top, 40)
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(7, 3))
-    for values, name in ((reference, training), (current, month)):
-        axes.hist(np.clip(values, 0, top), bins=bins, weights=np.full(len(values), 100 / len(values)),
-                  alpha=0.5, label=name)
-    axes.set_xlabel(label)
-    axes.set_ylabel("share of rides (%)")
-    axes.legend()
-    return _png(figure), top

@@ -42,6 +42,7 @@ def test_predict_scores_every_ride_like_the_pyfunc(champion_home: Path, tlc_serv
     assert np.allclose(scored["actual_minutes"], minutes)
 
 
+@pytest.mark.slow
 def test_predict_streams_batches(champion_home: Path, tlc_server: TlcServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(batch, "BATCH_ROWS", 10_000)
     settings = load_settings(overrides={"home": str(champion_home), "data": {
@@ -60,6 +61,7 @@ def test_predict_without_champion_says_what_to_do(tmp_path: Path, tlc_server: Tl
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_killed_predicts_leftover_is_never_listed_and_the_next_predict_removes_it(
         champion_home: Path, tlc_server: TlcServer) -> None:
     import os
@@ -82,6 +84,7 @@ def test_a_killed_predicts_leftover_is_never_listed_and_the_next_predict_removes
     assert all(not path.name.startswith(".") for path in folder.glob("*.parquet"))
 
 
+@pytest.mark.slow
 def test_a_month_without_rides_gives_an_empty_file_with_every_column(champion_home: Path, tlc_server: TlcServer,
                                                                      tlc_dir: Path) -> None:
     folder = tlc_server.root / "empty"

@@ -66,6 +66,7 @@ def test_overrides_merge_key_by_key() -> None:
     assert base == {"data": {"year": 2021, "month": 1}, "home": "a"}
 
 
+@pytest.mark.slow
 def test_simple_and_make_runners_run_the_graph(settings) -> None:
     assert edges(SimplePipeline(settings).steps) == edges(graph(settings))
     assert edges(MakeRun(settings).chain) == edges(chain("deploy", graph(settings)))

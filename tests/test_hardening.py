@@ -122,6 +122,7 @@ def test_interrupted_first_run_leaves_no_broken_store(tmp_path: Path, tlc_server
     assert again.returncode == 0, again.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_sigterm_prints_one_line_and_exits_143(home: Path, tlc_server: TlcServer) -> None:
     process = start_run(*cli_data_flags(home, tlc_server))
     wait_for(lambda: (home / "state" / "make.owner").exists(), "the run holds its home")
@@ -246,6 +247,7 @@ def test_bad_url_template_is_one_sentence(home: Path, template: str) -> None:
     assert not (home / "downloads").exists()
 
 
+@pytest.mark.slow
 def test_cached_download_is_reused_only_from_the_same_source(home: Path, tlc_server: TlcServer,
                                                              tlc_dir: Path) -> None:
     other = served_folder(tlc_server, "other-source", {
@@ -363,6 +365,7 @@ def run_with(args: list[str], **popen: Any) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("size_kb", [600, 2600, 3800, 6000, 10400])
+@pytest.mark.slow
 def test_full_disk_at_any_step_is_one_sentence(tmp_path: Path, tlc_server: TlcServer, size_kb: int) -> None:
     home = tmp_path / "home"
     with small_disk(home, size_kb) as popen:
@@ -373,6 +376,7 @@ def test_full_disk_at_any_step_is_one_sentence(tmp_path: Path, tlc_server: TlcSe
         assert not (home / "mlflow").exists() or not list((home / "mlflow").glob(".mlflow.db.new*"))
 
 
+@pytest.mark.slow
 def test_read_only_home_is_one_sentence(tmp_path: Path, tlc_server: TlcServer) -> None:
     home = tmp_path / "home"
     with read_only(home):
@@ -381,6 +385,7 @@ def test_read_only_home_is_one_sentence(tmp_path: Path, tlc_server: TlcServer) -
             assert "cannot be written" in line, line
 
 
+@pytest.mark.slow
 def test_sqlite_store_in_a_read_only_place_is_one_sentence(home: Path, tmp_path: Path,
                                                           tlc_server: TlcServer) -> None:
     locked = tmp_path / "locked"
@@ -391,6 +396,7 @@ def test_sqlite_store_in_a_read_only_place_is_one_sentence(home: Path, tmp_path:
         assert "cannot be written" in line, line
 
 
+@pytest.mark.slow
 def test_corrupt_store_is_one_sentence_and_kept(home: Path, tlc_server: TlcServer) -> None:
     store = home / "mlflow" / "mlflow.db"
     store.parent.mkdir(parents=True)
@@ -416,6 +422,7 @@ def test_store_left_unfinished_by_an_older_version_is_created_again(home: Path) 
 
 # 7 -- too few rides after the 1..60 minute filter -------------------------------------------
 
+@pytest.mark.slow
 def test_month_without_usable_rides_fails_and_leaves_the_cache(home: Path, tlc_server: TlcServer,
                                                               tlc_dir: Path) -> None:
     trips = pq.read_table(tlc_dir / "green_tripdata_2021-01.parquet")
@@ -436,6 +443,7 @@ def test_month_without_usable_rides_fails_and_leaves_the_cache(home: Path, tlc_s
 
 # 8 -- artifacts of a custom SQLite store -----------------------------------------------------
 
+@pytest.mark.slow
 def test_custom_sqlite_store_keeps_artifacts_beside_it(home: Path, tmp_path: Path, tlc_server: TlcServer) -> None:
     cwd, store = tmp_path / "cwd", tmp_path / "elsewhere" / "custom.db"
     cwd.mkdir()
@@ -449,6 +457,7 @@ def test_custom_sqlite_store_keeps_artifacts_beside_it(home: Path, tmp_path: Pat
 
 # Minor: what a killed run leaves is settled by the next one; file modes ---------------------
 
+@pytest.mark.slow
 def test_next_run_settles_what_a_killed_run_left(home: Path, tlc_server: TlcServer) -> None:
     from taxipipe import tracking
     from taxipipe.config import load_settings

@@ -33,6 +33,7 @@ def test_every_kind_is_registered_under_its_module_name() -> None:
     assert KINDS["xgboost"].feature_modes is None  # every feature set
 
 
+@pytest.mark.slow
 def test_linear_onehot_prints_the_course_figure_and_serves_raw_rides(home: Path, tlc_server, tlc_dir: Path) -> None:
     result = run_cli("run", *cli_data_flags(home, tlc_server), "--model", "linear", "--features", "onehot")
     assert result.returncode == 0, result.stderr
@@ -66,6 +67,7 @@ def test_linear_onehot_prints_the_course_figure_and_serves_raw_rides(home: Path,
         "simple", "green/2021-01", "linear", "onehot"]
 
 
+@pytest.mark.slow
 def test_random_forest_trains_serves_and_logs_its_params(make_settings) -> None:
     settings = make_settings(model={"kind": "random_forest", "features": "onehot",
                                     "params": {"n_estimators": 4, "max_depth": 8}})
@@ -100,6 +102,7 @@ def test_the_cli_names_both_settings_when_kind_and_features_clash(home: Path, tl
     assert not (home / "downloads").exists()
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_round(make_settings, tlc_dir: Path) -> None:
     settings = make_settings(model={"params": {"learning_rate": 1.0, "n_estimators": 60, "max_depth": 8},
                                     "early_stopping_rounds": 3})

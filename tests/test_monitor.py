@@ -148,6 +148,7 @@ def render_images(page: str, workdir: Path) -> list[list[Any]]:
     (9, lambda trips: trips.set_column(trips.schema.get_field_index("lpep_dropoff_datetime"),
                                        "lpep_dropoff_datetime", trips["lpep_pickup_datetime"])),
 ], ids=["no-rows", "no-ride-of-1-to-60-minutes"])
+@pytest.mark.slow
 def test_monitor_a_month_without_rides_to_compare_says_so(
         champion_home: Path, tlc_server: TlcServer, tlc_dir: Path, month: int, make: Any) -> None:
     import pyarrow.parquet as pq

@@ -70,6 +70,7 @@ def _gauges(page: str) -> dict[str, float]:
             for sample in family.samples if not sample.labels}
 
 
+@pytest.mark.slow
 def test_the_champion_gauges_the_alerts_read(champion_home: Path, tmp_path: Path) -> None:
     """Served: its version and registration time, no failing lookup; an unreachable store: none, failing."""
     from fastapi.testclient import TestClient

@@ -54,6 +54,7 @@ def test_a_run_reads_cleanly_and_json_is_one_line_then_verbose_shows_the_rest(
     assert list(as_ints) == list(as_floats) and 1 < float(written[0]) < 60
 
 
+@pytest.mark.slow
 def test_quiet_run_failure_still_says_what_went_wrong(home: Path, tlc_server) -> None:
     result = run_cli("run", "-q", "--json", *cli_data_flags(home, tlc_server, year=2030, month=1),
                      env={"TAXIPIPE_DATA__DOWNLOAD_BACKOFF_SECONDS": "0.01"})

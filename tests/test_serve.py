@@ -33,6 +33,7 @@ def client(champion_home: Path) -> Iterator[TestClient]:
         yield test_client
 
 
+@pytest.mark.slow
 def test_predictions_equal_mlflow_pyfunc(client: TestClient, champion_home: Path, tlc_dir: Path) -> None:
     import mlflow.pyfunc
 
@@ -92,6 +93,7 @@ def test_whole_floats_and_extra_fields_are_accepted(client: TestClient) -> None:
     assert floats == plain
 
 
+@pytest.mark.slow
 def test_batch_rules(champion_home: Path) -> None:
     with TestClient(create_app(serve_settings(champion_home, batch_limit=3))) as small:
         assert small.post("/predict/batch", json={"rides": [RIDE] * 4}).status_code == 413
@@ -147,6 +149,7 @@ def test_unreachable_store_starts_and_says_why(tmp_path: Path) -> None:
         assert answer.status_code == 503 and answer.json()["detail"] == health["detail"]
 
 
+@pytest.mark.slow
 def test_admin_reload_follows_the_alias(champion_home: Path) -> None:
     from taxipipe import tracking
 

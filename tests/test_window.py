@@ -74,6 +74,7 @@ def test_onehot_is_refused_where_it_cannot_stream(tlc_dir: Path) -> None:
     assert compute.choose(load_settings(), months) == "memory"
 
 
+@pytest.mark.slow
 def test_window_in_memory_then_in_external_memory_logs_the_window(make_settings, home: Path) -> None:
     in_memory = SimplePipeline(make_settings(data=WINDOW_2023)).run()
     assert in_memory["train"]["compute"] == "memory"

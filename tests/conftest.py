@@ -34,7 +34,7 @@ def _data_dir() -> Path:
     shared = REPO.parent / "shared" / "data" / "tlc"
     if shared.is_dir():
         return shared
-    from taxipipe.data import fetch, source_url
+    from taxipipe.tlc import fetch, source_url
 
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "taxipipe" / "test-data"
     for partition in TEST_MONTHS:

@@ -160,7 +160,7 @@ def test_a_signal_that_python_swallowed_still_stops_the_download(monkeypatch: py
     import weakref
 
     from taxipipe.safety import interrupts
-    from taxipipe.data import fetch
+    from taxipipe.tlc import fetch
 
     monkeypatch.setattr(interrupts, "_SEEN", [])
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taxipipe.data import read_trips
+from taxipipe.tlc import read_trips
 from taxipipe.features import Encoder, add_duration
 
 

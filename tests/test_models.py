@@ -11,7 +11,7 @@ import pytest
 
 from taxipipe import tracking
 from taxipipe.config import load_settings
-from taxipipe.data import read_trips
+from taxipipe.tlc import read_trips
 from taxipipe.errors import ConfigError
 from taxipipe.features import MODEL_COLUMNS, TARGET, add_duration
 from taxipipe.models import KIND_NAMES
@@ -174,3 +174,12 @@ def test_linear_gives_the_same_rmse_under_every_runner(home: Path, tlc_server, t
     scores = [run["rmse"] for run in runs]
     assert max(scores) - min(scores) <= 1e-6
     assert scores[0] == pytest.approx(COURSE_LINEAR_RMSE, abs=0.001)
+
+
+def test_versions_registered_under_the_old_module_name_still_load() -> None:
+    """Versions registered before the class moved recorded `taxipipe.serving.TripDurationModel`."""
+    import pickle
+
+    from taxipipe.pyfunc import TripDurationModel
+
+    assert pickle.loads(b"ctaxipipe.serving\nTripDurationModel\n.") is TripDurationModel

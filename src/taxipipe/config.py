@@ -68,7 +68,7 @@ class DataSettings(Section):
     @field_validator("url_template")
     @classmethod
     def _check_template(cls, template: str) -> str:
-        from taxipipe.data import template_problem
+        from taxipipe.tlc import template_problem
 
         problem = template_problem(template)
         if problem:

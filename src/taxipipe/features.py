@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from taxipipe.data import DROPOFF, PICKUP
+from taxipipe.tlc import DROPOFF, PICKUP
 from taxipipe.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -92,7 +92,7 @@ def extract_month(ctx: StepContext, month: Partition) -> Record:
     of several months is named with its window.
     """
     from taxipipe.compute import check
-    from taxipipe.data import fetch, source_url
+    from taxipipe.tlc import fetch, source_url
 
     check(ctx.settings)
     data = ctx.settings.data
@@ -121,8 +121,8 @@ def extract(ctx: StepContext, upstream: Upstream) -> Record:
 
 def validate_data(ctx: StepContext, upstream: Upstream) -> Record:
     """Check every month the run reads against the quality rules; fail naming every broken rule."""
-    from taxipipe.checks import check_trips
-    from taxipipe.data import forget, read_trips
+    from taxipipe.quality import check_trips
+    from taxipipe.tlc import forget, read_trips
 
     rules = ctx.settings.validation
     reports = {}
@@ -163,7 +163,7 @@ def transform(ctx: StepContext, upstream: Upstream) -> Record:
     and leaves the download cache.
     """
     from taxipipe.compute.stream import write_clean
-    from taxipipe.data import forget
+    from taxipipe.tlc import forget
 
     minimum = ctx.settings.validation.min_rows
     kept = {}
@@ -376,7 +376,7 @@ def save(ctx: StepContext, upstream: Upstream) -> Record:
     import taxipipe
     from taxipipe import tracking
     from taxipipe.features import MODEL_COLUMNS, TARGET
-    from taxipipe.serving import TripDurationModel, signature
+    from taxipipe.pyfunc import TripDurationModel, signature
 
     trained = _require(upstream, "train")
     run_id = trained["run_id"]

@@ -509,7 +509,7 @@ def register(mlflow_client: MlflowClient, name: str, model_uri: str, run_id: str
 
 
 def pip_requirements() -> list[str]:
-    """Pinned requirements of the served model: what `taxipipe.serving` imports."""
+    """Pinned requirements of the served model: what `taxipipe.pyfunc` imports."""
     from importlib.metadata import version
 
     packages = ["mlflow", "xgboost-cpu", "scikit-learn", "pandas", "numpy", "scipy", "pyarrow", "pydantic",

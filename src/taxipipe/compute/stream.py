@@ -30,7 +30,7 @@ def write_clean(sources: Sequence[tuple[str, Path]], color: str, dest: Path) -> 
     """
     import pyarrow.parquet as pq
 
-    from taxipipe.data import iter_trips
+    from taxipipe.tlc import iter_trips
     from taxipipe.features import add_duration
 
     months: dict[str, dict[str, int]] = {}

@@ -47,7 +47,7 @@ def predictions_path(settings: Settings, partition: Partition) -> Path:
 
 def month_file(settings: Settings, partition: Partition) -> Path:
     """The month's file in the download cache, fetched from the configured source if missing."""
-    from taxipipe.data import fetch, source_url
+    from taxipipe.tlc import fetch, source_url
     from taxipipe.layout import Layout
 
     path = Layout(settings.home, partition).download(partition)
@@ -74,7 +74,7 @@ def score_month(settings: Settings) -> BatchResult:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from taxipipe.data import open_trips, trip_columns
+    from taxipipe.tlc import open_trips, trip_columns
     from taxipipe.safety.atomic import atomic_path, remove_stale_parts
 
     started = time.perf_counter()
@@ -113,7 +113,7 @@ def _score(batch: pa.RecordBatch, color: str, source: str, champion: Any, first_
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from taxipipe.data import DROPOFF, PICKUP, normalise_trips
+    from taxipipe.tlc import DROPOFF, PICKUP, normalise_trips
     from taxipipe.features import MAX_MINUTES, MIN_MINUTES
 
     trips = normalise_trips(pa.Table.from_batches([batch]), color, source)

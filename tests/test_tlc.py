@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from taxipipe.data import fetch, read_trips, source_url
+from taxipipe.tlc import fetch, read_trips, source_url
 from taxipipe.errors import CorruptDataError, DataNotFoundError, NetworkError, SchemaError
 from taxipipe.partition import Partition
 from tests.conftest import TlcServer

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from taxipipe.data import DROPOFF, PICKUP
+from taxipipe.tlc import DROPOFF, PICKUP
 
 if TYPE_CHECKING:
     import pandas as pd

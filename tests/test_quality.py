@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from taxipipe.checks import check_trips
-from taxipipe.data import read_trips
+from taxipipe.quality import check_trips
+from taxipipe.tlc import read_trips
 
 
 def sample(tlc_dir: Path, rows: int = 200) -> pd.DataFrame:

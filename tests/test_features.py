@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taxipipe.tlc import read_trips
 from taxipipe.features import Encoder, add_duration
+from taxipipe.tlc import read_trips
 
 
 def reference_frame(path: Path) -> pd.DataFrame:

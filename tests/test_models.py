@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -11,15 +10,14 @@ import pytest
 
 from taxipipe import tracking
 from taxipipe.config import load_settings
-from taxipipe.tlc import read_trips
 from taxipipe.errors import ConfigError
 from taxipipe.features import MODEL_COLUMNS, TARGET, add_duration
 from taxipipe.models import KIND_NAMES
 from taxipipe.models.base import rmse
 from taxipipe.models.registry import KINDS
 from taxipipe.runners.simple import SimplePipeline
+from taxipipe.tlc import read_trips
 from tests.conftest import cli_data_flags, final_rmse, final_run_id, run_cli
-from tests.test_run_examples import SCRIPT, menu_env
 
 #: The course's published LinearRegression figure on green 2021-01 -> 2021-02 (DictVectorizer).
 COURSE_LINEAR_RMSE = 7.7587
@@ -157,23 +155,6 @@ def test_every_verdict_is_registered_with_its_reason_and_moves_the_alias_only_wh
     assert version_tags(settings, 4)["trained_on"] == "green/2021-01"
     deployed = json.loads((settings.home / "deployments" / "green_2021-01.json").read_text())
     assert deployed["version"] == 4 and deployed["champion"] is True
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_linear_gives_the_same_rmse_under_every_runner(home: Path, tlc_server, tmp_path: Path) -> None:
-    env = {**menu_env(home, tlc_server), "TAXIPIPE_MODEL__KIND": "linear", "TAXIPIPE_MODEL__FEATURES": "onehot"}
-    result = subprocess.run(["bash", str(SCRIPT), "6"], capture_output=True, text=True, env=env,
-                            cwd=tmp_path, timeout=1700)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    compare = run_cli("compare", "--check", "--json", env=env)
-    assert compare.returncode == 0, compare.stdout + compare.stderr
-    runs = json.loads(compare.stdout)["runs"]
-    assert {run["runner"] for run in runs} == {"simple", "airflow", "prefect", "make", "dagster"}
-    assert {run["kind"] for run in runs} == {"linear"}
-    scores = [run["rmse"] for run in runs]
-    assert max(scores) - min(scores) <= 1e-6
-    assert scores[0] == pytest.approx(COURSE_LINEAR_RMSE, abs=0.001)
 
 
 def test_versions_registered_under_the_old_module_name_still_load() -> None:

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from taxipipe.tlc import fetch, read_trips, source_url
 from taxipipe.errors import CorruptDataError, DataNotFoundError, NetworkError, SchemaError
 from taxipipe.partition import Partition
+from taxipipe.tlc import fetch, read_trips, source_url
 from tests.conftest import TlcServer
 
 JANUARY = "green_tripdata_2021-01.parquet"

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from taxipipe.tlc import DROPOFF, PICKUP
 from taxipipe.errors import ConfigError
+from taxipipe.tlc import DROPOFF, PICKUP
 
 if TYPE_CHECKING:
     import numpy as np

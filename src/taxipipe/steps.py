@@ -17,9 +17,9 @@ from typing import Any, Mapping
 from taxipipe.config import Settings
 from taxipipe.errors import DataNotFoundError, DataQualityError, PipelineStateError, TaxipipeError, TrackingError
 from taxipipe.layout import Layout, remove
+from taxipipe.partition import Partition
 from taxipipe.safety.atomic import atomic_path, write_text_atomic
 from taxipipe.safety.home_lock import hold_home
-from taxipipe.partition import Partition
 from taxipipe.window import window_key, window_label
 
 Record = dict[str, Any]

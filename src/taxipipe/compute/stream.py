@@ -30,8 +30,8 @@ def write_clean(sources: Sequence[tuple[str, Path]], color: str, dest: Path) -> 
     """
     import pyarrow.parquet as pq
 
-    from taxipipe.tlc import iter_trips
     from taxipipe.features import add_duration
+    from taxipipe.tlc import iter_trips
 
     months: dict[str, dict[str, int]] = {}
     tables = _clean_tables(sources, color, months, iter_trips, add_duration)

@@ -47,8 +47,8 @@ def predictions_path(settings: Settings, partition: Partition) -> Path:
 
 def month_file(settings: Settings, partition: Partition) -> Path:
     """The month's file in the download cache, fetched from the configured source if missing."""
-    from taxipipe.tlc import fetch, source_url
     from taxipipe.layout import Layout
+    from taxipipe.tlc import fetch, source_url
 
     path = Layout(settings.home, partition).download(partition)
     data = settings.data
@@ -74,8 +74,8 @@ def score_month(settings: Settings) -> BatchResult:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from taxipipe.tlc import open_trips, trip_columns
     from taxipipe.safety.atomic import atomic_path, remove_stale_parts
+    from taxipipe.tlc import open_trips, trip_columns
 
     started = time.perf_counter()
     remove_stale_parts(settings.home)
@@ -113,8 +113,8 @@ def _score(batch: pa.RecordBatch, color: str, source: str, champion: Any, first_
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from taxipipe.tlc import DROPOFF, PICKUP, normalise_trips
     from taxipipe.features import MAX_MINUTES, MIN_MINUTES
+    from taxipipe.tlc import DROPOFF, PICKUP, normalise_trips
 
     trips = normalise_trips(pa.Table.from_batches([batch]), color, source)
     columns = {name: trips[name].to_numpy() for name in ("PULocationID", "DOLocationID", "trip_distance")}

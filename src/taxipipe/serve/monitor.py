@@ -143,9 +143,9 @@ def _cell(value: float | None, width: int = 7) -> str:
 
 def clean_rides(settings: Settings, partition: Partition) -> dict[str, np.ndarray]:
     """The month's rides of 1..60 minutes as arrays (fetched into the download cache if needed)."""
-    from taxipipe.tlc import read_trips
     from taxipipe.features import MODEL_COLUMNS, TARGET, add_duration
     from taxipipe.serve.batch import month_file
+    from taxipipe.tlc import read_trips
 
     table = add_duration(read_trips(month_file(settings, partition), partition.color))
     return {name: table[name].to_numpy() for name in (*MODEL_COLUMNS, TARGET)}

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from taxipipe import steps
 from taxipipe.config import Settings
-from taxipipe.errors import TaxipipeError, TrackingError, storage_error
+from taxipipe.errors import PipelineStateError, TaxipipeError, TrackingError, storage_error
 from taxipipe.safety.interrupts import raise_if_signalled
 from taxipipe.partition import Partition
 from taxipipe.steps import Record, StepContext, Upstream
@@ -198,6 +198,10 @@ def run_step(step: Step, ctx: StepContext, upstream: Upstream,
     """
     from taxipipe import tracking
 
+    missing = [name for name in step.upstream
+               if name not in upstream and not any(key.startswith(f"{name}[") for key in upstream)]
+    if missing:
+        raise PipelineStateError(f"step '{step.name}' needs the record of step '{missing[0]}'; run it first")
     if step.month is not None:
         ctx = replace(ctx, month=step.month)
     ctx = ctx.decided(upstream)

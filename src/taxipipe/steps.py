@@ -1,6 +1,7 @@
 """The nine steps of the pipeline: plain functions, files in and files out.
 
-Each step takes the run's `StepContext` and the small records its upstream steps returned,
+Each step takes the run's `StepContext` and the small records its upstream steps returned
+(keyed by step name; `pipeline.run_step` checks that every one the graph names is there),
 writes its outputs atomically under the partition's directory, and returns a small,
 JSON-serialisable record (paths, row counts, metrics, run ids). No step hands a DataFrame
 to another, so every runner (simple, make, Airflow, Prefect, Dagster) can carry the records.
@@ -77,12 +78,6 @@ class StepContext:
 
     def features_path(self, role: str) -> Path:
         return self.layout.train_features if role == "train" else self.layout.validation_features
-
-
-def _require(upstream: Upstream, step: str) -> Record:
-    if step not in upstream:
-        raise PipelineStateError(f"this step needs the record of step '{step}'; run it first")
-    return upstream[step]
 
 
 def extract_month(ctx: StepContext, month: Partition) -> Record:
@@ -313,7 +308,7 @@ def _log(client: Any, run_id: str, params: Record | None = None, metrics: Record
 
 def validate_model(ctx: StepContext, upstream: Upstream) -> Record:
     """Gate the model with the champion rule (`taxipipe.gate`); record the verdict on the run."""
-    trained = _require(upstream, "train")
+    trained = upstream["train"]
     return _judge(ctx, trained["run_id"], trained["rmse"])
 
 
@@ -378,7 +373,7 @@ def save(ctx: StepContext, upstream: Upstream) -> Record:
     from taxipipe.features import MODEL_COLUMNS, TARGET
     from taxipipe.pyfunc import TripDurationModel, signature
 
-    trained = _require(upstream, "train")
+    trained = upstream["train"]
     run_id = trained["run_id"]
     layout = ctx.layout
     tracking.client(ctx.settings)
@@ -428,8 +423,8 @@ def deploy(ctx: StepContext, upstream: Upstream) -> Record:
     """
     from taxipipe import tracking
 
-    verdict = _require(upstream, "validate_model")
-    saved = _require(upstream, "save")
+    verdict = upstream["validate_model"]
+    saved = upstream["save"]
     settings = ctx.settings
     client = tracking.client(settings)
     name, run_id = settings.mlflow.model_name, saved["run_id"]

@@ -5,6 +5,8 @@
     GET  /health           model name, version, alias, run id, loaded at
     GET  /metrics          Prometheus metrics
     POST /admin/reload     look the champion up now (it is also looked up every serve.reload_seconds)
+    POST /invocations      MLflow's scoring protocol, as `mlflow models serve` answers it
+    GET  /ping, /version   as `mlflow models serve` answers them
 
 The hot path parses JSON into three numpy arrays and calls the pyfunc's python model on
 them: no pandas DataFrame per request, no pydantic model per ride.
@@ -23,12 +25,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from taxipipe.config import Settings
+from taxipipe.serve import invocations
 from taxipipe.serve.champion import Champion
 from taxipipe.serve.metrics import CONTENT_TYPE, ServeMetrics
 from taxipipe.serve.rides import RideError, parse_batch, parse_ride
 
 log = logging.getLogger("taxipipe.serve")
-ENDPOINTS = frozenset({"/predict", "/predict/batch", "/health", "/metrics", "/admin/reload"})
+ENDPOINTS = frozenset({"/predict", "/predict/batch", "/health", "/metrics", "/admin/reload", "/invocations",
+                       "/ping", "/version"})
 RIDE_SCHEMA = {
     "type": "object",
     "required": ["PULocationID", "DOLocationID", "trip_distance"],
@@ -111,6 +115,8 @@ def create_app(settings: Settings) -> FastAPI:
             return json.loads(await request.body())
         except ValueError:
             raise RideError("body", "must be valid JSON") from None
+        except RecursionError:
+            raise RideError("body", "must not nest arrays or objects this deeply") from None
 
     def unavailable() -> Response:
         return _json({"detail": champion.missing_sentence}, 503)
@@ -143,6 +149,38 @@ def create_app(settings: Settings) -> FastAPI:
         metrics.predicted(minutes)
         return _json({"durations": minutes.tolist(), "rides": len(minutes), "model_version": loaded.version,
                       "run_id": loaded.run_id})
+
+    @app.post("/invocations", openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "object", "example": {"dataframe_split": {
+            "columns": list(RIDE_SCHEMA["required"]), "data": [[74, 168, 2.5]]}}}},
+        "text/csv": {"schema": {"type": "string", "example": "PULocationID,DOLocationID,trip_distance\n74,168,2.5\n"}},
+    }}})
+    async def invoke(request: Request) -> Response:
+        """MLflow's scoring protocol: dataframe_split, dataframe_records, inputs or instances JSON, or CSV."""
+        loaded = champion.current
+        if loaded is None:
+            return _json({"error_code": "TEMPORARILY_UNAVAILABLE", "message": champion.missing_sentence}, 503)
+        try:
+            rides = invocations.parse(await request.body(), request.headers.get("content-type"), limit)
+        except invocations.ScoringError as exc:
+            return Response(exc.body(), status_code=exc.status, media_type=exc.media_type)
+        minutes = loaded.predict(*rides)
+        metrics.predicted(minutes)
+        return _json({"predictions": minutes.tolist()})
+
+    @app.get("/ping")
+    async def ping() -> Response:
+        """200 while a champion is loaded, as `mlflow models serve` answers; 503 and the reason otherwise."""
+        if champion.current is None:
+            return _json({"detail": champion.missing_sentence}, 503)
+        return Response("\n", media_type="application/json")
+
+    @app.get("/version")
+    async def version() -> Response:
+        """The MLflow version, as `mlflow models serve` answers."""
+        from importlib.metadata import version as installed
+
+        return Response(installed("mlflow"), media_type="application/json")
 
     @app.get("/health")
     async def health() -> Response:

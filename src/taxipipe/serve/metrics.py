@@ -1,7 +1,8 @@
 """Prometheus metrics of the prediction service.
 
 With several uvicorn workers each process writes its values to files in
-$PROMETHEUS_MULTIPROC_DIR (set by `taxipipe serve --workers N`) and /metrics adds them up.
+$PROMETHEUS_MULTIPROC_DIR (set by `taxipipe serve --workers N`) and /metrics adds them up;
+`taxipipe_serve_worker_model_version` then has one series per worker (label `pid`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,29 @@ class ServeMetrics:
                                    registry=self.registry, multiprocess_mode="mostrecent")
         self.reloads = Counter("taxipipe_serve_model_reloads", "Champion versions loaded",
                                registry=self.registry)
+        self.reload_failures = Counter("taxipipe_serve_model_reload_failures",
+                                       "Champion lookups or loads that failed (the served model stayed)",
+                                       registry=self.registry)
+        self.worker_version = Gauge("taxipipe_serve_worker_model_version",
+                                    "Version each worker serves (0: none), one series per worker process",
+                                    registry=self.registry, multiprocess_mode="liveall")
+        self.loaded = Gauge("taxipipe_serve_model_loaded", "1 when every worker serves a champion, else 0",
+                            registry=self.registry, multiprocess_mode="livemin")
+        self.registry_version = Gauge("taxipipe_serve_registry_model_version",
+                                      "Version the champion alias points to in the registry (0: none)",
+                                      registry=self.registry, multiprocess_mode="mostrecent")
+        self.registered_at = Gauge("taxipipe_serve_model_registered_timestamp_seconds",
+                                   "When the oldest served version was registered (Unix time)",
+                                   registry=self.registry, multiprocess_mode="livemin")
+
+    def served(self, version: int | None, registry_version: int | None, registered_at: float | None) -> None:
+        """Record what this process serves and what the registry's alias says."""
+        self.worker_version.set(version or 0)
+        self.loaded.set(1 if version else 0)
+        self.registry_version.set(registry_version or 0)
+        if version:
+            self.model_version.set(version)
+            self.registered_at.set(registered_at or 0)
 
     def request(self, endpoint: str, status: int, seconds: float) -> None:
         labels = (endpoint, str(status))

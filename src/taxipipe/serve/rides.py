@@ -32,7 +32,16 @@ class RideError(Exception):
 
     def as_json(self) -> dict[str, Any]:
         return {"detail": f"{self.field} {self.rule}", "field": self.field, "rule": self.rule,
-                "input": self.value if _jsonable(self.value) else repr(self.value)}
+                "input": self.value if _jsonable(self.value) else _shown(self.value)}
+
+
+def _shown(value: Any, most: int = 200) -> str:
+    """A value that JSON cannot carry as is, as text of at most `most` characters."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"a {type(value).__name__} nested too deeply to show"
+    return text if len(text) <= most else text[:most] + "..."
 
 
 def _jsonable(value: Any) -> bool:

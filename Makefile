@@ -19,7 +19,7 @@ help:
 	@echo "make test       run the test suite"
 	@echo "make test-fast  the suite without the slow tests (engine servers, whole runner runs)"
 	@echo "make bench      the benchmarks against the reference pipeline (BENCH='green scaled')"
-	@echo "make serve      serve the champion on 127.0.0.1:9696 (/predict, /health, /metrics; ARGS='--port N')"
+	@echo "make serve      serve the champion on 127.0.0.1:9696 (/predict, /invocations, /health, /metrics, /docs; ARGS='--port N')"
 	@echo "make mlflow-ui  start the MLflow UI on the embedded store (127.0.0.1:5000)"
 	@echo "make airflow-ui start Airflow (standalone) with the DAG in dags/ (127.0.0.1:AIRFLOW_PORT, 8080)"
 	@echo "make prefect-server  start a Prefect server and UI on 127.0.0.1:PREFECT_PORT, 4200 (docs/prefect.md)"

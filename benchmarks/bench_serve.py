@@ -4,7 +4,9 @@
 Trains a champion on a real month (green 2021-01 -> 02) in a temporary home, starts both
 servers on 127.0.0.1 (mlflow with `--env-manager local`), and drives each with the same
 asyncio aiohttp load generator and the same rides of 2021-02: single rides at concurrency
-1, 8 and 32 (p50, p99, requests/s) and batches of 1,000 rides (rides/s). The servers take
+1, 8 and 32 (p50, p99, requests/s) and batches of 1,000 rides (rides/s). taxipipe serve is
+measured twice, on its own /predict and /predict/batch and on /invocations with the very
+`dataframe_split` bodies sent to mlflow's /invocations. The servers take
 turns measurement by measurement, so both see the same machine; the CPU seconds each
 server's process tree spent per request are reported too, because on shared cores wall
 figures swing with the other load while CPU per request does not. Prints the table and the ratios. Goals (issue 13): p99 <= 5 ms at concurrency 1; requests/s at concurrency
@@ -36,6 +38,7 @@ from common import TEMPLATE, TLC  # noqa: E402
 COLUMNS = ["PULocationID", "DOLocationID", "trip_distance"]
 CONCURRENCY = (1, 8, 32)
 BATCH = 1_000
+OURS, OURS_INVOCATIONS, THEIRS = "taxipipe serve", "taxipipe serve /invocations", "mlflow models serve"
 
 
 def free_port() -> int:
@@ -61,21 +64,13 @@ def rides() -> list[dict[str, float]]:
 
 
 class Server:
-    """A server process, its URL, and how a list of rides becomes its request."""
+    """A server process and its URL."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int, single: str,
-                 batch: str, mlflow_payload: bool) -> None:
+    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int) -> None:
         self.name, self.port = name, port
         self.url = f"http://127.0.0.1:{port}"
-        self.single_path, self.batch_path = single, batch
-        self.mlflow_payload = mlflow_payload
         self.log = tempfile.TemporaryFile("w+")
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True)
-
-    def body(self, chunk: list[dict[str, float]], batch: bool) -> dict:
-        if self.mlflow_payload:
-            return {"dataframe_split": {"columns": COLUMNS, "data": [[r[c] for c in COLUMNS] for r in chunk]}}
-        return {"rides": chunk} if batch else chunk[0]
 
     def wait(self, probe: str, seconds: float = 120) -> None:
         deadline = time.monotonic() + seconds
@@ -107,6 +102,20 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+class Api:
+    """One way of asking a server: its paths and how a list of rides becomes a request body."""
+
+    def __init__(self, name: str, server: Server, single: str, batch: str, mlflow_payload: bool) -> None:
+        self.name, self.server = name, server
+        self.single_path, self.batch_path = single, batch
+        self.mlflow_payload = mlflow_payload
+
+    def body(self, chunk: list[dict[str, float]], batch: bool) -> dict:
+        if self.mlflow_payload:
+            return {"dataframe_split": {"columns": COLUMNS, "data": [[r[c] for c in COLUMNS] for r in chunk]}}
+        return {"rides": chunk} if batch else chunk[0]
 
 
 async def drive(server: Server, bodies: list[bytes], path: str, concurrency: int, seconds: float) -> dict:
@@ -148,32 +157,32 @@ async def drive(server: Server, bodies: list[bytes], path: str, concurrency: int
             "p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99))}
 
 
-def workloads(server: Server, ride_list: list[dict[str, float]]) -> dict[str, tuple[list[bytes], str, int]]:
+def workloads(api: Api, ride_list: list[dict[str, float]]) -> dict[str, tuple[list[bytes], str, int]]:
     """Each measurement's request bodies, path and concurrency."""
     import json
 
-    singles = [json.dumps(server.body([ride], False)).encode() for ride in ride_list[:5000]]
-    batches = [json.dumps(server.body(ride_list[i:i + BATCH], True)).encode()
+    singles = [json.dumps(api.body([ride], False)).encode() for ride in ride_list[:5000]]
+    batches = [json.dumps(api.body(ride_list[i:i + BATCH], True)).encode()
                for i in range(0, len(ride_list), BATCH)]
-    loads = {f"c{c}": (singles, server.single_path, c) for c in CONCURRENCY}
-    return {**loads, "batch": (batches, server.batch_path, 0)}
+    loads = {f"c{c}": (singles, api.single_path, c) for c in CONCURRENCY}
+    return {**loads, "batch": (batches, api.batch_path, 0)}
 
 
-def measure(servers: list[Server], ride_list: list[dict[str, float]], seconds: float,
+def measure(apis: list[Api], ride_list: list[dict[str, float]], seconds: float,
             batch_concurrency: int) -> dict[str, dict]:
-    """Every measurement on each server in turn; CPU per request from the server's process tree."""
-    plans = {server.name: workloads(server, ride_list) for server in servers}
-    results: dict[str, dict] = {server.name: {} for server in servers}
-    for key in plans[servers[0].name]:
-        for server in servers:
-            bodies, path, concurrency = plans[server.name][key]
-            print(f"  {server.name}: {key}", flush=True)
-            before = server.cpu_seconds()
-            result = asyncio.run(drive(server, bodies, path, concurrency or batch_concurrency, seconds))
-            result["cpu_ms"] = (server.cpu_seconds() - before) * 1000 / max(result["requests"], 1)
+    """Every measurement on each API in turn; CPU per request from the server's process tree."""
+    plans = {api.name: workloads(api, ride_list) for api in apis}
+    results: dict[str, dict] = {api.name: {} for api in apis}
+    for key in plans[apis[0].name]:
+        for api in apis:
+            bodies, path, concurrency = plans[api.name][key]
+            print(f"  {api.name}: {key}", flush=True)
+            before = api.server.cpu_seconds()
+            result = asyncio.run(drive(api.server, bodies, path, concurrency or batch_concurrency, seconds))
+            result["cpu_ms"] = (api.server.cpu_seconds() - before) * 1000 / max(result["requests"], 1)
             if key == "batch":
                 result["rides_per_second"] = result["rps"] * BATCH
-            results[server.name][key] = result
+            results[api.name][key] = result
     return results
 
 
@@ -197,17 +206,18 @@ def main() -> None:
         ours_port, theirs_port = free_port(), free_port()
         servers = [
             Server("taxipipe serve", [sys.executable, "-m", "taxipipe.cli", "serve", "-q", "--home", str(home),
-                                      "--port", str(ours_port)], env, ours_port, "/predict", "/predict/batch",
-                   mlflow_payload=False),
+                                      "--port", str(ours_port)], env, ours_port),
             Server("mlflow models serve", [sys.executable, "-m", "mlflow", "models", "serve", "-m",
                                            "models:/nyc-taxi-duration@champion", "--env-manager", "local",
-                                           "-h", "127.0.0.1", "-p", str(theirs_port)], env, theirs_port,
-                   "/invocations", "/invocations", mlflow_payload=True),
+                                           "-h", "127.0.0.1", "-p", str(theirs_port)], env, theirs_port),
         ]
+        apis = [Api(OURS, servers[0], "/predict", "/predict/batch", mlflow_payload=False),
+                Api(OURS_INVOCATIONS, servers[0], "/invocations", "/invocations", mlflow_payload=True),
+                Api(THEIRS, servers[1], "/invocations", "/invocations", mlflow_payload=True)]
         try:
             servers[0].wait("/health")
             servers[1].wait("/ping")
-            results = measure(servers, ride_list, args.seconds, args.batch_concurrency)
+            results = measure(apis, ride_list, args.seconds, args.batch_concurrency)
         finally:
             for server in servers:
                 server.stop()
@@ -215,25 +225,31 @@ def main() -> None:
 
 
 def report(results: dict[str, dict], cores: int) -> None:
-    ours, theirs = results["taxipipe serve"], results["mlflow models serve"]
+    names = (OURS, OURS_INVOCATIONS, THEIRS)
+    ours, invocations, theirs = (results[name] for name in names)
     print(f"\nmachine: {cores} cores, Python {sys.version.split()[0]}; load generator on the same cores; "
           f"load average {os.getloadavg()[0]:.1f}")
-    print("| load | taxipipe serve | mlflow models serve | ratio (req/s; CPU per request) |")
-    print("|---|---|---|---|")
+    print("| load | taxipipe serve /predict | taxipipe serve /invocations | mlflow models serve /invocations | "
+          "ratio /predict (req/s; CPU per request) | ratio /invocations |")
+    print("|---|---|---|---|---|---|")
+
+    def ratio(mine: dict, key: str, rate: str) -> str:
+        return f"{mine[key][rate] / theirs[key][rate]:.2f}x; {mine[key]['cpu_ms'] / theirs[key]['cpu_ms']:.2f}x"
+
     for key in (f"c{c}" for c in CONCURRENCY):
         cells = [f"p50 {r[key]['p50']:.2f} ms, p99 {r[key]['p99']:.2f} ms, {r[key]['rps']:,.0f} req/s, "
-                 f"{r[key]['cpu_ms']:.2f} ms CPU" for r in (ours, theirs)]
-        print(f"| one ride, concurrency {key[1:]} | {cells[0]} | {cells[1]} | "
-              f"{ours[key]['rps'] / theirs[key]['rps']:.2f}x; {ours[key]['cpu_ms'] / theirs[key]['cpu_ms']:.2f}x |")
+                 f"{r[key]['cpu_ms']:.2f} ms CPU" for r in (ours, invocations, theirs)]
+        print(f"| one ride, concurrency {key[1:]} | {' | '.join(cells)} | {ratio(ours, key, 'rps')} | "
+              f"{ratio(invocations, key, 'rps')} |")
     cells = [f"{r['batch']['rides_per_second']:,.0f} rides/s (p50 {r['batch']['p50']:.1f} ms), "
-             f"{r['batch']['cpu_ms']:.1f} ms CPU" for r in (ours, theirs)]
-    print(f"| batches of {BATCH:,} | {cells[0]} | {cells[1]} | "
-          f"{ours['batch']['rides_per_second'] / theirs['batch']['rides_per_second']:.2f}x; "
-          f"{ours['batch']['cpu_ms'] / theirs['batch']['cpu_ms']:.2f}x |")
+             f"{r['batch']['cpu_ms']:.1f} ms CPU" for r in (ours, invocations, theirs)]
+    print(f"| batches of {BATCH:,} | {' | '.join(cells)} | {ratio(ours, 'batch', 'rides_per_second')} | "
+          f"{ratio(invocations, 'batch', 'rides_per_second')} |")
     errors = {name: sum(r[k]["errors"] for k in r) for name, r in results.items()}
     print(f"\nerrors: {errors}")
     print(f"goals: p99 at c=1 {ours['c1']['p99']:.2f} ms (<= 5); req/s at c=32 "
-          f"{ours['c32']['rps'] / theirs['c32']['rps']:.2f}x mlflow (>= 3); batch "
+          f"{ours['c32']['rps'] / theirs['c32']['rps']:.2f}x mlflow (>= 3), on /invocations "
+          f"{invocations['c32']['rps'] / theirs['c32']['rps']:.2f}x; batch "
           f"{ours['batch']['rides_per_second']:,.0f} rides/s (>= 100,000); one core's worth of our CPU per "
           f"request: {1000 / ours['c32']['cpu_ms']:,.0f} req/s, {BATCH * 1000 / ours['batch']['cpu_ms']:,.0f} rides/s")
 

@@ -227,3 +227,16 @@ def _wait_for_version(http: Any, version: int, seconds: float = 30) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def test_docs_page_needs_nothing_but_the_server(client: TestClient) -> None:
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    links = re.findall(r"""(?:src|href|action)=['"]([^'"]*)""", page.text)
+    assert links and all(not re.match(r"[a-z]+:|//", link) for link in links), links
+    assert "<script src" not in page.text and "@import" not in page.text
+    for path in client.get("/openapi.json").json()["paths"]:
+        assert f"data-path='{path}'" in page.text
+    assert client.get("/redoc").status_code == 404

@@ -236,9 +236,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def add_serve(commands: Any) -> None:
-    serve = command(commands, "serve", cmd_serve, "serve the champion over HTTP: /predict, /health, /metrics",
+    serve = command(commands, "serve", cmd_serve, "serve the champion over HTTP: /predict, /invocations, /health, /metrics, /docs",
                     description="Serve models:/<model_name>@champion from the store with FastAPI on uvicorn; "
-                                "a new champion is picked up within serve.reload_seconds.")
+                                "a new champion is picked up within serve.reload_seconds. A drop-in for "
+                                "`mlflow models serve` (/invocations, /ping, /version). SIGTERM stops it "
+                                "gracefully (exit 0).")
     serve.add_argument("--host", help="address to bind (default: serve.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: serve.port, 9696)")
     serve.add_argument("--workers", type=int, metavar="N", help="server processes (default: serve.workers, 1)")

@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     SerializeAsAny,
     ValidationError,
     field_validator,
@@ -169,6 +170,11 @@ class ServeSettings(Section):
     workers: int = Field(default=1, ge=1)
     reload_seconds: float = Field(default=30.0, gt=0, description="how often the champion alias is looked up")
     batch_limit: int = Field(default=10_000, ge=1, description="most rides one /predict/batch request may hold")
+    body_timeout_seconds: float = Field(default=30.0, gt=0, description="time a client has to send a request body")
+    admin_token: SecretStr | None = Field(
+        default=None, description="bearer token of /admin endpoints; required when serve.host is not loopback"
+    )
+    admin_token_file: Path | None = Field(default=None, description="a file holding serve.admin_token")
 
 
 class MonitorSettings(Section):

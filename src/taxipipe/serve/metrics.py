@@ -1,7 +1,8 @@
 """Prometheus metrics of the prediction service.
 
 With several uvicorn workers each process writes its values to files in
-$PROMETHEUS_MULTIPROC_DIR (set by `taxipipe serve --workers N`) and /metrics adds them up.
+$PROMETHEUS_MULTIPROC_DIR (set by `taxipipe serve --workers N`) and /metrics adds them up;
+`taxipipe_serve_worker_model_version` then has one series per worker (label `pid`).
 /metrics also carries the metrics of text files written by other commands (the last verdict
 of `taxipipe monitor`), read at each scrape.
 """
@@ -15,8 +16,6 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from taxipipe.serve.champion import Champion
 
 log = logging.getLogger("taxipipe.serve")
 
@@ -65,21 +64,37 @@ class ServeMetrics:
                                    registry=self.registry, multiprocess_mode="mostrecent")
         self.reloads = Counter("taxipipe_serve_model_reloads", "Champion versions loaded",
                                registry=self.registry)
-        self.model_registered = Gauge("taxipipe_serve_model_registered_timestamp_seconds",
-                                      "When the served champion version was registered (0: none served)",
+        self.reload_failures = Counter("taxipipe_serve_model_reload_failures",
+                                       "Champion lookups or loads that failed (the served model stayed)",
+                                       registry=self.registry)
+        self.worker_version = Gauge("taxipipe_serve_worker_model_version",
+                                    "Version each worker serves (0: none), one series per worker process",
+                                    registry=self.registry, multiprocess_mode="liveall")
+        self.loaded = Gauge("taxipipe_serve_model_loaded", "1 when every worker serves a champion, else 0",
+                            registry=self.registry, multiprocess_mode="livemin")
+        self.registry_version = Gauge("taxipipe_serve_registry_model_version",
+                                      "Version the champion alias points to in the registry (0: none)",
                                       registry=self.registry, multiprocess_mode="mostrecent")
+        self.registered_at = Gauge("taxipipe_serve_model_registered_timestamp_seconds",
+                                   "When the oldest served version was registered (Unix time)",
+                                   registry=self.registry, multiprocess_mode="livemin")
         self.lookup_failing = Gauge("taxipipe_serve_champion_lookup_failing",
                                     "1 while the last lookup or load of the champion failed",
                                     registry=self.registry, multiprocess_mode="max")
         for textfile in self.textfiles:
             self.registry.register(textfile)
 
-    def champion(self, champion: Champion, failed: bool = False) -> None:
-        """The served version, when it was registered, and whether the last lookup failed."""
-        loaded = champion.current
-        self.model_version.set(loaded.version if loaded else 0)
-        self.model_registered.set(loaded.registered_at if loaded else 0)
-        self.lookup_failing.set(1 if failed or champion.lookup_error else 0)
+    def served(self, version: int | None, registry_version: int | None, registered_at: float | None,
+               failing: bool = False) -> None:
+        """Record what this process serves, what the registry's alias says, and whether the last
+        lookup or load failed."""
+        self.lookup_failing.set(1 if failing else 0)
+        self.worker_version.set(version or 0)
+        self.loaded.set(1 if version else 0)
+        self.registry_version.set(registry_version or 0)
+        if version:
+            self.model_version.set(version)
+            self.registered_at.set(registered_at or 0)
 
     def request(self, endpoint: str, status: int, seconds: float) -> None:
         labels = (endpoint, str(status))

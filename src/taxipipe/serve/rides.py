@@ -32,7 +32,16 @@ class RideError(Exception):
 
     def as_json(self) -> dict[str, Any]:
         return {"detail": f"{self.field} {self.rule}", "field": self.field, "rule": self.rule,
-                "input": self.value if _jsonable(self.value) else repr(self.value)}
+                "input": self.value if _jsonable(self.value) else _shown(self.value)}
+
+
+def _shown(value: Any, most: int = 200) -> str:
+    """A value that JSON cannot carry as is, as text of at most `most` characters."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"a {type(value).__name__} nested too deeply to show"
+    return text if len(text) <= most else text[:most] + "..."
 
 
 def _jsonable(value: Any) -> bool:
@@ -85,16 +94,40 @@ def parse_batch(body: Any, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     rides = body["rides"]
     if not isinstance(rides, list):
         raise RideError("rides", "must be a list of rides")
-    if not rides:
-        raise RideError("rides", "must hold at least one ride")
-    if len(rides) > limit:
-        raise RideError("rides", f"must hold at most {limit:,} rides (serve.batch_limit); got {len(rides):,}",
-                        status=413)
+    return parse_records(rides, limit, "rides")
+
+
+def check_count(count: int, limit: int, name: str) -> None:
+    """422 for no rides, 413 for more than `limit` (serve.batch_limit)."""
+    if not count:
+        raise RideError(name, "must hold at least one ride")
+    if count > limit:
+        raise RideError(name, f"must hold at most {limit:,} rides (serve.batch_limit); got {count:,}", status=413)
+
+
+def parse_records(rides: list[Any], limit: int, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A list of ride objects as three arrays; a bad one is named `{name}[index].field`."""
+    check_count(len(rides), limit, name)
     try:
-        columns = [[ride[name] for ride in rides] for name in (*ZONE_FIELDS, DISTANCE_FIELD)]
+        columns = [[ride[field] for ride in rides] for field in (*ZONE_FIELDS, DISTANCE_FIELD)]
     except (KeyError, TypeError):
-        return _check_each(rides)
-    return _checked_columns(*columns) or _check_each(rides)
+        return _check_each(rides, name)
+    return _checked_columns(*columns) or _check_each(rides, name)
+
+
+def parse_columns(columns: dict[str, list[Any]], limit: int, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Columns of equal length (name -> values) as three arrays; a bad value is named `{name}[row].field`."""
+    lengths = {len(values) for values in columns.values()}
+    if len(lengths) > 1:
+        raise RideError(name, "must have columns of equal length", sorted(lengths))
+    count = lengths.pop() if lengths else 0
+    check_count(count, limit, name)
+    fields = (*ZONE_FIELDS, DISTANCE_FIELD)
+    if all(field in columns for field in fields):
+        checked = _checked_columns(*(columns[field] for field in fields))
+        if checked is not None:
+            return checked
+    return _check_each([{key: values[row] for key, values in columns.items()} for row in range(count)], name)
 
 
 def _checked_columns(pickup: list[Any], dropoff: list[Any], distance: list[Any]) -> tuple[np.ndarray, ...] | None:
@@ -120,13 +153,13 @@ def _checked_columns(pickup: list[Any], dropoff: list[Any], distance: list[Any])
     return codes[0], codes[1], miles
 
 
-def _check_each(rides: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _check_each(rides: list[Any], name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Check ride by ride; raises RideError at the first bad value."""
     pickup, dropoff, distance = [], [], []
     for index, ride in enumerate(rides):
-        where = f"rides[{index}]."
+        where = f"{name}[{index}]."
         if not isinstance(ride, dict):
-            raise RideError(f"rides[{index}]", "must be a JSON object", ride)
+            raise RideError(f"{name}[{index}]", "must be a JSON object", ride)
         pickup.append(_zone(ride, ZONE_FIELDS[0], where))
         dropoff.append(_zone(ride, ZONE_FIELDS[1], where))
         distance.append(_distance(ride, where))

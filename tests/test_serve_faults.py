@@ -1,0 +1,252 @@
+"""Faults that must not break serving: artifacts gone, hostile bodies, dropped clients, open admin."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from taxipipe import tracking
+from taxipipe.config import Settings, load_settings
+from taxipipe.serve.admin import exposure_warning
+from taxipipe.serve.app import create_app
+from taxipipe.serve.edge import body_limit
+from tests.conftest import free_port, wait_healthy
+from tests.test_serve import RIDE, serve_settings
+from tests.test_serve_process import start_serve
+
+NAME = "nyc-taxi-duration"
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def version_with_artifacts_gone(settings: Settings) -> str:
+    """A registered version whose model has no artifacts (as when they were deleted from the store)."""
+    registry = tracking.client(settings)
+    first = registry.get_model_version(NAME, "1")
+    experiment = registry.get_run(first.run_id).info.experiment_id
+    logged = registry.create_logged_model(experiment_id=experiment, name="artifacts-gone")
+    return registry.create_model_version(NAME, f"models:/{logged.model_id}", run_id=first.run_id,
+                                         model_id=logged.model_id).version
+
+
+@contextmanager
+def champion_alias_on(settings: Settings, version: str) -> Iterator[None]:
+    """Move the alias for the block; back on version 1 afterwards (the shared store's promise)."""
+    registry = tracking.client(settings)
+    registry.set_registered_model_alias(NAME, tracking.CHAMPION, version)
+    try:
+        yield
+    finally:
+        registry.set_registered_model_alias(NAME, tracking.CHAMPION, "1")
+
+
+def test_reload_to_a_version_whose_artifacts_are_gone_keeps_serving_and_says_why(champion_home: Path) -> None:
+    settings = serve_settings(champion_home, reload_seconds=3600)
+    broken = version_with_artifacts_gone(settings)
+    with TestClient(create_app(settings)) as service:
+        assert service.get("/health").json()["version"] == 1
+        with champion_alias_on(settings, broken):
+            answer = service.post("/admin/reload")
+            assert answer.status_code == 502
+            reason = answer.json()["reload_error"]
+            assert reason.startswith(f"version {broken} of '{NAME}' (alias 'champion') cannot be loaded")
+            assert "No such artifact" in reason
+            health = service.get("/health").json()
+            assert health["status"] == "stale" and health["version"] == 1
+            assert health["registry_version"] == int(broken) and health["warning"] == reason
+            assert service.post("/predict", json=RIDE).json()["model_version"] == 1
+            metrics = service.get("/metrics").text
+            assert "taxipipe_serve_model_reload_failures_total 1.0" in metrics
+            assert f"taxipipe_serve_registry_model_version {float(broken)}" in metrics
+            assert "taxipipe_serve_worker_model_version 1.0" in metrics
+        assert service.post("/admin/reload").status_code == 200
+        assert service.get("/health").json()["status"] == "ok"
+
+
+def test_started_on_a_champion_whose_artifacts_are_gone_answers_503_with_the_reason(champion_home: Path) -> None:
+    settings = serve_settings(champion_home)
+    broken = version_with_artifacts_gone(settings)
+    with champion_alias_on(settings, broken), TestClient(create_app(settings)) as service:
+        health = service.get("/health").json()
+        assert health["status"] == "no champion" and health["registry_version"] == int(broken)
+        assert health["detail"].startswith(f"version {broken} of '{NAME}'")
+        for path, body in (("/predict", RIDE), ("/predict/batch", {"rides": [RIDE]}), ("/invocations", {"inputs": [RIDE]})):
+            answer = service.post(path, json=body)
+            assert answer.status_code == 503 and health["detail"] in answer.text
+        assert service.get("/ping").status_code == 503
+        assert "taxipipe_serve_model_loaded 0.0" in service.get("/metrics").text
+
+
+@pytest.fixture
+def client(champion_home: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(serve_settings(champion_home))) as test_client:
+        yield test_client
+
+
+def test_deeply_nested_json_is_a_client_error(client: TestClient) -> None:
+    for path in ("/predict", "/predict/batch"):
+        answer = client.post(path, content=DEEP)
+        assert answer.status_code == 422 and answer.json()["rule"] == "must not nest arrays or objects this deeply"
+    answer = client.post("/invocations", content=DEEP, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400 and "nested too deeply" in answer.json()["message"]
+    nested_ride = client.post("/predict/batch", content='{"rides": [' + "[" * 900 + "]" * 900 + "]}")
+    assert nested_ride.status_code == 422 and len(nested_ride.json()["input"]) <= 203
+    assert 'status="500"' not in client.get("/metrics").text
+
+
+def test_bodies_over_the_limit_are_413(champion_home: Path) -> None:
+    with TestClient(create_app(serve_settings(champion_home, batch_limit=10))) as small:
+        _check_body_limit(small)
+
+
+def _check_body_limit(client: TestClient) -> None:
+    limit = body_limit(10)
+    padding = " " * limit
+    declared = client.post("/predict/batch", content=json.dumps({"rides": [RIDE]}) + padding)
+    assert declared.status_code == 413 and f"over {limit:,} bytes" in declared.json()["detail"]
+    assert declared.headers["connection"] == "close"
+    chunked = client.post("/invocations", content=(part for part in [b'{"inputs": [', padding.encode(), b"]}"]),
+                          headers={"Content-Type": "application/json"})
+    assert chunked.status_code == 413 and chunked.json()["error_code"] == "BAD_REQUEST"
+    assert client.post("/predict/batch", json={"rides": [RIDE] * 10}).status_code == 200
+
+
+def test_admin_needs_a_token_beyond_loopback(champion_home: Path, tmp_path: Path) -> None:
+    open_wide = load_settings(overrides={"home": str(champion_home), "serve": {"host": "0.0.0.0"}})
+    warning = exposure_warning(open_wide)
+    assert warning and "0.0.0.0 is not a loopback address" in warning and "/admin/reload is refused" in warning
+    with TestClient(create_app(open_wide)) as service:
+        refused = service.post("/admin/reload")
+        assert refused.status_code == 403 and "serve.admin_token" in refused.json()["detail"]
+        assert service.post("/predict", json=RIDE).status_code == 200
+    secret = tmp_path / "admin-token"
+    secret.write_text("s3cret-token\n")
+    guarded = load_settings(overrides={"home": str(champion_home),
+                                       "serve": {"host": "0.0.0.0", "admin_token_file": str(secret)}})
+    assert exposure_warning(guarded) is None
+    with TestClient(create_app(guarded)) as service:
+        assert service.post("/admin/reload").status_code == 401
+        assert service.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert service.post("/admin/reload", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+    loopback = serve_settings(champion_home)
+    assert exposure_warning(loopback) is None
+    with TestClient(create_app(loopback)) as service:
+        assert service.post("/admin/reload").status_code == 200
+
+
+@pytest.mark.slow
+def test_hostile_clients_against_a_real_server(champion_home: Path) -> None:
+    """A 50 MB declared body is refused before it is sent; a slow body times out; dropped clients are no 500s."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_serve(champion_home, port, env={"TAXIPIPE_SERVE__BODY_TIMEOUT_SECONDS": "2"})
+    try:
+        wait_healthy(url, process)
+
+        def raw(head: str, body: bytes = b"") -> socket.socket:
+            connection = socket.create_connection(("127.0.0.1", port), timeout=60)
+            connection.sendall(head.encode() + body)
+            return connection
+
+        def answer(connection: socket.socket) -> bytes:
+            received = b""
+            while chunk := connection.recv(65536):
+                received += chunk
+            connection.close()
+            return received
+
+        post = "POST /predict/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n"
+        big = answer(raw(post.format(50_000_000)))  # nothing of the body is sent: the answer must not wait for it
+        assert big.startswith(b"HTTP/1.1 413") and b"the limit for serve.batch_limit rides" in big
+        started = time.monotonic()
+        slow = answer(raw(post.format(1000), b'{"rides": ['))
+        assert slow.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 30
+        for _ in range(20):
+            raw(post.format(1000), b'{"rides": [').close()
+        with httpx.Client(base_url=url, timeout=60) as http:
+            deadline = time.monotonic() + 60
+            while 'status="499"} 20.0' not in (metrics := http.get("/metrics").text) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert 'taxipipe_serve_requests_total{endpoint="/predict/batch",status="499"} 20.0' in metrics
+            assert 'status="500"' not in metrics
+            assert http.post("/predict", content=DEEP).status_code == 422
+            assert http.post("/predict", json=RIDE).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0
+    assert "Traceback" not in stderr and "Exception" not in stderr, stderr
+
+
+@pytest.mark.slow
+def test_two_workers_reload_together_and_start_on_a_broken_store(champion_home: Path) -> None:
+    settings = serve_settings(champion_home)
+    registry = tracking.client(settings)
+    first = registry.get_model_version(NAME, "1")
+    copy = registry.create_model_version(NAME, first.source, run_id=first.run_id).version
+    broken = version_with_artifacts_gone(settings)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_serve(champion_home, port, "--workers", "2")
+    try:
+        wait_healthy(url, process)
+        with httpx.Client(base_url=url, timeout=120) as http:
+            _wait_for_workers(http, 2)
+            with champion_alias_on(settings, copy):
+                reload = http.post("/admin/reload")
+                assert reload.status_code == 200, reload.text
+                assert [worker["version"] for worker in reload.json()["workers"]] == [int(copy)] * 2
+                versions = {http.post("/predict", json=RIDE, headers={"Connection": "close"}).json()["model_version"]
+                            for _ in range(30)}
+                assert versions == {int(copy)}
+                served = [line for line in http.get("/metrics").text.splitlines()
+                          if line.startswith("taxipipe_serve_worker_model_version{")]
+                assert len(served) == 2 and all(line.endswith(f" {float(copy)}") for line in served), served
+            with champion_alias_on(settings, broken):
+                failed = http.post("/admin/reload")
+                assert failed.status_code == 502
+                assert [worker["version"] for worker in failed.json()["workers"]] == [int(copy)] * 2
+                assert all("cannot be loaded" in worker["reload_error"] for worker in failed.json()["workers"])
+                assert http.post("/predict", json=RIDE).json()["model_version"] == int(copy)
+            assert http.post("/admin/reload").status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0 and "👋 stopped by SIGTERM" in stdout, stderr
+    with champion_alias_on(settings, broken):
+        process = start_serve(champion_home, port, "--workers", "2")
+        try:
+            wait_healthy(url, process)
+            with httpx.Client(base_url=url, timeout=120) as http:
+                health = http.get("/health").json()
+                assert health["status"] == "no champion" and f"version {broken}" in health["detail"]
+                answer = http.post("/predict", json=RIDE)
+                assert answer.status_code == 503 and "cannot be loaded" in answer.json()["detail"]
+        finally:
+            process.send_signal(signal.SIGTERM)
+            stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0 and "Traceback" not in stderr, stderr
+
+
+def _wait_for_workers(http: httpx.Client, count: int, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while len(http.get("/health").json().get("workers", [])) < count:
+        assert time.monotonic() < deadline, "the workers did not all start"
+        time.sleep(0.2)
+
+
+def test_cli_settings_never_print_the_token(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    result = run_cli("config", "show", env={"TAXIPIPE_SERVE__ADMIN_TOKEN": "s3cret-token",
+                                            "TAXIPIPE_HOME": str(tmp_path / "home")})
+    assert result.returncode == 0 and "s3cret-token" not in result.stdout + result.stderr
+    assert "serve.admin_token" in result.stdout

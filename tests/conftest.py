@@ -155,7 +155,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 90) -> None:
+def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 300) -> None:
     """Wait until `url`/health answers 200; fail early if the server process exits."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

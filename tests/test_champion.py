@@ -137,7 +137,8 @@ def fill(path: Path) -> None:
 @pytest.mark.slow
 def test_a_deploy_that_fails_promoted_nothing_and_its_retry_registers_once(tmp_path: Path,
                                                                            tlc_server: TlcServer) -> None:
-    """deployments/ on a full disk (read-only when not root): deploy fails before the alias moves."""
+    """deployments/ on a full disk (read-only when not root): deploy fails, leaves no version and
+    no alias; the retry registers the run once and promotes it."""
     home = tmp_path / "home"
     flags = ["make", *cli_data_flags(home, tlc_server)]
     if ROOT:
@@ -151,15 +152,30 @@ def test_a_deploy_that_fails_promoted_nothing_and_its_retry_registers_once(tmp_p
         line = one_sentence_failure(failed, "Task 'deploy' failed")
     assert "is now 'champion'" not in failed.stdout + failed.stderr, line
     client = models(home)
-    assert not client.search_model_versions(f"name = '{MODEL}'") or tracking.champion_version(client, MODEL) is None
+    assert not client.search_model_versions(f"name = '{MODEL}'"), "the failed deploy left a version"
 
     retried = run_with(flags)
     assert retried.returncode == 0, retried.stderr[-3000:]
-    assert "version 1 is now 'champion' (no champion yet)" in retried.stdout
-    versions = client.search_model_versions(f"name = '{MODEL}'")
-    assert [str(version.version) for version in versions] == ["1"]
-    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    [version] = client.search_model_versions(f"name = '{MODEL}'")
+    assert f"version {version.version} is now 'champion' (no champion yet)" in retried.stdout
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == str(version.version)
     assert (home / "deployments" / "green_2021-01.json").exists()
+
+
+@pytest.mark.slow
+def test_a_deploy_killed_after_registering_is_finished_by_its_retry_without_a_second_version(
+        home: Path, tlc_server: TlcServer) -> None:
+    saved = run_cli("make", "save", *cli_data_flags(home, tlc_server), env=rounds(10))
+    assert saved.returncode == 0, saved.stderr[-3000:]
+    run_id = final_run_id(saved.stdout)
+    client = models(home)
+    client.create_registered_model(MODEL)
+    left = client.create_model_version(MODEL, f"runs:/{run_id}/model", run_id=run_id).version
+
+    retried = run_cli("make", *cli_data_flags(home, tlc_server), env=rounds(10))
+    assert retried.returncode == 0, retried.stderr[-3000:]
+    assert f"version {left} is now 'champion' (no champion yet)" in retried.stdout
+    assert [str(version.version) for version in client.search_model_versions(f"name = '{MODEL}'")] == [str(left)]
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-from taxipipe import steps
+from taxipipe import console, steps
 from taxipipe.config import Settings
 from taxipipe.errors import PipelineStateError, TaxipipeError, TrackingError, storage_error
 from taxipipe.safety.interrupts import raise_if_signalled
@@ -192,7 +192,8 @@ def run_step(step: Step, ctx: StepContext, upstream: Upstream,
 
     The record gains `seconds` and `timings`: the times of this step and of every step
     upstream of it, by step name (a per-month step counts its slowest month, as the months
-    may run at once). A full disk or a read-only home becomes a StorageError of one sentence,
+    may run at once). A hook that fails after the step succeeded is a warning: the step did
+    its work, so it is not reported as failed. A full disk or a read-only home becomes a StorageError of one sentence,
     an MLflow failure a TrackingError. A process's first step probes the tracking server, so
     an unreachable one fails the run before its downloads, under every runner.
     """
@@ -238,5 +239,9 @@ def _timed(step: Step, ctx: StepContext, upstream: Upstream, hooks: Sequence[Aft
     timings[step.step] = record["seconds"]
     record["timings"] = timings
     for hook in _after_step_hooks() if hooks is None else hooks:
-        hook(step.name, ctx, upstream, record)
+        try:
+            hook(step.name, ctx, upstream, record)
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            console.say(f"⚠️  '{step.name}' succeeded, but recording its time in MLflow failed ({reason})")
     return record

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -418,8 +419,9 @@ def deploy(ctx: StepContext, upstream: Upstream) -> Record:
     Under the registry's promotion lock (`tracking.promotion_lock`) the champion is looked up
     again: if it moved since `validate_model`, the model is judged again against the new one.
     A retry reuses the version an earlier attempt registered from the same run. The deployment
-    record is written before the alias moves, and removed if the move fails, so a deploy that
-    fails has promoted nothing and one that promoted has said so.
+    record is written before the alias moves (the last registry write); if anything fails, the
+    record is put back and a version this attempt registered is deleted, so a deploy that fails
+    has done nothing the user can see, and one that promoted has said so.
     """
     from taxipipe import tracking
 
@@ -436,24 +438,40 @@ def deploy(ctx: StepContext, upstream: Upstream) -> Record:
                 "run_id": run_id, "rmse": f"{verdict['rmse']:.6f}", "partition": settings.partition.key,
                 tracking.TRAINED_ON_TAG: ",".join(month.key for month in settings.training_months),
                 "runner": ctx.runner, "model_kind": settings.model.kind})
-        promotable = verdict["promotable"]
-        record = {"model_name": name, "version": int(version), "champion": promotable,
-                  "reason": verdict["reason"], "run_id": run_id, "rmse": verdict["rmse"],
-                  "partition": settings.partition.key, "runner": ctx.runner,
-                  "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        previous = _replace_record(ctx.layout.deployment_record, record)
         try:
-            for key, value in {"verdict": "promoted" if promotable else "not promoted", "reason": verdict["reason"],
-                               tracking.PROMOTION_TAG: tracking.PENDING if promotable else "rejected"}.items():
-                client.set_model_version_tag(name, version, key, value)
-            if promotable:
-                tracking.promote(client, name, version)
+            record = _settle(ctx, client, version, verdict, run_id)
         except BaseException:
-            _restore_record(ctx.layout.deployment_record, previous)
+            if earlier is None:
+                with suppress(Exception):
+                    client.delete_model_version(name, version)
             raise
+    promotable = record["champion"]
     outcome = (f"version {version} is now '{tracking.CHAMPION}' ({verdict['reason']})" if promotable
                else f"version {version} registered; champion unchanged: {verdict['reason']}")
     return {**record, "record": str(ctx.layout.deployment_record), "summary": outcome}
+
+
+def _settle(ctx: StepContext, client: Any, version: str, verdict: Record, run_id: str) -> Record:
+    """Write the deployment record, tag the version with the verdict, then move the alias if it
+    allows; if any of it fails, the record is put back as it was."""
+    from taxipipe import tracking
+
+    settings, name, promotable = ctx.settings, ctx.settings.mlflow.model_name, verdict["promotable"]
+    record = {"model_name": name, "version": int(version), "champion": promotable,
+              "reason": verdict["reason"], "run_id": run_id, "rmse": verdict["rmse"],
+              "partition": settings.partition.key, "runner": ctx.runner,
+              "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    previous = _replace_record(ctx.layout.deployment_record, record)
+    try:
+        for key, value in {"verdict": "promoted" if promotable else "not promoted", "reason": verdict["reason"],
+                           tracking.PROMOTION_TAG: tracking.PENDING if promotable else "rejected"}.items():
+            client.set_model_version_tag(name, version, key, value)
+        if promotable:
+            tracking.promote(client, name, version)
+    except BaseException:
+        _restore_record(ctx.layout.deployment_record, previous)
+        raise
+    return record
 
 
 def _verdict_now(ctx: StepContext, verdict: Record, current: Any | None, earlier: Any | None) -> Record:

@@ -480,12 +480,14 @@ def _describe(holder: dict[str, str] | None) -> str:
 
 
 def promote(mlflow_client: MlflowClient, model_name: str, version: str) -> None:
-    """Point `champion` at `version`; retag versions an interrupted deploy left pending."""
-    mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)
-    mlflow_client.set_model_version_tag(model_name, version, PROMOTION_TAG, CHAMPION)
+    """Point `champion` at `version`, as the last registry write; first retag the versions an
+    interrupted deploy left pending."""
     for stale in mlflow_client.search_model_versions(
             f"name = '{model_name}' and tags.{PROMOTION_TAG} = '{PENDING}'"):
-        mlflow_client.set_model_version_tag(model_name, stale.version, PROMOTION_TAG, INTERRUPTED)
+        if str(stale.version) != str(version):
+            mlflow_client.set_model_version_tag(model_name, stale.version, PROMOTION_TAG, INTERRUPTED)
+    mlflow_client.set_model_version_tag(model_name, version, PROMOTION_TAG, CHAMPION)
+    mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)
 
 
 def register(mlflow_client: MlflowClient, name: str, model_uri: str, run_id: str, model_id: str | None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +11,7 @@ import pytest
 
 from taxipipe import tracking
 from taxipipe.config import load_settings
-from tests.conftest import cli_data_flags, final_run_id, run_cli
+from tests.conftest import cli_data_flags, final_run_id, run_cli, train_line
 
 NOISE = ("warning", "Warning", "CloudPickle", "type hints", "Successfully registered", "Created version",
          "Traceback", "mlflow.")
@@ -29,6 +30,8 @@ def test_a_run_reads_cleanly_and_json_is_one_line_then_verbose_shows_the_rest(
     assert set(record["step_seconds"]) >= {"extract", "train", "deploy", "cleanup"}
     assert "🎉 Pipeline completed successfully!" in quiet.stderr and "✅ Task 'train' completed" in quiet.stderr
     assert not [phrase for phrase in NOISE if phrase in quiet.stderr], quiet.stderr
+    assert re.fullmatch(rf"xgboost RMSE {record['rmse']:.4f} on 2021-02, trained on 2021-01 "
+                        rf"\(memory; MLflow run {record['run_id']}\)", train_line(quiet.stderr))
 
     client = tracking.client(load_settings(overrides={"home": str(home)}))
     run = client.get_run(record["run_id"])

@@ -77,6 +77,8 @@ def test_onehot_is_refused_where_it_cannot_stream(tlc_dir: Path) -> None:
 def test_window_in_memory_then_in_external_memory_logs_the_window(make_settings, home: Path) -> None:
     in_memory = SimplePipeline(make_settings(data=WINDOW_2023)).run()
     assert in_memory["train"]["compute"] == "memory"
+    assert in_memory["train"]["summary"].startswith(
+        f"xgboost RMSE {in_memory['train']['rmse']:.4f} on 2023-04, trained on 2023-01..2023-03 (memory; MLflow run ")
     settings = make_settings(data=WINDOW_2023, compute={"memory_gb": 0.001})
     external = SimplePipeline(settings).run()
     assert external["train"]["compute"] == "external"

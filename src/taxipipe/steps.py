@@ -280,7 +280,8 @@ def train(ctx: StepContext, upstream: Upstream) -> Record:
     return {"run_id": run_id, "experiment_id": experiment, "rmse": score, "kind": kind.name,
             **fit.metrics, "model": str(layout.model), "compute": mode, "window": window_label(window),
             "rows_per_month": {label: counts["rows"] for label, counts in months.items()},
-            "summary": f"{kind.name} RMSE {score:.4f} on {window_label(window)} ({mode}; MLflow run {run_id})"}
+            "summary": f"{kind.name} RMSE {score:.4f} on {layout.validation_partition.label}, trained on "
+                       f"{window_label(window)} ({mode}; MLflow run {run_id})"}
 
 
 def _log(client: Any, run_id: str, params: Record | None = None, metrics: Record | None = None,

@@ -241,7 +241,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     uri = settings.tracking_uri()
     if tracking.sqlite_file(uri) is not None:
         tracking.prepare_store(uri)
-    address = f"http://127.0.0.1:{args.port}"
+    address = f"http://127.0.0.1:{args.port}{tracking.UI_START_PAGE}"
     print(f"📈 MLflow UI on {address} (store {uri}); Ctrl-C stops it", flush=True)
     command_line = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
                     "--default-artifact-root",

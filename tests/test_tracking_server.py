@@ -31,6 +31,8 @@ def ui_server(tmp_path: Path):
             process.kill()
             output = process.communicate()[0]
     assert f"MLflow UI on {url}/#/experiments?workflowType=machine_learning" in output
+    # the runs' requests leave no access-log lines, and no library warns on the console
+    assert "HTTP/1.1" not in output and "Warning" not in output, output[-2000:]
 
 
 @pytest.mark.slow

@@ -235,7 +235,7 @@ def add_config(commands: Any) -> None:
 # -- ui -------------------------------------------------------------------------------------
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from taxipipe import tracking
+    from taxipipe import console, tracking
 
     settings = settings_from(args)
     uri = settings.tracking_uri()
@@ -244,10 +244,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
     address = f"http://127.0.0.1:{args.port}{tracking.UI_START_PAGE}"
     print(f"📈 MLflow UI on {address} (store {uri}); Ctrl-C stops it", flush=True)
     command_line = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-                    "--default-artifact-root",
+                    "--registry-store-uri", uri, "--default-artifact-root",
                     tracking.artifact_root(uri) or (settings.home / "mlflow" / "artifacts").as_uri(),
                     "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    if not console.verbose():
+        # no line per request, no library warnings (-v shows both)
+        command_line += ["--uvicorn-opts", "--no-access-log --log-level warning"]
+        os.environ["PYTHONWARNINGS"] = "ignore"
     os.execv(sys.executable, command_line)
     return 0
 

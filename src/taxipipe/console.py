@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from typing import TYPE_CHECKING, Any, Mapping, TextIO
 
 if TYPE_CHECKING:
@@ -23,7 +24,8 @@ def configure(verbosity: int = 0, human_to_stderr: bool = False) -> None:
     """Levels for -q (-1: errors only), the default (0) and -v (1: library messages too).
 
     By default MLflow's informational lines and Python warnings of the libraries stay
-    hidden; `-v` shows them, and taxipipe's own debug lines (training metrics).
+    hidden (ignored, so that libraries which route warnings to their own loggers, as Airflow
+    does, print none either); `-v` shows them, and taxipipe's own debug lines (training metrics).
     """
     global _human_stream
     _human_stream = sys.stderr if human_to_stderr else None
@@ -41,6 +43,8 @@ def configure(verbosity: int = 0, human_to_stderr: bool = False) -> None:
     warnings_logger.handlers = [handler]
     warnings_logger.setLevel(logging.WARNING if verbosity > 0 else logging.ERROR)
     warnings_logger.propagate = False
+    if verbosity <= 0:
+        warnings.simplefilter("ignore")
 
 
 def quiet() -> bool:

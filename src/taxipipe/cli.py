@@ -361,9 +361,11 @@ def cmd_stack(args: argparse.Namespace) -> int:
     elif args.action == "down":
         control.down(settings)
     elif args.action == "env":
-        print(control.environment(settings))
+        print(control.environment(control.locate(settings)))
     else:
-        states = control.status(settings)
+        located = control.locate(settings)
+        print(located.line)
+        states = control.status(located.settings)
         width = max(len(state.name) for state in states)
         for state in states:
             pid = f"pid {state.pid}" if state.pid else "-"

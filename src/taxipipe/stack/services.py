@@ -165,6 +165,9 @@ class Stack:
             "AIRFLOW__API__SECRET_KEY": self.secrets["airflow_secret_key"],
             "AIRFLOW__API_AUTH__JWT_SECRET": self.secrets["airflow_jwt_secret"],
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            # a task's calls to the execution API wait longer than the 5 s default: on 2 busy
+            # cores, the first minute after `up` is when they are slowest
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
             # a scheduler that died: its running tasks are found and requeued within a minute
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "60",
         }

@@ -498,6 +498,8 @@ def test_down_leaves_nothing_and_up_again_keeps_everything(stack: RunningStack):
         result = stack.cli("down", timeout=300)
         assert result.returncode == 0, result.stdout + result.stderr
         stack.timings[cycle] = time.monotonic() - started
+        # about 7 s measured (the goal is 10 s); the margin is for a busy machine
+        assert stack.timings[cycle] < 15, stack.timings
         assert not [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], cycle
         for port in stack.ports.values():
             with socket.socket() as probe:

@@ -227,11 +227,6 @@ def up(settings: Settings, runner_env: Mapping[str, str]) -> None:
     say('👉 eval "$(taxipipe stack env)" points this shell and its runners at the stack')
 
 
-#: `down` stops these groups in order, the services of a group side by side.
-STOP_ORDER = (("prefect-worker", "airflow-scheduler", "airflow-dag-processor", "dagster-daemon"),
-              ("prefect-server", "airflow-api-server", "mlflow", "dagster-webserver"))
-
-
 def _stop(paths: StackPaths, name: str) -> None:
     started = time.monotonic()
     processes.stop(paths, name)
@@ -239,8 +234,11 @@ def _stop(paths: StackPaths, name: str) -> None:
 
 
 def down(settings: Settings) -> None:
-    """Stop every service of the located stack: workers, then servers, then PostgreSQL (a fast
-    shutdown); then forget the record of the running stack."""
+    """Stop every service of the located stack side by side, then PostgreSQL (a fast shutdown,
+    which loses nothing committed); then forget the record of the running stack.
+
+    The workers and servers keep their state in PostgreSQL, so none has to outlive another.
+    """
     located = locate(settings)
     say(located.line)
     settings = located.settings
@@ -248,13 +246,11 @@ def down(settings: Settings) -> None:
     if not paths.root.exists():
         say(f"⏭️  no stack in {settings.home}")
         return
-    stopped = 0
-    for group in STOP_ORDER:
-        present = [name for name in group if processes.read_record(paths, name) is not None]
-        with ThreadPoolExecutor(max(len(present), 1)) as pool:
-            for future in [pool.submit(_stop, paths, name) for name in present]:
-                future.result()
-        stopped += len(present)
+    present = [name for name in SERVICES if name != postgres.SERVICE and processes.read_record(paths, name)]
+    with ThreadPoolExecutor(max(len(present), 1)) as pool:
+        for future in [pool.submit(_stop, paths, name) for name in present]:
+            future.result()
+    stopped = len(present)
     if postgres.running(paths) is not None:
         started = time.monotonic()
         postgres.stop(paths, dict(os.environ))

@@ -84,11 +84,11 @@ def start(paths: StackPaths, service: str, command: Sequence[str], env: Mapping[
     return record
 
 
-def stop(paths: StackPaths, service: str, grace_seconds: float = 5) -> None:
+def stop(paths: StackPaths, service: str, grace_seconds: float = 3) -> None:
     """SIGTERM every process of the service's session at once; SIGKILL what outlives the grace time.
 
-    Servers and workers end within a second or two of SIGTERM; Airflow's scheduler waits for
-    its running tasks, which the grace time cuts short (its next start requeues them).
+    Most end within a second of SIGTERM; servers that wait for open connections and Airflow's
+    scheduler, which waits for its running tasks, are cut short (its next start requeues them).
     """
     record = read_record(paths, service)
     if record is None:

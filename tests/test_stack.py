@@ -253,7 +253,7 @@ def test_as_root_a_0700_home_gets_a_cluster_without_loosening_its_permissions(tm
     assert stat.S_IMODE(private.stat().st_mode) == 0o700 and stat.S_IMODE(paths.root.stat().st_mode) == 0o700
 
 
-def test_a_shell_without_the_home_finds_the_running_stack(tmp_path: Path):
+def test_a_shell_without_the_home_finds_the_running_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """`env`, `status` and `down` speak for the stack `up` recorded, and say whose it is."""
     from taxipipe.config import load_settings
     from taxipipe.stack import control
@@ -261,13 +261,10 @@ def test_a_shell_without_the_home_finds_the_running_stack(tmp_path: Path):
     stack_home, shell_home = tmp_path / "stack-home", tmp_path / "shell"
     env = stack_env(stack_home, mlflow=5011)
     template = "http://127.0.0.1:9/{color}_tripdata_{year}-{month:02d}.parquet"
-    os.environ["XDG_STATE_HOME"], saved = env["XDG_STATE_HOME"], os.environ.get("XDG_STATE_HOME")
-    try:
-        settings = load_settings(overrides={"home": str(stack_home), "stack": {"mlflow_port": 5011},
-                                            "data": {"url_template": template}})
-        control._record_running(settings, {"TAXIPIPE_DATA__YEAR": "2021"})
-    finally:
-        os.environ.pop("XDG_STATE_HOME") if saved is None else os.environ.update(XDG_STATE_HOME=saved)
+    monkeypatch.setenv("XDG_STATE_HOME", env["XDG_STATE_HOME"])
+    settings = load_settings(overrides={"home": str(stack_home), "stack": {"mlflow_port": 5011},
+                                        "data": {"url_template": template}})
+    control._record_running(settings, {"TAXIPIPE_DATA__YEAR": "2021"})  # what `up` records
     shell = without_home(env, shell_home)
 
     def stack(*args: str, environment: dict[str, str] = shell) -> subprocess.CompletedProcess[str]:

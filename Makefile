@@ -34,7 +34,7 @@ env: $(STAMP)
 $(STAMP): uv.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	@echo "Creating the environment $(VENV) from uv.lock (about a minute; V=1 lists the packages)"
+	@echo "Preparing the environment $(VENV) from uv.lock (about a minute; V=1 lists the packages)"
 	@UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --all-extras --compile-bytecode $(if $(V),,--quiet)
 	@rm -f $(VENV)/.synced-* && touch $@
 

@@ -102,7 +102,7 @@ def test_make_env_creates_the_environment_without_listing_every_package(tmp_path
                             timeout=1700)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = (result.stdout + result.stderr).splitlines()
-    assert f"Creating the environment {venv} from uv.lock (about a minute; V=1 lists the packages)" in lines
+    assert f"Preparing the environment {venv} from uv.lock (about a minute; V=1 lists the packages)" in lines
     uv_lines = [line for line in lines if line.lstrip().startswith(("+ ", "Resolved ", "Prepared ", "Installed "))]
     assert not uv_lines, uv_lines[:5]
     version = subprocess.run([str(venv / "bin" / "taxipipe"), "--version"], capture_output=True, text=True)

@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml | cksum | cut -d' ' -f1)
 ARGS ?=
+# V=1: show what the tools say (uv's list of packages, Dagster's warnings); quiet by default.
+V ?=
 HOME_OF := $(BIN)/python -c 'from taxipipe.config import load_settings; print(load_settings().home)'
 AIRFLOW_PORT ?= 8080
 PREFECT_PORT ?= 4200
@@ -33,7 +35,8 @@ env: $(STAMP)
 $(STAMP): uv.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --all-extras --compile-bytecode
+	@echo "Preparing the environment $(VENV) from uv.lock (about a minute; V=1 lists the packages)"
+	@UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --all-extras --compile-bytecode $(if $(V),,--quiet)
 	@rm -f $(VENV)/.synced-* && touch $@
 
 # Debian packages the tests use beside Python (each named like its command): Prometheus with
@@ -101,11 +104,14 @@ airflow-ui: env
 	airflow api-server & \
 	wait
 
-# Dagster's state lives in HOME/dagster (DAGSTER_HOME; HOME: the taxipipe home).
+# Dagster's state lives in HOME/dagster (DAGSTER_HOME; HOME: the taxipipe home). Dagster 1.13
+# recommends `dg dev` (package dagster-dg-cli, not part of this environment) over `dagster dev`
+# and says so in a SupersessionWarning, a FutureWarning that stays hidden unless V=1.
 dagster-ui: env
 	@dagster_home=$$($(BIN)/python -c 'from taxipipe.config import load_settings; from taxipipe.runners.dagster import use_dagster_home; print(use_dagster_home(load_settings().home))') && \
 	echo "Dagster home $$dagster_home, UI on http://127.0.0.1:$(DAGSTER_PORT)" && \
-	DAGSTER_HOME=$$dagster_home exec $(BIN)/dagster dev -m taxipipe.runners.dagster_definitions \
+	DAGSTER_HOME=$$dagster_home PYTHONWARNINGS=$(if $(V),,ignore::FutureWarning) \
+		exec $(BIN)/dagster dev -m taxipipe.runners.dagster_definitions \
 		-h 127.0.0.1 -p $(DAGSTER_PORT)
 
 clean:

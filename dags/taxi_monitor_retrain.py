@@ -5,7 +5,7 @@ that date trains on, `taxipipe.partition.scheduled_training_month`) against the 
 training month. When a `monitor.*` threshold is crossed
 (`drifted`), `retrain` trains on the month before the monitored one, validates on the
 monitored month, and the pipeline's gate decides whether the new model becomes the
-champion. Params as in taxi_duration_pipeline: `color`, `year`, `month`, `settings`.
+champion. Without a champion yet, `monitor` is skipped with that reason. Params as in taxi_duration_pipeline: `color`, `year`, `month`, `settings`.
 Each task is one call into taxipipe.runners.monitor_retrain, as are the tasks of the Prefect flow
 `monitor-retrain`.
 """
@@ -15,9 +15,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
 
-from taxipipe.runners.airflow import settings_for
+from taxipipe import tracking
 from taxipipe.runners import monitor_retrain as jobs
+from taxipipe.runners.airflow import settings_for
 
 
 def _settings():
@@ -43,8 +45,14 @@ def _settings():
 def taxi_monitor_retrain() -> None:
     @task
     def monitor():
-        """Drift and RMSE of the month against the champion's training month."""
-        return jobs.check_month(_settings())
+        """Drift and RMSE of the month against the champion's training month; skipped, saying
+        why, while there is no champion to compare with (the run then ends green)."""
+        settings = _settings()
+        name = settings.mlflow.model_name
+        if tracking.champion_version(tracking.client(settings), name) is None:
+            raise AirflowSkipException(f"no champion of {name} yet: nothing to monitor until a pipeline "
+                                       "run promotes one")
+        return jobs.check_month(settings)
 
     @task.short_circuit
     def drifted(checked: jobs.Record):

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from taxipipe import console
-from taxipipe.flags import add_settings_flags, settings_from
+from taxipipe.flags import add_output_flags, add_settings_flags, settings_from
 from taxipipe.errors import TaxipipeError
 from taxipipe.pipeline import graph
 from taxipipe.runners import airflow as airflow_runner
@@ -25,7 +25,9 @@ INSTALL_HINT = "Airflow is not installed here: run `make env` (or `uv sync --ext
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_settings_flags(parser)
+    add_output_flags(parser, 0)
     args = parser.parse_args(argv)
+    console.configure(args.verbosity)
     try:
         settings = settings_from(args)
     except TaxipipeError as exc:

@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from taxipipe import console
-from taxipipe.flags import add_settings_flags, settings_from
+from taxipipe.flags import add_output_flags, add_settings_flags, settings_from
 from taxipipe.config import Settings
 from taxipipe.errors import TaxipipeError
 from taxipipe.pipeline import STEPS, graph
@@ -40,7 +40,9 @@ def run(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_settings_flags(parser)
+    add_output_flags(parser, 0)
     args = parser.parse_args(argv)
+    console.configure(args.verbosity)
     try:
         return run(settings_from(args))
     except TaxipipeError as exc:

@@ -143,6 +143,12 @@ def final_run_id(output: str) -> str:
     return output.split("🆔 Model run ID: ")[1].split()[0]
 
 
+def train_line(output: str) -> str:
+    """The line the train step printed (`xgboost RMSE 6.0507 on 2021-02, trained on 2021-01 (...)`)."""
+    [line] = [line.strip() for line in output.splitlines() if " RMSE " in line and ", trained on " in line]
+    return line
+
+
 def cli_data_flags(home: Path, server: TlcServer, year: int = 2021, month: int = 1) -> list[str]:
     return ["--home", str(home), "--url-template", server.url_template,
             "--year", str(year), "--month", str(month)]

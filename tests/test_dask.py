@@ -77,6 +77,15 @@ def test_a_window_trains_through_a_dask_cluster_close_to_local(
     assert "📈 Peak memory:" in result.stdout
 
 
+@pytest.mark.slow
+def test_a_local_cluster_run_prints_only_the_runs_lines(home: Path, tlc_server) -> None:
+    """The local cluster's workers write to this console: XGBoost's `got rank 0` stays off it."""
+    result = run_cli("run", *cli_data_flags(home, tlc_server), "--engine", "dask")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "🎉 Pipeline completed successfully!" in result.stdout
+    assert "got rank" not in result.stdout + result.stderr, result.stderr
+
+
 def test_an_unreachable_scheduler_is_one_sentence() -> None:
     address = f"tcp://127.0.0.1:{free_port()}"
     settings = load_settings(overrides={"compute": {"engine": "dask", "dask_scheduler": address}})

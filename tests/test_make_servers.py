@@ -64,9 +64,9 @@ def dagster_code_loaded(port: int) -> bool:
 
 
 def serve(target: str, variable: str, home: Path, ready_path: str, timeout: float = 300,
-          settled: Callable[[int], bool] = lambda port: True) -> None:
+          settled: Callable[[int], bool] = lambda port: True) -> str:
     """Start `make TARGET VARIABLE=port`, wait until it answers and every component it starts is
-    up (`settled`), check its sockets, stop it."""
+    up (`settled`), check its sockets, stop it; its output."""
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "AIRFLOW", "PREFECT"))}
     environment["TAXIPIPE_HOME"] = str(home)
@@ -95,6 +95,7 @@ def serve(target: str, variable: str, home: Path, ready_path: str, timeout: floa
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+    return process.stdout.read().decode()
 
 
 @pytest.mark.slow
@@ -111,6 +112,23 @@ def test_airflow_ui_and_its_components_listen_on_loopback_only(tmp_path: Path) -
 @pytest.mark.slow
 def test_dagster_ui_listens_on_loopback_only_with_its_state_under_the_home(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    serve("dagster-ui", "DAGSTER_PORT", home, "/server_info", settled=dagster_code_loaded)
+    output = serve("dagster-ui", "DAGSTER_PORT", home, "/server_info", settled=dagster_code_loaded)
+    assert "Warning" not in output, output[-3000:]
     assert "telemetry" in (home / "dagster" / "dagster.yaml").read_text()
     assert (home / "dagster" / "history" / "runs.db").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_make_env_creates_the_environment_without_listing_every_package(tmp_path: Path) -> None:
+    """`make run`'s first step: one line saying what it does, not uv's `+ package==version` list."""
+    venv = tmp_path / "venv"
+    result = subprocess.run(["make", "env", f"VENV={venv}"], cwd=REPO, capture_output=True, text=True,
+                            timeout=1700)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = (result.stdout + result.stderr).splitlines()
+    assert f"Preparing the environment {venv} from uv.lock (about a minute; V=1 lists the packages)" in lines
+    uv_lines = [line for line in lines if line.lstrip().startswith(("+ ", "Resolved ", "Prepared ", "Installed "))]
+    assert not uv_lines, uv_lines[:5]
+    version = subprocess.run([str(venv / "bin" / "taxipipe"), "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("taxipipe")

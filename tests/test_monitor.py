@@ -185,6 +185,35 @@ print(json.dumps({"errors": bag.import_errors, "schedule": str(dag.schedule),
     assert described["tasks"] == {"monitor": ["drifted"], "drifted": ["retrain"], "retrain": []}
 
 
+MONITOR_WITHOUT_CHAMPION = """
+import json, sys
+from datetime import datetime, timezone
+from pathlib import Path
+from taxipipe.runners.airflow import migrate_once, use_airflow_home
+home, dags = Path(sys.argv[1]), Path(sys.argv[2])
+use_airflow_home(home / "airflow", dags)
+migrate_once(home / "airflow")
+from airflow.dag_processing.dagbag import DagBag
+dag = DagBag(dag_folder=str(dags)).get_dag("taxi_monitor_retrain")
+run = dag.test(logical_date=datetime(2021, 6, 1, tzinfo=timezone.utc), run_conf={"settings": {"home": str(home)}})
+print(json.dumps({"state": str(run.state), "tasks": {ti.task_id: str(ti.state) for ti in run.get_task_instances()}}))
+"""
+
+
+@pytest.mark.slow
+def test_the_monitor_dag_skips_with_its_reason_until_there_is_a_champion(tmp_path: Path) -> None:
+    """A stack's first scheduled monitor run, before any pipeline run: green, not red."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "AIRFLOW"))}
+    env["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "INFO"  # the task's log, where the reason is
+    result = subprocess.run([sys.executable, "-c", MONITOR_WITHOUT_CHAMPION, str(tmp_path / "home"),
+                             str(REPO / "dags")], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome == {"state": "success", "tasks": dict.fromkeys(("monitor", "drifted", "retrain"), "skipped")}
+    assert "no champion of nyc-taxi-duration yet: nothing to monitor until a pipeline run promotes one" \
+        in result.stdout + result.stderr
+
+
 @pytest.mark.slow
 def test_prefect_monitor_flow_retrains_on_drift(champion_home: Path, tlc_server: TlcServer) -> None:
     """The flow for real on 2021-02: a tiny PSI limit forces the retrain (trained on 2021-01,

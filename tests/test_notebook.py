@@ -27,6 +27,6 @@ def test_notebook_runs_top_to_bottom(home: Path, tlc_server: TlcServer, monkeypa
     text = "\n".join(output.get("text", "") for output in outputs if output.output_type == "stream")
     rmse = float(re.search(r"^RMSE: ([\d.]+)$", text, re.M).group(1))
     assert 5.0 < rmse < 6.2
-    assert re.search(r"^train: xgboost RMSE [\d.]+ on 2021-01", text, re.M) and "deploy: version 1" in text
+    assert re.search(r"^train: xgboost RMSE [\d.]+ on 2021-02, trained on 2021-01 \(memory; MLflow run \w+\)$", text, re.M) and "deploy: version 1" in text
     assert any("image/png" in output.get("data", {}) for output in outputs)
     assert (home / "mlflow" / "mlflow.db").exists()

@@ -12,6 +12,9 @@ import pytest
 from tests.conftest import REPO, TlcServer, run_cli, run_on_terminal
 
 SCRIPT = REPO / "examples" / "run_examples.sh"
+#: Lines the engines print by default that are not the run's own: Dagster's event log, Airflow's
+#: routed Python warnings (`[warning] Using httpx with starlette.testclient is deprecated`).
+LIBRARY_NOISE = (" - dagster - DEBUG - ", "[warning", "Warning:", "DeprecationWarning")
 
 
 def menu_env(home: Path, server: TlcServer) -> dict[str, str]:
@@ -59,6 +62,8 @@ def test_run_all_trains_every_runner_on_the_window_and_they_agree(home: Path, tl
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     for runner in ("Simple", "Airflow", "Prefect", "Make-like", "Dagster"):
         assert f"✅ {runner} runner succeeded" in result.stdout
+    noise = [line for line in result.stdout.splitlines() if any(sign in line for sign in LIBRARY_NOISE)]
+    assert not noise, noise[:5]
     assert "✅ Comparison of the runners succeeded" in result.stdout
     assert result.stdout.count("2023-01..2023-03 (validation 2023-04)") >= 5
 

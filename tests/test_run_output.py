@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from taxipipe import tracking
 from taxipipe.config import load_settings
-from tests.conftest import cli_data_flags, final_run_id, run_cli
+from tests.conftest import cli_data_flags, final_run_id, run_cli, train_line
 
 NOISE = ("warning", "Warning", "CloudPickle", "type hints", "Successfully registered", "Created version",
          "Traceback", "mlflow.")
@@ -18,7 +21,7 @@ NOISE = ("warning", "Warning", "CloudPickle", "type hints", "Successfully regist
 
 @pytest.mark.slow
 def test_a_run_reads_cleanly_and_json_is_one_line_then_verbose_shows_the_rest(
-        home: Path, tlc_server, tlc_dir: Path) -> None:
+        home: Path, tlc_server, tlc_dir: Path, tmp_path: Path) -> None:
     quiet = run_cli("run", "--json", *cli_data_flags(home, tlc_server))
     assert quiet.returncode == 0, quiet.stderr
     [line] = quiet.stdout.splitlines()
@@ -29,11 +32,14 @@ def test_a_run_reads_cleanly_and_json_is_one_line_then_verbose_shows_the_rest(
     assert set(record["step_seconds"]) >= {"extract", "train", "deploy", "cleanup"}
     assert "🎉 Pipeline completed successfully!" in quiet.stderr and "✅ Task 'train' completed" in quiet.stderr
     assert not [phrase for phrase in NOISE if phrase in quiet.stderr], quiet.stderr
+    assert re.fullmatch(rf"xgboost RMSE {record['rmse']:.4f} on 2021-02, trained on 2021-01 "
+                        rf"\(memory; MLflow run {record['run_id']}\)", train_line(quiet.stderr))
 
     client = tracking.client(load_settings(overrides={"home": str(home)}))
     run = client.get_run(record["run_id"])
     tracked_seconds = (run.info.end_time - run.info.start_time) / 1000
     assert tracked_seconds >= 0.5 * record["step_seconds"]["train"], "the MLflow run must span the training"
+    assert_run_tells_its_story(client, run, tlc_dir, tlc_server, tmp_path)
 
     verbose = run_cli("run", "-v", *cli_data_flags(home, tlc_server))
     assert verbose.returncode == 0, verbose.stderr
@@ -54,7 +60,31 @@ def test_a_run_reads_cleanly_and_json_is_one_line_then_verbose_shows_the_rest(
     assert list(as_ints) == list(as_floats) and 1 < float(written[0]) < 60
 
 
-@pytest.mark.slow
+def assert_run_tells_its_story(client, run, tlc_dir: Path, tlc_server, tmp_path: Path) -> None:
+    """Datasets with source, digest and rows; a description with the verdict; a titled plot."""
+    from PIL import Image
+
+    months = {item.dataset.name: item for item in run.inputs.dataset_inputs}
+    assert {name: [tag.value for tag in item.tags if tag.key == "mlflow.data.context"]
+            for name, item in months.items()} == {"green 2021-01": ["training"], "green 2021-02": ["validation"]}
+    for name, item in months.items():
+        file_name = f"green_tripdata_{name.split()[1]}.parquet"
+        assert item.dataset.digest == hashlib.sha256((tlc_dir / file_name).read_bytes()).hexdigest()[:16]
+        assert item.dataset.source_type == "http"
+        assert json.loads(item.dataset.source) == {"url": tlc_server.url_template.format(
+            color="green", year=2021, month=int(name[-2:]))}
+        assert json.loads(item.dataset.profile)["num_rows"] == pq.read_metadata(tlc_dir / file_name).num_rows
+        assert {"name": "trip_distance", "type": "double"} in json.loads(item.dataset.schema)["mlflow_colspec"]
+    rmse = run.data.metrics["rmse"]
+    assert run.data.tags["mlflow.note.content"] == (
+        f"xgboost trained on green 2021-01 (73,908 rides), scored on green 2021-02 (61,921 rides): "
+        f"RMSE {rmse:.4f}. Compute memory, runner simple.\n\nGate: promotable, no champion yet.")
+    plot = client.download_artifacts(run.info.run_id, "plots/predicted_vs_actual.png", str(tmp_path))
+    assert Image.open(plot).text["Title"] == f"green 2021-02: xgboost trained on 2021-01, RMSE {rmse:.4f}"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags[tracking.EXPERIMENT_KIND[0]] == tracking.EXPERIMENT_KIND[1]
+
+
 def test_quiet_run_failure_still_says_what_went_wrong(home: Path, tlc_server) -> None:
     result = run_cli("run", "-q", "--json", *cli_data_flags(home, tlc_server, year=2030, month=1),
                      env={"TAXIPIPE_DATA__DOWNLOAD_BACKOFF_SECONDS": "0.01"})

@@ -30,7 +30,9 @@ def ui_server(tmp_path: Path):
         except subprocess.TimeoutExpired:
             process.kill()
             output = process.communicate()[0]
-    assert f"MLflow UI on {url}" in output
+    assert f"MLflow UI on {url}/#/experiments?workflowType=machine_learning" in output
+    # the runs' requests leave no access-log lines, and no library warns on the console
+    assert "HTTP/1.1" not in output and "Warning" not in output, output[-2000:]
 
 
 @pytest.mark.slow
@@ -48,6 +50,7 @@ def test_pipeline_through_a_tracking_server(ui_server, home: Path, tlc_server: T
     client = MlflowClient(url, registry_uri=url)
     run = client.get_run(run_id)
     assert run.data.metrics["rmse"] < 6.2
+    assert sorted(item.dataset.name for item in run.inputs.dataset_inputs) == ["green 2021-01", "green 2021-02"]
     champion = client.get_model_version_by_alias("nyc-taxi-duration", "champion")
     assert champion.run_id == run_id
     assert (server_home / "mlflow" / "mlflow.db").exists()

@@ -78,6 +78,8 @@ def test_onehot_is_refused_where_it_cannot_stream(tlc_dir: Path) -> None:
 def test_window_in_memory_then_in_external_memory_logs_the_window(make_settings, home: Path) -> None:
     in_memory = SimplePipeline(make_settings(data=WINDOW_2023)).run()
     assert in_memory["train"]["compute"] == "memory"
+    assert in_memory["train"]["summary"].startswith(
+        f"xgboost RMSE {in_memory['train']['rmse']:.4f} on 2023-04, trained on 2023-01..2023-03 (memory; MLflow run ")
     settings = make_settings(data=WINDOW_2023, compute={"memory_gb": 0.001})
     external = SimplePipeline(settings).run()
     assert external["train"]["compute"] == "external"
@@ -90,6 +92,10 @@ def test_window_in_memory_then_in_external_memory_logs_the_window(make_settings,
     params, metrics = run.data.params, run.data.metrics
     assert (params["window_first"], params["window_last"], params["train_months"]) == ("2023-01", "2023-03", "3")
     assert params["compute"] == "external" and run.data.tags["window"] == "green/2023-01..2023-03"
+    assert sorted((item.dataset.name, item.tags[0].value) for item in run.inputs.dataset_inputs) == [
+        ("green 2023-01", "training"), ("green 2023-02", "training"), ("green 2023-03", "training"),
+        ("green 2023-04", "validation")]
+    assert run.data.tags["mlflow.note.content"].startswith("xgboost trained on green 2023-01..2023-03 (")
     transformed = external["transform"]["train"]["months"]
     assert {label: metrics[f"train_rows.{label}"] for label in transformed} == {
         label: counts["rows"] for label, counts in transformed.items()}

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 from taxipipe import __version__
 from taxipipe.errors import TaxipipeError
-from taxipipe.flags import FLAG_KEYS, add_settings_flags, overrides_from, settings_from
+from taxipipe.flags import FLAG_KEYS, add_output_flags, add_settings_flags, overrides_from, settings_from
 from taxipipe.safety.interrupts import Terminated, raise_interrupted, raise_terminated
 
 #: The status a shell reports for a command that a closed pipe stopped (128 + SIGPIPE), as for git.
@@ -51,15 +51,6 @@ def command(commands: Any, name: str, handler: Handler, help: str, **kwargs: Any
     add_output_flags(parser, argparse.SUPPRESS)
     parser.set_defaults(handler=handler)
     return parser
-
-
-def add_output_flags(parser: argparse.ArgumentParser, default: Any) -> None:
-    """-v/-q, accepted before and after the command (`taxipipe -q run` or `taxipipe run -q`)."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=default,
-                       help="also show library messages, warnings and training metrics every 10 rounds")
-    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=default,
-                       help="show only errors (and the --json record)")
 
 
 # -- run ------------------------------------------------------------------------------------
@@ -178,19 +169,23 @@ def add_config(commands: Any) -> None:
 # -- ui -------------------------------------------------------------------------------------
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from taxipipe import tracking
+    from taxipipe import console, tracking
 
     settings = settings_from(args)
     uri = settings.tracking_uri()
     if tracking.sqlite_file(uri) is not None:
         tracking.prepare_store(uri)
-    address = f"http://127.0.0.1:{args.port}"
+    address = f"http://127.0.0.1:{args.port}{tracking.UI_START_PAGE}"
     print(f"📈 MLflow UI on {address} (store {uri}); Ctrl-C stops it", flush=True)
     command_line = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-                    "--default-artifact-root",
+                    "--registry-store-uri", uri, "--default-artifact-root",
                     tracking.artifact_root(uri) or (settings.home / "mlflow" / "artifacts").as_uri(),
                     "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    if not console.verbose():
+        # no line per request, no library warnings (-v shows both)
+        command_line += ["--uvicorn-opts", "--no-access-log --log-level warning"]
+        os.environ["PYTHONWARNINGS"] = "ignore"
     os.execv(sys.executable, command_line)
     return 0
 
@@ -303,9 +298,11 @@ def cmd_stack(args: argparse.Namespace) -> int:
     elif args.action == "down":
         control.down(settings)
     elif args.action == "env":
-        print(control.environment(settings))
+        print(control.environment(control.locate(settings)))
     else:
-        states = control.status(settings)
+        located = control.locate(settings)
+        print(located.line)
+        states = control.status(located.settings)
         width = max(len(state.name) for state in states)
         for state in states:
             pid = f"pid {state.pid}" if state.pid else "-"

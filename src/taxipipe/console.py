@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from typing import TYPE_CHECKING, Any, Mapping, TextIO
 
 if TYPE_CHECKING:
@@ -23,7 +24,8 @@ def configure(verbosity: int = 0, human_to_stderr: bool = False) -> None:
     """Levels for -q (-1: errors only), the default (0) and -v (1: library messages too).
 
     By default MLflow's informational lines and Python warnings of the libraries stay
-    hidden; `-v` shows them, and taxipipe's own debug lines (training metrics).
+    hidden (ignored, so that libraries which route warnings to their own loggers, as Airflow
+    does, print none either); `-v` shows them, and taxipipe's own debug lines (training metrics).
     """
     global _human_stream
     _human_stream = sys.stderr if human_to_stderr else None
@@ -41,6 +43,8 @@ def configure(verbosity: int = 0, human_to_stderr: bool = False) -> None:
     warnings_logger.handlers = [handler]
     warnings_logger.setLevel(logging.WARNING if verbosity > 0 else logging.ERROR)
     warnings_logger.propagate = False
+    if verbosity <= 0:
+        warnings.simplefilter("ignore")
 
 
 def quiet() -> bool:
@@ -109,14 +113,14 @@ def final_summary(records: Mapping[str, Mapping]) -> None:
     deployed = records.get("deploy")
     if deployed:
         say(f"🏷️  {deployed['summary']}")
-    from taxipipe.compute.memory import describe, peak_rss_bytes
+    from taxipipe.peak_memory import describe, peak_rss_bytes
 
     say(f"📈 Peak memory: {describe(peak_rss_bytes())} (this process)")
 
 
 def final_record(records: Mapping[str, Mapping]) -> dict[str, Any]:
     """What a finished run produced, for machines (`taxipipe run --json`)."""
-    from taxipipe.compute.memory import peak_rss_bytes
+    from taxipipe.peak_memory import peak_rss_bytes
 
     trained, deployed = records.get("train", {}), records.get("deploy", {})
     last = records[next(reversed(records))] if records else {}

@@ -1,4 +1,4 @@
-"""The settings flags every pipeline command shares, and the settings they give.
+"""The flags every pipeline command shares (settings, -v/-q), and the settings they give.
 
 `taxipipe`'s commands, the examples and the Prefect entry points build their parsers with
 `add_settings_flags` and read them with `settings_from`: one flag overrides one setting.
@@ -15,6 +15,15 @@ from taxipipe.models import KIND_NAMES
 
 if TYPE_CHECKING:
     from taxipipe.config import Settings
+
+
+def add_output_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+    """-v/-q, accepted before and after the command (`taxipipe -q run` or `taxipipe run -q`)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=default,
+                       help="also show library messages, warnings and training metrics every 10 rounds")
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=default,
+                       help="show only errors (and the --json record)")
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:

@@ -232,7 +232,7 @@ def train(ctx: StepContext, upstream: Upstream) -> Record:
     rides of each month.
     """
     from taxipipe import compute, console, tracking
-    from taxipipe.compute.memory import peak_rss_bytes
+    from taxipipe.peak_memory import peak_rss_bytes
     from taxipipe.compute.stream import month_counts
     from taxipipe.features import Encoder
     from taxipipe.models.base import rmse
@@ -260,6 +260,8 @@ def train(ctx: StepContext, upstream: Upstream) -> Record:
               "train_months": len(window), "window_first": window[0].label, "window_last": window[-1].label,
               "compute": mode}
     _log(client, run_id, params=params)
+    with tracking.failed_on_error(client, run_id):
+        tracking.log_datasets(client, run_id, settings)
 
     def live(done: int, score: float) -> None:
         console.LOGGER.debug(f"   round {done}: validation RMSE {score:.4f}")
@@ -287,11 +289,16 @@ def train(ctx: StepContext, upstream: Upstream) -> Record:
             "features": len(encoder.feature_names), "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
             **fit.metrics, **{f"train_rows.{label}": counts["rows"] for label, counts in months.items()},
         })
+        tracking.describe_run(client, run_id, (
+            f"{kind.name} trained on {partition.color} {window_label(window)} ({trained.train_rows:,} rides), "
+            f"scored on {partition.color} {layout.validation_partition.label} ({len(trained.target):,} rides): "
+            f"RMSE {score:.4f}. Compute {mode}, runner {ctx.runner}."))
     client.set_terminated(run_id)
     return {"run_id": run_id, "experiment_id": experiment, "rmse": score, "kind": kind.name,
             **fit.metrics, "model": str(layout.model), "compute": mode, "window": window_label(window),
             "rows_per_month": {label: counts["rows"] for label, counts in months.items()},
-            "summary": f"{kind.name} RMSE {score:.4f} on {window_label(window)} ({mode}; MLflow run {run_id})"}
+            "summary": f"{kind.name} RMSE {score:.4f} on {layout.validation_partition.label}, trained on "
+                       f"{window_label(window)} ({mode}; MLflow run {run_id})"}
 
 
 def _log(client: Any, run_id: str, params: Record | None = None, metrics: Record | None = None,
@@ -335,6 +342,7 @@ def _judge(ctx: StepContext, run_id: str, score: float) -> Record:
     _log(client, run_id, metrics={"champion_rmse": champion.rmse if champion else None},
          tags={"validation.promotable": verdict.promotable, "validation.rule": verdict.rule,
                "validation.reason": verdict.reason})
+    tracking.describe_run(client, run_id, f"Gate: {'' if verdict.promotable else 'not '}promotable, {verdict.reason}.")
     return {"run_id": run_id, "rmse": score, "promotable": verdict.promotable, "rule": verdict.rule,
             "reason": verdict.reason, "champion_rmse": champion.rmse if champion else None,
             "champion_version": champion.version if champion else None,
@@ -393,12 +401,17 @@ def save(ctx: StepContext, upstream: Upstream) -> Record:
         model = mlflow.pyfunc.load_model(info.model_uri, suppress_warnings=True)
         sample = rides.sample(n=min(5000, len(rides)), random_state=0)
         predictions = model.predict(sample[MODEL_COLUMNS])
-        mlflow.log_figure(_prediction_plot(sample[TARGET], predictions), "plots/predicted_vs_actual.png")
+        title = (f"{ctx.settings.data.color} {layout.validation_partition.label}: {trained['kind']} trained on "
+                 f"{trained['window']}, RMSE {trained['rmse']:.4f}")
+        mlflow.log_figure(_prediction_plot(sample[TARGET], predictions, title), "plots/predicted_vs_actual.png",
+                          save_kwargs={"metadata": {"Title": title}})
     return {"run_id": run_id, "model_uri": info.model_uri, "model_id": info.model_id,
             "summary": f"model logged as {info.model_uri}"}
 
 
-def _prediction_plot(actual: Any, predicted: Any) -> Any:
+def _prediction_plot(actual: Any, predicted: Any, title: str) -> Any:
+    """Predicted against actual minutes of a sample of rides; the title (also the PNG's) names the
+    months and the RMSE."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -407,7 +420,7 @@ def _prediction_plot(actual: Any, predicted: Any) -> Any:
     figure, axes = plt.subplots(figsize=(6, 6))
     axes.scatter(actual, predicted, s=3, alpha=0.3)
     axes.plot([0, 60], [0, 60], color="black", linewidth=1)
-    axes.set(xlabel="actual minutes", ylabel="predicted minutes", title="Predicted vs actual duration",
+    axes.set(xlabel="actual minutes", ylabel="predicted minutes", title=f"Predicted vs actual duration\n{title}",
              xlim=(0, 60), ylim=(0, 60))
     plt.close(figure)
     return figure

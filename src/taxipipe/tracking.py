@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 PROMOTION_TAG, PENDING, INTERRUPTED = "promotion", "pending", "interrupted before it became champion"
 #: Tag of the default experiment: the artifact root the store's paths point at.
 ROOT_TAG = "taxipipe.artifact_root"
+#: The experiment tag MLflow 3's UI reads and writes for an experiment's kind (GenAI or machine learning).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+#: Where MLflow 3's UI opens on its model-training view (its sidebar switch otherwise starts on GenAI).
+UI_START_PAGE = "/#/experiments?workflowType=machine_learning"
 _CREATED_STORES: set[str] = set()
 _REACHED_SERVERS: set[str] = set()
 _warm_up: threading.Thread | None = None
@@ -264,16 +268,96 @@ def experiment_id(settings: Settings, mlflow_client: MlflowClient, runner: str) 
 
 
 def named_experiment(settings: Settings, mlflow_client: MlflowClient, name: str) -> str:
-    """The experiment `name`, created on first use; a SQLite store keeps artifacts beside it."""
+    """The experiment `name`, created on first use; a SQLite store keeps artifacts beside it.
+
+    It is marked a machine-learning experiment (`EXPERIMENT_KIND`), as the kind selector of
+    MLflow's UI would mark it.
+    """
     from mlflow.exceptions import MlflowException
 
     existing = mlflow_client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
     try:
-        return mlflow_client.create_experiment(name, artifact_location=artifact_root(settings.tracking_uri()))
+        return mlflow_client.create_experiment(name, artifact_location=artifact_root(settings.tracking_uri()),
+                                               tags=dict([EXPERIMENT_KIND]))
     except MlflowException:
         return mlflow_client.get_experiment_by_name(name).experiment_id
+
+
+def log_datasets(mlflow_client: MlflowClient, run_id: str, settings: Settings) -> None:
+    """The run's training months and validation month as MLflow dataset inputs.
+
+    Each month is a dataset named `green 2021-01` whose source is the URL (or path) it was
+    downloaded from and whose digest is the start of its file's sha256; the input's context
+    (training or validation) says what the run did with it. The file's parquet schema and row
+    count go with it, so the run's Datasets panel, and a model's lineage, reach the data. A
+    month whose download a cleanup already removed is left out.
+    """
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    from taxipipe.data import source_url
+    from taxipipe.layout import Layout
+
+    downloads = Layout(settings.home, settings.partition)
+    roles = (("training", settings.training_months), ("validation", (settings.validation_month,)))
+    inputs = []
+    for context, months in roles:
+        for month in months:
+            if not downloads.download(month).exists():
+                continue
+            described = _describe_file(downloads.download(month), source_url(settings.data.url_template, month))
+            inputs.append(DatasetInput(Dataset(name=f"{month.color} {month.label}", **described),
+                                       tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+    mlflow_client.log_inputs(run_id, datasets=inputs)
+
+
+def _describe_file(path: Path, source: str) -> dict[str, str]:
+    """Digest, source, schema and profile of one downloaded parquet file, as MLflow records them."""
+    import hashlib
+    import json
+    import warnings
+
+    import pyarrow.parquet as pq
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        resolved = resolve_dataset_source(source)
+    metadata = pq.read_metadata(path)
+    return {"digest": digest.hexdigest()[:16], "source_type": resolved._get_source_type(),
+            "source": resolved.to_json(),
+            "schema": json.dumps({"mlflow_colspec": _colspecs(metadata.schema.to_arrow_schema())}),
+            "profile": json.dumps({"num_rows": metadata.num_rows, "bytes": path.stat().st_size})}
+
+
+def _colspecs(schema: Any) -> list[dict[str, str]]:
+    """The parquet columns as MLflow column specs (a column of a type MLflow lacks is left out)."""
+    specs = [{"name": column.name, "type": _mlflow_type(column.type)} for column in schema]
+    return [spec for spec in specs if spec["type"] is not None]
+
+
+def _mlflow_type(arrow_type: Any) -> str | None:
+    import pyarrow as pa
+
+    kinds = ((pa.types.is_int32, "integer"), (pa.types.is_integer, "long"), (pa.types.is_float32, "float"),
+             (pa.types.is_floating, "double"), (pa.types.is_boolean, "boolean"),
+             (pa.types.is_timestamp, "datetime"), (pa.types.is_string, "string"),
+             (pa.types.is_large_string, "string"))
+    return next((kind for test, kind in kinds if test(arrow_type)), None)
+
+
+def describe_run(mlflow_client: MlflowClient, run_id: str, text: str) -> None:
+    """Add a paragraph to the run's description (the `mlflow.note.content` tag MLflow's UI shows)."""
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+    before = mlflow_client.get_run(run_id).data.tags.get(MLFLOW_RUN_NOTE)
+    mlflow_client.set_tag(run_id, MLFLOW_RUN_NOTE, f"{before}\n\n{text}" if before else text)
 
 
 def git_commit() -> str | None:
@@ -305,7 +389,7 @@ def log_peak_memory(mlflow_client: MlflowClient, run_id: str, step: str) -> None
 
     from mlflow.entities import Metric
 
-    from taxipipe.compute.memory import peak_rss_bytes
+    from taxipipe.peak_memory import peak_rss_bytes
 
     megabytes = round(peak_rss_bytes() / 2**20, 1)
     mlflow_client.log_batch(run_id, metrics=[Metric(f"peak_rss_mb.{step}", megabytes, int(time.time() * 1000), 0)])

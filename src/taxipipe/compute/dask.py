@@ -24,10 +24,14 @@ def connect(settings: Settings) -> Iterator[Any]:
     """A client on the configured scheduler, or on a LocalCluster started for the block."""
     from distributed import Client, LocalCluster
 
+    from taxipipe import console
+
     address = settings.compute.dask_scheduler
     if not address:
         with LocalCluster(dashboard_address=":0", silence_logs=logging.WARNING) as cluster, \
                 Client(cluster) as client:
+            if not console.verbose():
+                client.run(quiet_xgboost_console)
             yield client
         return
     try:
@@ -41,13 +45,37 @@ def connect(settings: Settings) -> Iterator[Any]:
         yield client
 
 
+def quiet_xgboost_console() -> None:
+    """On a worker of the local cluster, whose stderr is this console: drop XGBoost's greeting
+    (`[12:00:00] Task [xgboost.dask-0]:tcp://... got rank 0`), pass every other line on.
+
+    XGBoost writes it from C++ in the training thread, past Python's logging and its own log
+    callback, so the worker's stderr goes through a pipe that a thread filters. `-v` keeps it.
+    """
+    import os
+    import threading
+
+    read, write = os.pipe()
+    console = os.dup(2)
+    os.dup2(write, 2)
+    os.close(write)
+
+    def pump() -> None:
+        with os.fdopen(read, "rb") as lines, os.fdopen(console, "wb", buffering=0) as out:
+            for line in lines:
+                if b" got rank " not in line:
+                    out.write(line)
+
+    threading.Thread(target=pump, name="stderr-filter", daemon=True).start()
+
+
 def train_on_cluster(settings: Settings, encoder: Any, train_path: Path, validation_path: Path) -> Trained:
     """xgboost.dask on the window, early stopping on the validation month, scored here."""
     import dask.dataframe as dd
     import pyarrow.parquet as pq
     import xgboost.dask as dxgb
 
-    from taxipipe.compute.memory import peak_rss_bytes
+    from taxipipe.peak_memory import peak_rss_bytes
     from taxipipe.compute.stream import read_encoded
     from taxipipe.features import TARGET
     from taxipipe.models.base import Fit

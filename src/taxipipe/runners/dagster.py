@@ -129,14 +129,21 @@ def use_dagster_home(home: Path) -> Path:
 
 
 def run_in_process(settings: Settings) -> ExecuteInProcessResult:
-    """Run the job once on the partition of `settings`, holding the home's run lock."""
+    """Run the job once on the partition of `settings`, holding the home's run lock.
+
+    Dagster's console logger shows its event lines (`dagster - DEBUG - ... STEP_START`) only
+    under -v; by default only its warnings and errors. Its run storage keeps every event.
+    """
+    from taxipipe import console
+
     use_dagster_home(settings.home)
     resource = TaxipipeSettings(overrides=json.dumps(settings.model_dump(mode="json")))
     owner = f"Dagster in-process run, {settings.partition}"
     with hold_home(settings.home, owner, wait=True), DagsterInstance.get() as instance:
         return taxi_duration_pipeline.execute_in_process(
             partition_key=f"{settings.partition.label}-01", resources={"taxipipe": resource},
-            instance=instance, raise_on_error=False)
+            instance=instance, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "DEBUG" if console.verbose() else "WARNING"}}}})
 
 
 def outcome(result: ExecuteInProcessResult) -> tuple[dict[str, Record], dict[str, str]]:

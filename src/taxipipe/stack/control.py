@@ -1,4 +1,10 @@
-"""`taxipipe stack up | down | status | env`: the services in order, each started only if missing."""
+"""`taxipipe stack up | down | status | env`: the services in order, each started only if missing.
+
+Every command first says which home's stack it speaks for. `up` records the running stack's
+home (and the settings its runs get) outside any home, so `env`, `status` and `down` from a
+shell without that home still find it; a shell whose own home has a stack speaks for that one
+and names the running stack's home.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,13 @@ import shlex
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping
 
-from taxipipe.config import Settings
+from taxipipe.config import DEFAULT_URL_TEMPLATE, Settings
 from taxipipe.errors import StackError
-from taxipipe.stack import postgres, processes
+from taxipipe.stack import postgres, processes, state
 from taxipipe.stack.processes import PidRecord
 from taxipipe.stack.services import AIRFLOW_ADMIN, Service, Stack, prefect_pool
 from taxipipe.stack.state import StackPaths
@@ -40,6 +47,45 @@ class ServiceState:
     state: str
     url: str | None
     pid: int | None
+
+
+@dataclass(frozen=True)
+class Located:
+    """The stack a command speaks for: its settings, its runs' settings, and the line saying so."""
+
+    settings: Settings
+    line: str
+    runner_env: dict[str, str] = field(default_factory=dict)
+
+
+def locate(settings: Settings) -> Located:
+    """This shell's stack, or the running one when this shell's home has none.
+
+    The running stack is the one the last `up` recorded (and `down` has not stopped): its
+    home, ports and the settings its runs get, such as the URL template given to `up`.
+    """
+    home = settings.home
+    record = state.read_running()
+    if record is None:
+        return Located(settings, f"🏠 stack home {home}")
+    running_home = Path(record["home"])
+    if running_home == home:
+        return Located(settings, f"🏠 stack home {home}", record.get("runner_env", {}))
+    if StackPaths.of(home).root.exists():
+        return Located(settings, f"🏠 stack home {home} (the running stack's home is {running_home}: "
+                                 f"--home {running_home} speaks for it)")
+    ports = type(settings.stack).model_validate(record.get("stack", {}))
+    running = settings.model_copy(update={"home": running_home, "stack": ports})
+    return Located(running, f"🏠 stack home {running_home}, the running stack's (this shell's home {home} "
+                            "has no stack)", record.get("runner_env", {}))
+
+
+def _record_running(settings: Settings, runner_env: Mapping[str, str]) -> None:
+    """What `locate` reads: the home, the ports, and the settings the runs get."""
+    runs = dict(runner_env)
+    if settings.data.url_template != DEFAULT_URL_TEMPLATE:
+        runs.setdefault("TAXIPIPE_DATA__URL_TEMPLATE", settings.data.url_template)
+    state.record_running(settings.home, {"stack": settings.stack.model_dump(mode="json"), "runner_env": runs})
 
 
 def _running(paths: StackPaths, name: str) -> PidRecord | None:
@@ -134,9 +180,11 @@ def _prefect_chain(stack: Stack, services: dict[str, Service], missing: set[str]
 
 def up(settings: Settings, runner_env: Mapping[str, str]) -> None:
     """Start every missing service: PostgreSQL, then MLflow, Airflow and Prefect side by side."""
+    recorded = state.read_running()
+    elsewhere = recorded is not None and Path(recorded["home"]) != settings.home
+    say(f"🏠 stack home {settings.home}" + (f" (the running stack's home is {recorded['home']})" if elsewhere else ""))
     stack = Stack(settings, runner_env)
     paths = stack.paths
-    paths.create()
     services = {service.name: service for service in _services(stack)}
     missing = {name for name in SERVICES if _running(paths, name) is None}
     for name in SERVICES:
@@ -149,9 +197,12 @@ def up(settings: Settings, runner_env: Mapping[str, str]) -> None:
         service = services[name]
         if service.port is not None:
             processes.require_free_port(service.port, name, service.setting or "")
+    env = stack.base_env()
+    postgres.preflight(paths, env)
+    paths.create()
+    _record_running(settings, runner_env)
 
     started = time.monotonic()
-    env = stack.base_env()
     if not postgres.initialised(paths):
         postgres.init_cluster(paths, stack.secrets["postgres"], env)
     if postgres.SERVICE in missing:
@@ -176,11 +227,6 @@ def up(settings: Settings, runner_env: Mapping[str, str]) -> None:
     say('👉 eval "$(taxipipe stack env)" points this shell and its runners at the stack')
 
 
-#: `down` stops these groups in order, the services of a group side by side.
-STOP_ORDER = (("prefect-worker", "airflow-scheduler", "airflow-dag-processor", "dagster-daemon"),
-              ("prefect-server", "airflow-api-server", "mlflow", "dagster-webserver"))
-
-
 def _stop(paths: StackPaths, name: str) -> None:
     started = time.monotonic()
     processes.stop(paths, name)
@@ -188,23 +234,29 @@ def _stop(paths: StackPaths, name: str) -> None:
 
 
 def down(settings: Settings) -> None:
-    """Stop every service: workers, then servers, then PostgreSQL (a fast shutdown)."""
+    """Stop every service of the located stack side by side, then PostgreSQL (a fast shutdown,
+    which loses nothing committed); then forget the record of the running stack.
+
+    The workers and servers keep their state in PostgreSQL, so none has to outlive another.
+    """
+    located = locate(settings)
+    say(located.line)
+    settings = located.settings
     paths = StackPaths.of(settings.home)
     if not paths.root.exists():
         say(f"⏭️  no stack in {settings.home}")
         return
-    stopped = 0
-    for group in STOP_ORDER:
-        present = [name for name in group if processes.read_record(paths, name) is not None]
-        with ThreadPoolExecutor(max(len(present), 1)) as pool:
-            for future in [pool.submit(_stop, paths, name) for name in present]:
-                future.result()
-        stopped += len(present)
+    present = [name for name in SERVICES if name != postgres.SERVICE and processes.read_record(paths, name)]
+    with ThreadPoolExecutor(max(len(present), 1)) as pool:
+        for future in [pool.submit(_stop, paths, name) for name in present]:
+            future.result()
+    stopped = len(present)
     if postgres.running(paths) is not None:
         started = time.monotonic()
         postgres.stop(paths, dict(os.environ))
         say(f"⏹️  postgres stopped in {time.monotonic() - started:.1f}s")
         stopped += 1
+    state.forget_running(settings.home)
     if not stopped:
         say(f"⏭️  nothing of the stack in {settings.home} runs")
 
@@ -220,7 +272,7 @@ def _healthy(service: Service, attempts: int = 3) -> bool:
 
 
 def status(settings: Settings) -> list[ServiceState]:
-    """Each service with its URL, pid and health."""
+    """Each service of the stack `settings` names with its URL, pid and health (see `locate`)."""
     stack = Stack(settings)
     services = {service.name: service for service in _services(stack)}
     states = []
@@ -239,7 +291,8 @@ def status(settings: Settings) -> list[ServiceState]:
     return states
 
 
-def environment(settings: Settings) -> str:
-    """`export` lines that point a shell (and every runner it starts) at the stack."""
-    stack = Stack(settings)
-    return "\n".join(f"export {key}={shlex.quote(value)}" for key, value in stack.user_env().items())
+def environment(located: Located) -> str:
+    """`export` lines that point a shell (and every runner it starts) at the located stack, with
+    the settings its runs get (the URL template given to `up`), after a comment naming its home."""
+    exported = {**located.runner_env, **Stack(located.settings).user_env()}
+    return "\n".join([f"# {located.line}"] + [f"export {key}={shlex.quote(value)}" for key, value in exported.items()])

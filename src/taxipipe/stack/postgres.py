@@ -2,8 +2,8 @@
 
 The cluster lives in {home}/stack/postgres/data, listens on 127.0.0.1 only and takes
 passwords (scram-sha-256). PostgreSQL refuses to run as root: as root, the server runs as
-the `postgres` user (runuser), which owns {home}/stack/postgres; anyone else runs it as
-themself.
+the `postgres` user (runuser), and the cluster lives where that user can reach it without
+loosening the home's permissions (see `StackPaths.postgres`); anyone else runs it as themself.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ import psutil
 
 from taxipipe.errors import StackError
 from taxipipe.stack.processes import PidRecord, port_is_free, require_free_port, write_record
-from taxipipe.stack.state import DATABASES, StackPaths
+from taxipipe.stack.state import DATABASES, RUN_AS_ROOT_USER, StackPaths
 
 SUPERUSER = "postgres"
 SERVICE = "postgres"
-RUN_AS_ROOT_USER = "postgres"
 #: Where Debian's postgresql-N packages put their server programs (N/bin).
 DEBIAN_SERVERS = Path("/usr/lib/postgresql")
 
@@ -62,6 +61,7 @@ def _run_as() -> list[str]:
 
 def _owned_directory(path: Path) -> None:
     """A 0700 directory owned by the user the server runs as."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.mkdir(mode=0o700, exist_ok=True)
     path.chmod(0o700)
     if os.geteuid() == 0:
@@ -100,12 +100,22 @@ def _check_reachable(directory: Path, env: Mapping[str, str]) -> None:
                 "reach (--home or TAXIPIPE_HOME)")
 
 
+def preflight(paths: StackPaths, env: Mapping[str, str]) -> None:
+    """Every check that could refuse to create the cluster, made before anything is created:
+    the server programs, and under root the user to run them as and its way to the cluster."""
+    if initialised(paths):
+        return
+    binary("initdb")
+    binary("pg_ctl")
+    if os.geteuid() == 0:
+        _run_as()
+        _check_reachable(next(path for path in (paths.postgres, *paths.postgres.parents) if path.exists()), env)
+
+
 def init_cluster(paths: StackPaths, password: str, env: Mapping[str, str]) -> None:
     """initdb with scram authentication and the superuser's password from a private file."""
     initdb = binary("initdb")
     _owned_directory(paths.postgres)
-    if os.geteuid() == 0:
-        _check_reachable(paths.postgres, env)
     password_file = paths.postgres / "initdb.pw"
     descriptor = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as file:

@@ -84,15 +84,16 @@ def start(paths: StackPaths, service: str, command: Sequence[str], env: Mapping[
     return record
 
 
-def stop(paths: StackPaths, service: str, grace_seconds: float = 30) -> None:
-    """SIGTERM the service's leader, then its whole session; SIGKILL what outlives the grace time."""
+def stop(paths: StackPaths, service: str, grace_seconds: float = 3) -> None:
+    """SIGTERM every process of the service's session at once; SIGKILL what outlives the grace time.
+
+    Most end within a second of SIGTERM; servers that wait for open connections and Airflow's
+    scheduler, which waits for its running tasks, are cut short (its next start requeues them).
+    """
     record = read_record(paths, service)
     if record is None:
         return
-    if record.leader_alive():
-        _signal(record.pid, signal.SIGTERM)
-        wait_until(lambda: not record.members(), grace_seconds)
-    stop_members(record, grace_seconds=10)
+    stop_members(record, grace_seconds)
     pid_file(paths, service).unlink(missing_ok=True)
 
 

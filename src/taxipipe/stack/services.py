@@ -165,6 +165,9 @@ class Stack:
             "AIRFLOW__API__SECRET_KEY": self.secrets["airflow_secret_key"],
             "AIRFLOW__API_AUTH__JWT_SECRET": self.secrets["airflow_jwt_secret"],
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            # a task's calls to the execution API wait longer than the 5 s default: on 2 busy
+            # cores, the first minute after `up` is when they are slowest
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
             # a scheduler that died: its running tasks are found and requeued within a minute
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "60",
         }
@@ -246,8 +249,23 @@ class Stack:
         answer = _get_json(f"{self.airflow_url}/api/v2/monitor/health")
         return answer if isinstance(answer, dict) else {}
 
-    def _airflow_component(self, component: str) -> Callable[[], bool]:
-        return lambda: (self.airflow_health().get(component) or {}).get("status") == "healthy"
+    def _airflow_component(self, component: str, service: str | None = None) -> Callable[[], bool]:
+        """Airflow's health of `component`; for a scheduler or DAG processor, also a heartbeat
+        since `service`'s process started: a killed one's last heartbeat counts as healthy for
+        another 30 s, and must not pass for its successor's."""
+        from datetime import datetime
+
+        from taxipipe.stack.processes import read_record
+
+        def healthy() -> bool:
+            answer = self.airflow_health().get(component) or {}
+            if answer.get("status") != "healthy":
+                return False
+            record = read_record(self.paths, service) if service else None
+            beat = answer.get(f"latest_{component}_heartbeat")
+            return record is None or beat is None or datetime.fromisoformat(beat).timestamp() >= record.started
+
+        return healthy
 
     def airflow(self) -> list[Service]:
         env = self.airflow_env
@@ -256,9 +274,9 @@ class Stack:
                     self._airflow_component("metadatabase"), self.ports.airflow_port, self.airflow_url,
                     "airflow_port"),
             Service("airflow-scheduler", self.python("airflow", "scheduler", "--skip-serve-logs"), env,
-                    self._airflow_component("scheduler")),
+                    self._airflow_component("scheduler", "airflow-scheduler")),
             Service("airflow-dag-processor", self.python("airflow", "dag-processor"), env,
-                    self._airflow_component("dag_processor")),
+                    self._airflow_component("dag_processor", "airflow-dag-processor")),
         ]
 
     def prefect_server(self) -> Service:

@@ -1,13 +1,20 @@
-"""Where the stack keeps its state under {home}/stack, and its generated secrets (a 0600 file)."""
+"""Where the stack keeps its state under {home}/stack, its generated secrets (a 0600 file), and
+the record of the running stack that lets a shell without its home find it."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import pwd
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
+
+#: PostgreSQL refuses to run as root: under root the cluster runs as this user.
+RUN_AS_ROOT_USER = "postgres"
 
 #: The database of each server, also the name of its PostgreSQL role.
 DATABASES = ("mlflow", "airflow", "prefect", "dagster")
@@ -38,8 +45,21 @@ class StackPaths:
 
     @property
     def postgres(self) -> Path:
-        """Owned by the user the server runs as: data/ (the cluster), its log and socket."""
-        return self.root / "postgres"
+        """Owned by the user the server runs as: data/ (the cluster), its log and socket.
+
+        Under root the server runs as user postgres, which may not enter the home (a 0700
+        /root): the cluster then lives in that user's own home directory, in a folder named
+        after this stack's home, unless an older stack already has it under the home.
+        """
+        inside = self.root / "postgres"
+        if os.geteuid() != 0 or (inside / "data" / "PG_VERSION").exists():
+            return inside
+        try:
+            server_home = Path(pwd.getpwnam(RUN_AS_ROOT_USER).pw_dir)
+        except KeyError:
+            return inside
+        key = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:12]
+        return server_home / "taxipipe-stacks" / key
 
     @property
     def artifacts(self) -> Path:
@@ -61,9 +81,9 @@ class StackPaths:
         return self.logs / f"{service}.log"
 
     def create(self) -> None:
-        """The directories, private to this user; root lets the postgres user pass through."""
+        """The directories, private to this user."""
         self.root.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o711 if os.geteuid() == 0 else 0o700)
+        self.root.chmod(0o700)
         for directory in (self.logs, self.run, self.artifacts, self.airflow_home, self.prefect_home,
                           self.dagster_home):
             directory.mkdir(mode=0o700, exist_ok=True)
@@ -99,3 +119,34 @@ def load_secrets(paths: StackPaths) -> dict[str, str]:
         json.dump(values, file, indent=1)
     temporary.replace(paths.secrets)
     return values
+
+
+def running_record() -> Path:
+    """Where `up` records the running stack: $XDG_STATE_HOME/taxipipe/stack.json (~/.local/state)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "taxipipe" / "stack.json"
+
+
+def record_running(home: Path, details: Mapping[str, Any]) -> None:
+    """Note the home of the stack `up` starts, with details such as its ports (no secrets)."""
+    path = running_record()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"home": str(home), **details}, indent=1))
+    temporary.replace(path)
+
+
+def read_running() -> dict | None:
+    """The record of the running stack: its home and its runs' settings; None when there is none."""
+    try:
+        record = json.loads(running_record().read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "home" in record else None
+
+
+def forget_running(home: Path) -> None:
+    """Remove the record if it names this home (`down`)."""
+    record = read_running()
+    if record is not None and Path(record["home"]) == home:
+        running_record().unlink(missing_ok=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 from taxipipe.config import Settings, load_settings, merge
+from taxipipe.engine_env import airflow_environment
 from taxipipe.errors import ConfigError
 from taxipipe.partition import PUBLICATION_LAG_MONTHS, Partition, scheduled_training_month
 from taxipipe.pipeline import per_month_records
@@ -72,9 +73,7 @@ def use_airflow_home(airflow_home: Path, dags_folder: Path) -> None:
     Airflow reads its configuration when first imported: call this before.
     """
     airflow_home.mkdir(parents=True, exist_ok=True)
-    os.environ["AIRFLOW_HOME"] = str(airflow_home)
-    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags_folder)
-    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    os.environ.update(airflow_environment(airflow_home, dags_folder))
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from taxipipe.config import Settings, load_settings, merge
+from taxipipe.engine_env import prefect_environment
 from taxipipe.flags import overrides_from, settings_from
 
 #: The monthly deployment of the flow (`prefect_flow.monthly_deployment`).
@@ -22,17 +23,9 @@ MONTHLY_CRON = "0 6 15 * *"
 
 
 def local_environment(home: Path) -> dict[str, str]:
-    """Prefect settings for an offline run with its database in {home}/prefect."""
-    prefect_home = home / "prefect"
-    return {
-        "PREFECT_HOME": str(prefect_home),
-        # prefect 3.7.7 puts these two in ~/.prefect whatever PREFECT_HOME says
-        "PREFECT_SERVER_MEMO_STORE_PATH": str(prefect_home / "memo_store.toml"),
-        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(prefect_home / "storage"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    }
+    """Prefect settings for an offline run with its database in {home}/prefect (a temporary
+    local server gets 90 s to start on busy cores)."""
+    return {**prefect_environment(home / "prefect"), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}
 
 
 def configure(home: Path) -> None:

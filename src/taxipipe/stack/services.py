@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from taxipipe.config import Settings
+from taxipipe.engine_env import airflow_environment, prefect_environment
 from taxipipe.errors import StackError
 from taxipipe.stack import postgres
 from taxipipe.stack.state import StackPaths, load_secrets
@@ -147,9 +148,7 @@ class Stack:
         airflow_home = self.paths.airflow_home
         return {
             **self.runner_environment(),
-            "AIRFLOW_HOME": str(airflow_home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.project / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            **airflow_environment(airflow_home, self.project / "dags"),
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(self.ports.airflow_parallelism),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
@@ -176,15 +175,11 @@ class Stack:
         prefect_home = self.paths.prefect_home
         return {
             **self.runner_environment(),
-            "PREFECT_HOME": str(prefect_home),
+            **prefect_environment(prefect_home),
             "PREFECT_API_URL": self.prefect_api,
             "PREFECT_API_DATABASE_CONNECTION_URL": self.database_url("prefect", "asyncpg"),
             "PREFECT_SERVER_API_HOST": "127.0.0.1",
             "PREFECT_SERVER_API_PORT": str(self.ports.prefect_port),
-            "PREFECT_SERVER_MEMO_STORE_PATH": str(prefect_home / "memo_store.toml"),
-            "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(prefect_home / "storage"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
         }
 
     def dagster_env(self) -> dict[str, str]:

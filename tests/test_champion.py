@@ -6,9 +6,13 @@ test_gate.py.
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,8 +21,8 @@ from taxipipe.pipeline import graph, run_step
 from taxipipe.runners.simple import SimplePipeline
 from taxipipe.steps import StepContext
 from tests.conftest import TlcServer, cli_data_flags, final_run_id, run_cli
-from tests.test_hardening import ROOT, child_env, models, one_sentence_failure, read_only, run_with, small_disk
-from tests.test_tracking_server import ui_server  # noqa: F401 (a fixture)
+from tests.faults import FAST, ROOT, child_env, models, one_sentence_failure, read_only, run_with, small_disk
+from tests.test_tracking_server import free_port, ui_server, wait_healthy  # noqa: F401 (ui_server: a fixture)
 
 MODEL = "nyc-taxi-duration"
 QUICK = {"features": "categorical", "params": {"n_estimators": 10}}
@@ -195,3 +199,103 @@ def test_the_compute_mode_is_chosen_once_and_read_from_the_records(make_settings
     trained = run_step(nodes["train"], context, {"features": records["features"]}, hooks=())
     assert trained["compute"] == "memory"
     assert tracking.client(settings).get_run(trained["run_id"]).data.tags["compute"] == "memory"
+
+
+# the champion gate fails closed --------------------------------------------------------
+
+class RegistryProxy:
+    """A real HTTP proxy in front of a tracking server that can answer 503 to the alias lookup."""
+
+    ALIAS_PATH = "/api/2.0/mlflow/registered-models/alias"
+
+    def __init__(self, upstream_port: int) -> None:
+        self.fail_alias = False
+        self.refused: list[str] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                if proxy.fail_alias and self.command == "GET" and self.path.startswith(proxy.ALIAS_PATH):
+                    proxy.refused.append(self.path)
+                    self.send_error(503, "registry unavailable")
+                    return
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                connection = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=120)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in {"host", "connection"}}
+                connection.request(self.command, self.path, body=body or None, headers=headers)
+                answer = connection.getresponse()
+                payload = answer.read()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in {"transfer-encoding", "connection", "content-length"}:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                connection.close()
+
+            do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _forward
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.slow
+def test_registry_errors_fail_the_gate_closed(tmp_path: Path, home: Path, tlc_server: TlcServer) -> None:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "taxipipe.cli", "ui", "--home", str(tmp_path / "server"),
+                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=child_env())
+    proxy = RegistryProxy(port)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", server)
+        flags = [*cli_data_flags(home, tlc_server), "--tracking-uri", proxy.url]
+        retries = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", **FAST}
+        first = run_cli("run", *flags, env=retries)
+        assert first.returncode == 0, first.stderr[-3000:]
+        champion = models(proxy.url).get_model_version_by_alias(MODEL, "champion")
+
+        proxy.fail_alias = True
+        worse = run_cli("run", *flags, env={**FAST, "TAXIPIPE_MODEL__PARAMS__MAX_DEPTH": "1"})
+        line = one_sentence_failure(worse, "champion", MODEL, "nothing was promoted")
+        assert "validate_model" in worse.stdout, worse.stdout[-2000:]
+        assert len(proxy.refused) == 5, f"the alias lookup was tried {len(proxy.refused)} times, not 1 + 4 retries"
+        proxy.fail_alias = False
+        registry = models(proxy.url)
+        assert registry.get_model_version_by_alias(MODEL, "champion").version == champion.version, line
+        assert [v.version for v in registry.search_model_versions(f"name = '{MODEL}'")] == [champion.version]
+    finally:
+        proxy.close()
+        server.terminate()
+        try:
+            server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.communicate()
+
+
+def test_missing_alias_or_model_means_no_champion_and_other_errors_raise(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+
+    from taxipipe import tracking
+    from taxipipe.config import load_settings
+    from taxipipe.errors import TrackingError
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    settings = load_settings(overrides={"home": str(tmp_path)})
+    client = tracking.client(settings)
+    assert tracking.champion_version(client, "no-such-model") is None
+    client.create_registered_model("no-alias-yet")
+    assert tracking.champion_version(client, "no-alias-yet") is None
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(TrackingError, match="nothing was promoted"):
+        tracking.champion_version(MlflowClient(unreachable, registry_uri=unreachable), "m")

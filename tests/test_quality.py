@@ -5,9 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
 
 from taxipipe.quality import check_trips
 from taxipipe.tlc import read_trips
+from tests.conftest import TlcServer, cli_data_flags, run_cli
+from tests.faults import FAST, one_sentence_failure, served_folder
 
 
 def sample(tlc_dir: Path, rows: int = 200) -> pd.DataFrame:
@@ -43,3 +49,24 @@ def test_tolerated_share_and_frame_rules(tlc_dir: Path) -> None:
     assert report.failures()[0].failed_rows == 200
     empty = check_trips(frame.head(0), "empty", 0.9, 0.0)
     assert "non-empty" in [rule.rule for rule in empty.failures()]
+
+
+# too few rides after the 1..60 minute filter -------------------------------------------
+
+@pytest.mark.slow
+def test_month_without_usable_rides_fails_and_leaves_the_cache(home: Path, tlc_server: TlcServer,
+                                                              tlc_dir: Path) -> None:
+    trips = pq.read_table(tlc_dir / "green_tripdata_2021-01.parquet")
+    late = pc.add(trips["lpep_pickup_datetime"], pa.scalar(7_200_000_000, pa.duration("us")))
+    long_rides = trips.set_column(trips.schema.get_field_index("lpep_dropoff_datetime"), "lpep_dropoff_datetime",
+                                  late.cast(trips.schema.field("lpep_dropoff_datetime").type))
+    template = served_folder(tlc_server, "long-rides", {
+        "green_tripdata_2021-01.parquet": long_rides,
+        "green_tripdata_2021-02.parquet": tlc_dir / "green_tripdata_2021-02.parquet"})
+    result = run_cli("run", *cli_data_flags(home, tlc_server), "--url-template", template, env=FAST)
+    one_sentence_failure(result, "green 2021-01", "0 of 76,518 rides", "validation.min_rows", "fewer than 1,000")
+    assert "transform" in result.stdout
+    downloads = home / "downloads"
+    assert not (downloads / "green_tripdata_2021-01.parquet").exists()
+    assert not (downloads / "green_tripdata_2021-01.parquet.source").exists()
+    assert (downloads / "green_tripdata_2021-02.parquet").exists()

@@ -13,7 +13,8 @@ import pytest
 from taxipipe.errors import CorruptDataError, DataNotFoundError, NetworkError, SchemaError
 from taxipipe.partition import Partition
 from taxipipe.tlc import fetch, read_trips, source_url
-from tests.conftest import TlcServer
+from tests.conftest import TlcServer, cli_data_flags, run_cli
+from tests.faults import one_sentence_failure, served_folder
 
 JANUARY = "green_tripdata_2021-01.parquet"
 
@@ -112,3 +113,43 @@ def test_yellow_layout_and_schema_errors(tlc_dir: Path, tmp_path: Path) -> None:
         read_trips(tmp_path / "words.parquet", "green")
     shutil.copy(tlc_dir / JANUARY, tmp_path / "ok.parquet")
     assert read_trips(tmp_path / "ok.parquet", "green").num_rows == table.num_rows
+
+
+# URL templates and the download cache --------------------------------------------------
+
+@pytest.mark.parametrize("template", [
+    "http://127.0.0.1:1/{color}_tripdata_{year}.parquet",
+    "http://127.0.0.1:1/{color}_tripdata_{year}-{month:02d}{foo}.parquet",
+    "http://127.0.0.1:1/{color}_tripdata_{year}-{month:02d.parquet",
+    "http://127.0.0.1:1/{color}_tripdata_{year}-{month:q}.parquet",
+])
+def test_bad_url_template_is_one_sentence(home: Path, template: str) -> None:
+    for command in (["run"], ["make", "extract"], ["make", "--dry-run"]):
+        result = run_cli(*command, "--home", str(home), "--url-template", template)
+        one_sentence_failure(result, "data.url_template")
+    assert not (home / "downloads").exists()
+
+
+@pytest.mark.slow
+def test_cached_download_is_reused_only_from_the_same_source(home: Path, tlc_server: TlcServer,
+                                                             tlc_dir: Path) -> None:
+    other = served_folder(tlc_server, "other-source", {
+        "green_tripdata_2021-01.parquet": tlc_dir / "green_tripdata_2021-03.parquet",
+        "green_tripdata_2021-02.parquet": tlc_dir / "green_tripdata_2021-04.parquet"})
+    january = home / "downloads" / "green_tripdata_2021-01.parquet"
+    flags = cli_data_flags(home, tlc_server)
+
+    first = run_cli("make", "extract", *flags)
+    assert first.returncode == 0, first.stderr
+    assert january.read_bytes() == (tlc_dir / "green_tripdata_2021-01.parquet").read_bytes()
+    moved = run_cli("make", "extract", *flags, "--url-template", other)
+    assert moved.returncode == 0, moved.stderr
+    assert "2021-01 downloaded" in moved.stdout, moved.stdout
+    assert january.read_bytes() == (tlc_dir / "green_tripdata_2021-03.parquet").read_bytes()
+    assert (home / "downloads" / "green_tripdata_2021-01.parquet.source").read_text().startswith(
+        other.split("{")[0])
+    back = run_cli("make", "extract", *flags)
+    assert "2021-01 downloaded" in back.stdout, back.stdout
+    assert january.read_bytes() == (tlc_dir / "green_tripdata_2021-01.parquet").read_bytes()
+    again = run_cli("make", "extract", *flags, "--force")
+    assert "2021-01 cached" in again.stdout, again.stdout

@@ -1,0 +1,127 @@
+"""What the fault tests share: child processes without the caller's settings, one-sentence
+failures, crafted months served over HTTP, and real small or read-only disks."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tests.conftest import TlcServer
+
+MODEL = "nyc-taxi-duration"
+FAST = {"TAXIPIPE_DATA__DOWNLOAD_BACKOFF_SECONDS": "0.01"}
+OPEN_STORE = """
+import sys
+from taxipipe import tracking
+from taxipipe.config import load_settings
+
+settings = load_settings(overrides={"home": sys.argv[1]})
+print(tracking.experiment_id(settings, tracking.client(settings), "simple"))
+"""
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAXIPIPE_")}
+    return {**env, **FAST, **extra}
+
+
+def start_run(*args: str, **popen: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "taxipipe.cli", "run", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=child_env(), **popen)
+
+
+def wait_for(condition: Callable[[], bool], what: str, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
+def one_sentence_failure(result: subprocess.CompletedProcess[str], *phrases: str) -> str:
+    """Exit 1, no traceback, a ❌ line naming each phrase; return that line."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    lines = [line for line in output.splitlines() if line.startswith("❌")]
+    assert lines, output[-3000:]
+    for phrase in phrases:
+        assert phrase in lines[-1], lines[-1]
+    return lines[-1]
+
+
+def served_folder(server: TlcServer, folder: str, files: dict[str, pa.Table | Path]) -> str:
+    """Serve crafted months under /folder/ and return the URL template that reaches them."""
+    root = server.root / folder
+    root.mkdir(exist_ok=True)
+    for name, content in files.items():
+        if isinstance(content, Path):
+            shutil.copyfile(content, root / name)
+        else:
+            pq.write_table(content, root / name)
+    return f"http://127.0.0.1:{server.port}/{folder}/{{color}}_tripdata_{{year}}-{{month:02d}}.parquet"
+
+
+def models(home_or_uri: Path | str) -> Any:
+    from mlflow import MlflowClient
+
+    uri = home_or_uri if isinstance(home_or_uri, str) else f"sqlite:///{home_or_uri / 'mlflow' / 'mlflow.db'}"
+    return MlflowClient(uri, registry_uri=uri)
+
+
+# 6 -- one sentence for full and read-only disks, broken stores ------------------------------
+
+ROOT = os.geteuid() == 0
+
+
+@contextmanager
+def small_disk(folder: Path, size_kb: int) -> Iterator[dict[str, Any]]:
+    """A real disk of `size_kb` at `folder`: a tmpfs (as root), else a file-size limit for the child."""
+    folder.mkdir(parents=True)
+    if ROOT:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(folder)], check=True)
+        try:
+            yield {}
+        finally:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
+    else:
+        def limit() -> None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size_kb * 1024, size_kb * 1024))
+
+        yield {"preexec_fn": limit}
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """`folder` read-only for real: a read-only tmpfs as root (root ignores modes), else mode 0555."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if ROOT:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], check=True)
+        try:
+            yield
+        finally:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+
+
+def run_with(args: list[str], **popen: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "taxipipe.cli", *args], capture_output=True, text=True,
+                          env=child_env(), timeout=600, **popen)
+
+

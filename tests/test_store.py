@@ -1,0 +1,137 @@
+"""The embedded MLflow store: created whole, relocated with its home, one sentence when it is broken."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TlcServer, cli_data_flags, run_cli
+from tests.faults import (FAST, MODEL, OPEN_STORE, child_env, models, one_sentence_failure, read_only, run_with,
+                          start_run, wait_for)
+
+
+# an interrupted first run ------------------------------------------------------------
+
+@pytest.mark.slow
+def test_interrupted_first_run_leaves_no_broken_store(tmp_path: Path, tlc_server: TlcServer) -> None:
+    """Ctrl-C or a kill while the store is being created: the next run still works."""
+    homes = []
+    for number, (signum, delay) in enumerate([(signal.SIGINT, 0.0), (signal.SIGINT, 0.4), (signal.SIGINT, 1.0),
+                                              (signal.SIGKILL, 0.0), (signal.SIGKILL, 0.4),
+                                              (signal.SIGKILL, 1.0)]):
+        home = tmp_path / f"home{number}"
+        process = start_run(*cli_data_flags(home, tlc_server))
+        store = home / "mlflow"
+        wait_for(lambda: process.poll() is not None or (store.is_dir() and any(
+            "mlflow.db" in path.name and not path.name.endswith(".lock") for path in store.iterdir())),
+            "the store is being created")
+        time.sleep(delay)
+        finished_first = process.poll() is not None
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=120)
+        if finished_first:
+            assert process.returncode == 0, err[-2000:]
+        elif signum == signal.SIGINT:
+            assert process.returncode == 130, out + err
+            assert err.strip().splitlines()[-1] == "❌ interrupted", err
+            assert "Traceback" not in err
+        else:
+            assert process.returncode == -signal.SIGKILL
+        opened = subprocess.run([sys.executable, "-c", OPEN_STORE, str(home)], capture_output=True, text=True,
+                                env=child_env(), timeout=300)
+        assert opened.returncode == 0, f"{signum!r} after {delay}s broke the store: {opened.stderr[-2000:]}"
+        homes.append(home)
+    again = run_cli("run", *cli_data_flags(homes[-1], tlc_server), env=FAST)
+    assert again.returncode == 0, again.stderr[-3000:]
+
+
+# a moved or copied home -----------------------------------------------------------------
+
+def artifact_files(home: Path) -> set[str]:
+    return {path.relative_to(home).as_posix() for path in (home / "mlflow" / "artifacts").rglob("*")}
+
+
+@pytest.mark.slow
+def test_moved_and_copied_homes_keep_working(tmp_path: Path, tlc_server: TlcServer) -> None:
+    original, copy, moved = tmp_path / "original", tmp_path / "copy", tmp_path / "moved"
+    built = run_cli("run", *cli_data_flags(original, tlc_server), env=FAST)
+    assert built.returncode == 0, built.stderr[-2000:]
+    shutil.copytree(original, copy)
+    before = artifact_files(original)
+
+    in_copy = run_cli("run", *cli_data_flags(copy, tlc_server), env=FAST)
+    assert in_copy.returncode == 0, in_copy.stderr[-3000:]
+    assert artifact_files(original) == before, "the copy wrote into the original home"
+    assert len(artifact_files(copy)) > len(before)
+
+    original.rename(moved)
+    in_moved = run_cli("run", *cli_data_flags(moved, tlc_server), env=FAST)
+    assert in_moved.returncode == 0, in_moved.stderr[-3000:]
+    registry = models(moved)
+    for version in registry.search_model_versions(f"name = '{MODEL}'"):
+        assert str(moved) in registry.get_run(version.run_id).info.artifact_uri
+    import mlflow.pyfunc
+
+    store = f"sqlite:///{moved / 'mlflow' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
+    mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+
+
+# a store that cannot be used -------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_sqlite_store_in_a_read_only_place_is_one_sentence(home: Path, tmp_path: Path,
+                                                          tlc_server: TlcServer) -> None:
+    locked = tmp_path / "locked"
+    with read_only(locked):
+        uri = f"sqlite:///{locked / 'store' / 'mlflow.db'}"
+        result = run_with(["run", *cli_data_flags(home, tlc_server), "--tracking-uri", uri])
+        line = one_sentence_failure(result, str(locked / "store" / "mlflow.db"), "mlflow.tracking_uri")
+        assert "cannot be written" in line, line
+
+
+@pytest.mark.slow
+def test_corrupt_store_is_one_sentence_and_kept(home: Path, tlc_server: TlcServer) -> None:
+    store = home / "mlflow" / "mlflow.db"
+    store.parent.mkdir(parents=True)
+    store.write_bytes(b"not sqlite at all " * 500)
+    for command in (["run"], ["compare"]):
+        result = run_with([*command, *cli_data_flags(home, tlc_server)])
+        one_sentence_failure(result, str(store), "not a readable SQLite database")
+    assert store.read_bytes() == b"not sqlite at all " * 500
+
+
+def test_store_left_unfinished_by_an_older_version_is_created_again(home: Path) -> None:
+    import sqlite3
+
+    store = home / "mlflow" / "mlflow.db"
+    store.parent.mkdir(parents=True)
+    with sqlite3.connect(store) as half_made:
+        half_made.execute("CREATE TABLE secrets (id INTEGER)")
+    opened = subprocess.run([sys.executable, "-c", OPEN_STORE, str(home)], capture_output=True, text=True,
+                            env=child_env(), timeout=300)
+    assert opened.returncode == 0, opened.stderr[-2000:]
+    assert "left unfinished" in opened.stderr
+
+
+# artifacts of a custom SQLite store -----------------------------------------------------
+
+@pytest.mark.slow
+def test_custom_sqlite_store_keeps_artifacts_beside_it(home: Path, tmp_path: Path, tlc_server: TlcServer) -> None:
+    cwd, store = tmp_path / "cwd", tmp_path / "elsewhere" / "custom.db"
+    cwd.mkdir()
+    result = run_cli("run", *cli_data_flags(home, tlc_server), "--tracking-uri", f"sqlite:///{store}",
+                     env=FAST, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(cwd.iterdir()) == [], "nothing is written into the current directory"
+    assert list((store.parent / "artifacts").rglob("MLmodel"))
+    assert not (home / "mlflow").exists()
+
+

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from taxipipe.compare import display_width
 from tests.conftest import REPO, TlcServer, run_cli, run_on_terminal
 
 SCRIPT = REPO / "examples" / "run_examples.sh"
@@ -64,6 +65,17 @@ def test_run_all_then_every_runner_agrees(home: Path, tlc_server: TlcServer, tmp
     assert {run["runner"] for run in runs} == {"simple", "airflow", "prefect", "make", "dagster"}
     assert len({round(run["rmse"], 9) for run in runs}) == 1
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for run in runs:  # every runner records the wall time of its whole run, engine start-up included
+        assert run["compute"] == "memory"
+        assert run["wall_seconds"] > run["steps_seconds"] > 0, run["runner"]
+        assert run["overhead_seconds"] == round(run["wall_seconds"] - run["steps_seconds"], 3)
+
+    champion = next(run for run in runs if run["champion"])
+    for columns in ("80", "120"):
+        text = run_cli("compare", env={**env, "COLUMNS": columns}).stdout
+        assert max(display_width(line) for line in text.splitlines()) <= int(columns)
+        row = next(line for line in text.splitlines() if "🏆" in line)
+        assert row.split()[1] == champion["runner"] and f"{champion['overhead_seconds']:.1f}" in row.split()
 
 
 def test_help_lists_the_items_without_an_environment_check() -> None:

@@ -13,9 +13,12 @@ every 0.1 s. `steps` is the sum of the step times the run printed; `overhead` is
 steps; `floor` is the same engine running nine no-op tasks (engine_floors.py), so `adapter`
 (overhead minus floor) is what taxipipe adds to the engine.
 
-Then, per engine: a run killed with SIGKILL during train, then run again, and a backfill of 6
-training months (7 months resampled from the real ones with make_scaled_tlc.py, green layout).
-Each table prints as soon as its part is done.
+Then, per engine: a run killed with SIGKILL during train, then run again; and a backfill of 6
+training months (7 months resampled from the real ones with make_scaled_tlc.py, green layout)
+by the simple runner (one run per month, in order) and by Prefect's Dask backfill (months in
+parallel); `--backfill-engines` adds others, which take one partition per call here (Airflow
+and Dagster backfill in parallel only with their scheduler or daemon running). Each table
+prints as soon as its part is done.
 """
 
 from __future__ import annotations
@@ -300,6 +303,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="cold and warm runs per engine (median)")
     parser.add_argument("--engines", default=",".join(COMMANDS), help="comma-separated, from: " + ", ".join(COMMANDS))
     parser.add_argument("--skip", default="", help="comma-separated parts to leave out: engines, backfill, kill")
+    parser.add_argument("--backfill-engines", default="simple,prefect",
+                        help="engines to backfill (others run one partition per call: six times a run)")
     args = parser.parse_args()
     engines = [name for name in args.engines.split(",") if name]
     unknown = sorted(set(engines) - set(COMMANDS))
@@ -319,7 +324,8 @@ def main() -> int:
                          *kill_during_train([name for name in engines if name != "script"], work), ""]), flush=True)
     if "backfill" not in skip:
         print("\n".join(["", "backfill of 6 training months (2020-01..06, resampled)",
-                         *backfill([name for name in engines if name != "script"], work), ""]), flush=True)
+                         *backfill([name for name in args.backfill_engines.split(",") if name in COMMANDS
+                                    and name != "script"], work), ""]), flush=True)
     print(f"\nload at the end {os.getloadavg()[0]:.1f}")
     return 0
 

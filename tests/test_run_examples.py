@@ -57,6 +57,7 @@ def test_run_all_then_every_runner_agrees(home: Path, tlc_server: TlcServer, tmp
     for runner in ("Simple", "Airflow", "Prefect", "Make-like", "Dagster"):
         assert f"✅ {runner} runner succeeded" in result.stdout
     assert "✅ Comparison of the runners succeeded" in result.stdout
+    assert f"{REPO}/docs/engines.md" in result.stdout.splitlines()[-1]
 
     plot = tmp_path / "runners.png"
     compare = run_cli("compare", "--check", "--json", "--plot", str(plot), env=env)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
-from taxipipe import console
+from taxipipe import console, walltime
 from taxipipe.flags import add_output_flags, add_settings_flags, settings_from
 from taxipipe.errors import TaxipipeError
 from taxipipe.pipeline import graph
@@ -23,6 +24,7 @@ INSTALL_HINT = "Airflow is not installed here: run `make env` (or `uv sync --ext
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.time()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_settings_flags(parser)
     add_output_flags(parser, 0)
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if outcome.state != "success":
         console.pipeline_failed(f"the DAG run ended '{outcome.state}'")
         return 1
+    walltime.record(settings, outcome.records, started)
     console.final_summary(outcome.records)
     return 0
 

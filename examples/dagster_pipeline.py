@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
-from taxipipe import console
+from taxipipe import console, walltime
 from taxipipe.flags import add_output_flags, add_settings_flags, settings_from
 from taxipipe.config import Settings
 from taxipipe.errors import TaxipipeError
 from taxipipe.pipeline import STEPS, graph
 
 
-def run(settings: Settings) -> int:
-    """Run the job on the partition of `settings`; print the common lines; the exit status."""
+def run(settings: Settings, started: float) -> int:
+    """Run the job on the partition of `settings`; print the common lines; record the wall time
+    since `started`; the exit status."""
     from taxipipe.runners import dagster as dagster_runner
 
     console.header(dagster_runner.RUNNER, settings, target=STEPS[-1].name)
@@ -33,18 +35,20 @@ def run(settings: Settings) -> int:
     if failed:
         console.pipeline_failed(f"the Dagster run failed at {', '.join(failed)}")
         return 1
+    walltime.record(settings, records, started)
     console.final_summary(records)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.time()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_settings_flags(parser)
     add_output_flags(parser, 0)
     args = parser.parse_args(argv)
     console.configure(args.verbosity)
     try:
-        return run(settings_from(args))
+        return run(settings_from(args), started)
     except TaxipipeError as exc:
         console.pipeline_failed(str(exc))
         return 1

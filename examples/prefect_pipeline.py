@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Sequence
 
-from taxipipe import console
+from taxipipe import console, walltime
 from taxipipe.flags import add_settings_flags
 from taxipipe.errors import TaxipipeError
 from taxipipe.runners import prefect_local
@@ -35,6 +36,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = time.time()
     args = parse_args(argv)
     try:
         run = prefect_local.flow_arguments(args)
@@ -55,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not state.is_completed():
         console.pipeline_failed(state.message or f"the flow run ended in state {state.name}")
         return 1
+    walltime.record(run.settings, state.result(), started)
     return 0
 
 

@@ -61,6 +61,7 @@ run_all() {
     makelike || failed=1
     dagster || failed=1
     run "Comparison of the runners" "$TAXIPIPE" compare --check || failed=1
+    echo "📖 Each concept in each engine, what each costs and when to pick which: $ROOT/docs/engines.md"
     return "$failed"
 }
 

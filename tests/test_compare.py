@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from taxipipe import tracking
-from taxipipe.compare import WIDTH, RunRow, figure
+from taxipipe.compare import RunRow, compact_window, display_width, figure, table
 from taxipipe.pipeline import STEPS
 from taxipipe.runners.simple import SimplePipeline
 from tests.conftest import run_cli
@@ -26,14 +27,17 @@ def test_two_runners_agree_then_a_divergent_run_is_flagged(make_settings, home: 
     SimplePipeline(settings, runner="partial", steps=STEPS[:5]).run()
     assert first["train"]["rmse"] == second["train"]["rmse"]
 
-    plain = run_cli("compare", "--home", str(home))
+    plain = run_cli("compare", "--home", str(home), env={"COLUMNS": "100"})
     assert plain.returncode == 0, plain.stderr
     lines = plain.stdout.splitlines()
-    assert max(len(line) for line in lines) <= WIDTH and "nan" not in plain.stdout
+    assert max(display_width(line) for line in lines) <= 100 and "nan" not in plain.stdout
     assert "agree" not in plain.stdout
     head = next(line for line in lines if line.split()[:2] == ["#", "runner"] and "deploy" in line)
     partial = next(line for line in lines[lines.index(head):] if " partial " in line)
-    assert len(partial) <= head.index("train") + len("train"), "steps partial did not run must be blank"
+    for name in ("vmod", "save", "deploy", "cleanup"):  # numbers end where their header ends
+        end = head.index(name) + len(name)
+        assert not partial[end - len(name):end].strip(), f"{name}: steps partial did not run must be blank"
+    assert float(partial[:head.index("train") + len("train")].split()[-1]) > 0
 
     plot = tmp_path / "compare.png"
     result = run_cli("compare", "--home", str(home), "--check", "--plot", str(plot))
@@ -47,6 +51,10 @@ def test_two_runners_agree_then_a_divergent_run_is_flagged(make_settings, home: 
     assert set(runners) == {"simple", "script", "partial"}
     assert runners["simple"]["champion"] is True and runners["script"]["champion"] is False  # same RMSE: kept
     assert runners["script"]["step_seconds"]["train"] > 0
+    for run in runners.values():
+        assert run["compute"] == "memory"
+        assert run["wall_seconds"] > run["steps_seconds"] == round(sum(run["step_seconds"].values()), 3)
+        assert run["overhead_seconds"] == round(run["wall_seconds"] - run["steps_seconds"], 3) > 0
 
     client = tracking.client(settings)
     original = client.get_run(second["train"]["run_id"])
@@ -73,14 +81,118 @@ def test_empty_home_is_left_alone_and_mlflow_is_not_loaded(home: Path) -> None:
     assert not home.exists()
 
 
-def test_plot_legend_does_not_cover_the_bars() -> None:
-    steps = {step.name: 0.5 + index for index, step in enumerate(STEPS)}
-    rows = [RunRow(runner, "green/2021-01", "xgboost", "categorical", 6.05, sum(steps.values()), steps, "0" * 32,
-                   "2026-11-27 02:00", runner == "make", "{}") for runner in ("simple", "make", "airflow", "prefect")]
+STEP_TIMES = {step.name: 0.5 + 3 * index for index, step in enumerate(STEPS)}
+
+
+def rows_of(runners: list[str], windows: list[str] | None = None, champion: int = 1) -> list[RunRow]:
+    """Rows as `collect` makes them: the run `champion` (counted from 1) holds the alias."""
+    windows = windows or ["green/2021-01"] * len(runners)
+    steps = sum(STEP_TIMES.values())
+    return [RunRow(runner, window, "xgboost", "categorical", "external", 6.0507, steps + 12.25 * (n + 1), steps,
+                   12.25 * (n + 1), STEP_TIMES, f"{n:032x}", "2026-11-27 02:00", n + 1 == champion, "{}")
+            for n, (runner, window) in enumerate(zip(runners, windows))]
+
+
+def blocks(text: str) -> list[list[str]]:
+    """The blocks of the tables: the lines from a header (`#  runner ...`) to the next blank line."""
+    parts = [part.splitlines() for part in text.split("\n\n")]
+    return [lines[index:] for lines in parts for index, line in enumerate(lines)
+            if line.split()[:2] == ["#", "runner"]]
+
+
+FIVE = ["simple", "make", "airflow", "prefect", "dagster"]
+CASES = {
+    "five runners": rows_of(FIVE, champion=2),
+    "long window labels": rows_of(FIVE, ["green/2021-11..2022-04", "yellow/2023-01..2023-12", "green/2021-01",
+                                         "green/2009-01..2026-09", "yellow/2024-03"], champion=5),
+    "many runners": rows_of([f"{name}-variant-{n:02d}" for n in range(8) for name in FIVE], champion=33),
+}
+
+
+@pytest.mark.parametrize("width", [80, 100, 120])
+@pytest.mark.parametrize("case", CASES)
+def test_tables_fit_the_width_and_keep_every_value_in_its_row(case: str, width: int) -> None:
+    rows = CASES[case]
+    text = table(rows, width)
+    assert max(display_width(line) for line in text.splitlines()) <= width
+    found = blocks(text)
+    assert len(found) >= 2
+    for lines in found:
+        assert len(lines) == len(rows) + 1, "a block holds the header and exactly one line per run"
+        for number, (line, row) in enumerate(zip(lines[1:], rows), 1):
+            assert line.split()[:2] == [str(number), row.runner], "every block keeps the run's key"
+    runs = found[0]
+    assert runs[0].split()[:2] == ["#", "runner"] and "RMSE" in runs[0]
+    champion = next(n for n, row in enumerate(rows, 1) if row.champion)
+    assert [n for n, line in enumerate(runs[1:], 1) if "🏆" in line] == [champion]
+    values = runs[champion].split()
+    assert values[-1] in ("🏆", "champion") and "6.0507" in values
+
+
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_five_runners_and_their_overhead_need_no_wrapping(width: int) -> None:
+    rows = CASES["five runners"]
+    found = blocks(table(rows, width))
+    assert len(found) == 2, "one block of runs and one of step times"
+    for line, row in zip(found[0][1:], rows):
+        assert f"{row.wall_seconds:.1f}" in line.split() and f"{row.overhead_seconds:.1f}" in line.split()
+    for line, row in zip(found[1][1:], rows):
+        assert line.split()[-1] == f"{row.steps_seconds:.1f}"
+    assert ("overhead s" in found[0][0]) == (width >= 100)
+    assert "🏆" in found[0][2]
+
+
+def test_a_narrow_terminal_wraps_columns_repeating_the_key() -> None:
+    rows = CASES["many runners"]
+    found = blocks(table(rows, 60))
+    assert len(found) > 2
+    for lines in found:
+        for number, (line, row) in enumerate(zip(lines[1:], rows), 1):
+            assert line.split()[:2] == [str(number), row.runner]
+
+
+def test_windows_are_compacted_keeping_the_color_only_when_runs_differ_in_it() -> None:
+    assert compact_window("green/2023-01..2023-03", drop_color=True) == "2023-01..03"
+    assert compact_window("green/2021-11..2022-04", drop_color=False) == "green/2021-11..2022-04"
+    assert compact_window("yellow/2024-03", drop_color=False) == "yellow/2024-03"
+    assert compact_window("green/2024-03", drop_color=True) == "2024-03"
+    assert display_width("🏆 champion") == 11
+
+
+def test_missing_wall_time_is_a_dash_not_a_number() -> None:
+    rows = rows_of(["simple", "airflow"])
+    rows[1].wall_seconds = rows[1].overhead_seconds = None
+    runs = blocks(table(rows, 120))[0]
+    assert runs[2].split()[-2:] == ["-", "-"]
+
+
+def test_the_width_is_columns_or_100_without_a_terminal() -> None:
+    probe = "from taxipipe.compare import terminal_width; print(terminal_width())"
+    environment = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    for columns, expected in ((None, "100"), ("80", "80")):
+        env = {**environment, **({"COLUMNS": columns} if columns else {})}
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                                stdin=subprocess.DEVNULL, timeout=120)
+        assert result.stdout.strip() == expected, result.stderr
+
+
+def test_plot_labels_do_not_overlap_and_bars_split_steps_from_overhead() -> None:
+    rows = CASES["long window labels"]
     chart = figure(rows)
     chart.canvas.draw()
     renderer = chart.canvas.get_renderer()
-    right = chart.axes[1]
-    legend = right.get_legend().get_window_extent(renderer)
+    left, right = chart.axes
+    labels = [label for label in left.get_yticklabels() if label.get_text()]
+    assert len(labels) == len(rows)
+    boxes = [label.get_window_extent(renderer) for label in labels]
+    assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+    assert [label.get_text().startswith("★") for label in labels] == [row.champion for row in rows]
+    legend = right.get_legend()
+    names = [text.get_text() for text in legend.get_texts()]
+    assert names[-1] == "engine overhead" and "train" in names
     bars = [patch.get_window_extent(renderer) for patch in right.patches]
-    assert bars and not [bar for bar in bars if bar.overlaps(legend)]
+    assert bars and not [bar for bar in bars if bar.overlaps(legend.get_window_extent(renderer))]
+    overhead = right.containers[-1]
+    assert [patch.get_width() for patch in overhead] == [row.overhead_seconds for row in rows]
+    ends = [patch.get_x() + patch.get_width() for patch in overhead]
+    assert ends == pytest.approx([row.wall_seconds for row in rows])

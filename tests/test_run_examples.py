@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from taxipipe.compare import display_width
 from tests.conftest import REPO, TlcServer, run_cli, run_on_terminal
 
 SCRIPT = REPO / "examples" / "run_examples.sh"
@@ -66,6 +67,7 @@ def test_run_all_trains_every_runner_on_the_window_and_they_agree(home: Path, tl
     assert not noise, noise[:5]
     assert "✅ Comparison of the runners succeeded" in result.stdout
     assert result.stdout.count("2023-01..2023-03 (validation 2023-04)") >= 5
+    assert f"{REPO}/docs/engines.md" in result.stdout.splitlines()[-1]
 
     plot = tmp_path / "runners.png"
     compare = run_cli("compare", "--check", "--json", "--plot", str(plot), env=env)
@@ -76,6 +78,17 @@ def test_run_all_trains_every_runner_on_the_window_and_they_agree(home: Path, tl
     scores = [run["rmse"] for run in runs]
     assert max(scores) - min(scores) <= 1e-6, scores
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for run in runs:  # every runner records the wall time of its whole run, engine start-up included
+        assert run["compute"] == "memory"
+        assert run["wall_seconds"] > run["steps_seconds"] > 0, run["runner"]
+        assert run["overhead_seconds"] == round(run["wall_seconds"] - run["steps_seconds"], 3)
+
+    champion = next(run for run in runs if run["champion"])
+    for columns in ("80", "120"):
+        text = run_cli("compare", env={**env, "COLUMNS": columns}).stdout
+        assert max(display_width(line) for line in text.splitlines()) <= int(columns)
+        row = next(line for line in text.splitlines() if "🏆" in line)
+        assert row.split()[1] == champion["runner"] and f"{champion['overhead_seconds']:.1f}" in row.split()
 
     from mlflow import MlflowClient
 

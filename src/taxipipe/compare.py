@@ -2,28 +2,37 @@
 
 Every runner trains the same model on the same data and config, so runs that share the data
 partition and the parameters must agree on RMSE; a difference beyond `RMSE_AGREEMENT` is a bug.
+Each row also says what the run cost: its wall time (`taxipipe.walltime`), the sum of its step
+times, and the difference, the overhead of the engine that ran the steps.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import textwrap
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from taxipipe import tracking
 from taxipipe.config import Settings
 from taxipipe.models.base import RMSE_AGREEMENT
+from taxipipe.walltime import WALL_METRIC
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 STEP_METRIC = "step_seconds."
-SHORT_NAMES = {"validate_data": "val_data", "validate_model": "val_model"}
-#: The tables fit a terminal this wide.
-WIDTH = 100
+#: Column headers and values when the terminal is narrow.
+SHORT_STEPS = {"extract": "extr", "validate_data": "vdata", "transform": "trans", "features": "feat",
+               "validate_model": "vmod", "deploy": "depl", "cleanup": "clean"}
+SHORT_KINDS = {"xgboost": "xgb", "linear": "lin", "random_forest": "rf"}
+SHORT_FEATURES = {"categorical": "cat", "onehot": "1hot"}
+SHORT_COMPUTE = {"memory": "mem", "external": "ext"}
+#: The width of the tables when the output is no terminal and COLUMNS is unset.
+DEFAULT_WIDTH = 100
 
 
 @dataclass
@@ -32,13 +41,28 @@ class RunRow:
     partition: str  # the training window: green/2021-01, or green/2023-01..2023-03
     kind: str
     feature_mode: str
+    compute: str  # memory, external or dask
     rmse: float
-    total_seconds: float
+    wall_seconds: float | None  # the whole run as its user waited for it (None: not recorded)
+    steps_seconds: float  # the sum of the step times
+    overhead_seconds: float | None  # wall minus steps: what the engine added
     step_seconds: dict[str, float]
     run_id: str
     start_time: str
     champion: bool
     config_key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a table: its header and values, and shorter ones for narrow terminals."""
+
+    header: str
+    short: str
+    value: Callable[[int, RunRow], str]  # (row number, row) -> text
+    compact: Callable[[int, RunRow], str] | None = None
+    numeric: bool = False
+    optional: bool = False  # left out first when the table does not fit
 
 
 @dataclass
@@ -88,10 +112,12 @@ def collect(settings: Settings, latest_only: bool = True) -> list[RunRow]:
             continue
         seen.add(identity)
         steps = {k[len(STEP_METRIC):]: v for k, v in metrics.items() if k.startswith(STEP_METRIC)}
+        total, wall = round(sum(steps.values()), 3), metrics.get(WALL_METRIC)
         rows.append(RunRow(
             runner=runner, partition=identity[1], kind=identity[2], feature_mode=identity[3],
-            rmse=metrics["rmse"],
-            total_seconds=round(sum(steps.values()), 3), step_seconds=steps, run_id=run.info.run_id,
+            compute=tags.get("compute", "memory"), rmse=metrics["rmse"], wall_seconds=wall,
+            steps_seconds=total, overhead_seconds=None if wall is None else round(wall - total, 3),
+            step_seconds=steps, run_id=run.info.run_id,
             start_time=datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M"),
             champion=run.info.run_id == champion_run,
             config_key=json.dumps(sorted(run.data.params.items())),
@@ -113,49 +139,132 @@ def disagreements(rows: list[RunRow]) -> list[Disagreement]:
     return found
 
 
-def table(rows: list[RunRow]) -> str:
-    """Two narrow tables: the runs, then each run's step times in pipeline order (blank: not run)."""
+def table(rows: list[RunRow], width: int = DEFAULT_WIDTH) -> str:
+    """The runs, then each run's step times in pipeline order (blank: not run), `width` wide."""
     from taxipipe.pipeline import STEP_NAMES
 
-    runs = [["#", "runner", "partition", "model", "features", "RMSE", "total s", "started (UTC)", "run id", ""]]
-    runs += [[str(number), row.runner, row.partition, row.kind, row.feature_mode, f"{row.rmse:.4f}",
-              f"{row.total_seconds:.2f}", row.start_time, row.run_id[:8], "🏆 champion" if row.champion else ""]
-             for number, row in enumerate(rows, 1)]
+    colors = {row.partition.split("/")[0] for row in rows}
+    champion = next((row for row in rows if row.champion), None)
+    runs = [
+        Column("#", "#", lambda n, row: str(n), numeric=True),
+        Column("runner", "runner", lambda n, row: row.runner),
+        Column("window", "window", lambda n, row: row.partition,
+               lambda n, row: compact_window(row.partition, drop_color=len(colors) == 1)),
+        Column("kind", "kind", lambda n, row: row.kind, lambda n, row: SHORT_KINDS.get(row.kind, row.kind)),
+        Column("features", "feat", lambda n, row: row.feature_mode,
+               lambda n, row: SHORT_FEATURES.get(row.feature_mode, row.feature_mode)),
+        Column("compute", "comp", lambda n, row: row.compute,
+               lambda n, row: SHORT_COMPUTE.get(row.compute, row.compute)),
+        Column("RMSE", "RMSE", lambda n, row: f"{row.rmse:.4f}", numeric=True),
+        Column("wall s", "wall", lambda n, row: _seconds(row.wall_seconds), numeric=True),
+        Column("overhead s", "ovh", lambda n, row: _seconds(row.overhead_seconds), numeric=True),
+        Column("champion", "champ", lambda n, row: "🏆 champion" if row.champion else "",
+               lambda n, row: "🏆" if row.champion else ""),
+        Column("run id", "run id", lambda n, row: row.run_id[:8], optional=True),
+        Column("started (UTC)", "started", lambda n, row: row.start_time, optional=True),
+    ]
     steps = [name for name in STEP_NAMES if any(name in row.step_seconds for row in rows)]
     steps += sorted({name for row in rows for name in row.step_seconds} - set(steps))
-    times = [["#", "runner", *(SHORT_NAMES.get(name, name) for name in steps)]]
-    times += [[str(number), row.runner, *(f"{row.step_seconds[name]:.2f}" if name in row.step_seconds else ""
-                                          for name in steps)]
-              for number, row in enumerate(rows, 1)]
-    return "\n".join([*_columns(runs, numeric={0, 5, 6}), "", "step seconds", *_columns(times, keep=2)])
+    times = [runs[0], runs[1], *(Column(name, SHORT_STEPS.get(name, name), _step_time(name), numeric=True)
+                                 for name in steps),
+             Column("steps s", "steps", lambda n, row: f"{row.steps_seconds:.1f}", numeric=True)]
+    lines = [*fit(runs, rows, width), "", "step seconds; wall s = steps s + overhead s (ovh)", *fit(times, rows, width)]
+    if champion is None:
+        lines += ["", "no champion yet among these runs"]
+    return "\n".join(lines)
 
 
-def _columns(cells: list[list[str]], numeric: set[int] | None = None, keep: int = 0) -> list[str]:
-    """Aligned columns, two spaces apart; text left, numbers right (all numbers when `numeric` is None).
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
-    Columns after the first `keep` are split into blocks that each fit WIDTH, every block
-    repeating the first `keep` columns.
+
+def _step_time(name: str) -> Callable[[int, RunRow], str]:
+    return lambda n, row: f"{row.step_seconds[name]:.1f}" if name in row.step_seconds else ""
+
+
+def compact_window(label: str, drop_color: bool) -> str:
+    """`green/2023-01..2023-03` as `2023-01..03` (the color only when runs differ in it)."""
+    color, _, months = label.rpartition("/")
+    first, _, last = months.partition("..")
+    if last[:4] == first[:4]:
+        last = last[5:]
+    short = f"{first}..{last}" if last else first
+    return short if drop_color or not color else f"{color}/{short}"
+
+
+def display_width(text: str) -> int:
+    """Terminal cells `text` takes: wide characters (🏆) take two."""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 0 if unicodedata.combining(char) else 1
+               for char in text)
+
+
+def terminal_width() -> int:
+    """The width of the terminal the table prints to: its real width, or COLUMNS, or 100."""
+    import shutil
+
+    return shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
+
+
+def fit(columns: list[Column], rows: list[RunRow], width: int, key: int = 2) -> list[str]:
+    """The table of `rows` in at most `width` terminal cells, a row always on one line if it can be.
+
+    In turn, until it fits: leave out the optional columns, then shorten columns one at a time
+    (short header, compact values), the one that saves most first. If it still does not fit,
+    the columns after the first `key` (the run's number and runner) are split into blocks,
+    each repeating those key columns.
     """
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    right = set(range(keep, len(widths))) | {0} if numeric is None else numeric
+    def cells(chosen: list[Column], short: set[int]) -> list[list[str]]:
+        table = [[column.short if i in short else column.header for i, column in enumerate(chosen)]]
+        return table + [[(column.compact or column.value)(n, row) if i in short else column.value(n, row)
+                         for i, column in enumerate(chosen)] for n, row in enumerate(rows, 1)]
+
+    chosen, short = columns, set()
+    text = cells(chosen, short)
+    if _line_width(text, range(len(chosen))) > width:
+        chosen = [column for column in columns if not column.optional]
+        text = cells(chosen, short)
+    while _line_width(text, range(len(chosen))) > width and len(short) < len(chosen):
+        widths = _widths(text)
+        shorter = {i: _widths(cells(chosen, short | {i}))[i] for i in range(len(chosen)) if i not in short}
+        best = max(shorter, key=lambda i: widths[i] - shorter[i])
+        if widths[best] == shorter[best]:
+            break
+        short.add(best)
+        text = cells(chosen, short)
+    if _line_width(text, range(len(chosen))) <= width:
+        return _render(text, chosen, [list(range(len(chosen)))])
+    blocks: list[list[int]] = [list(range(key))]
+    for index in range(key, len(chosen)):
+        if len(blocks[-1]) > key and _line_width(text, [*blocks[-1], index]) > width:
+            blocks.append(list(range(key)))
+        blocks[-1].append(index)
+    return _render(text, chosen, blocks)
+
+
+def _widths(cells: list[list[str]]) -> list[int]:
+    return [max(display_width(row[i]) for row in cells) for i in range(len(cells[0]))]
+
+
+def _line_width(cells: list[list[str]], indexes: Iterable[int]) -> int:
+    widths = _widths(cells)
+    chosen = [widths[i] for i in indexes]
+    return sum(chosen) + 2 * (len(chosen) - 1)
+
+
+def _render(cells: list[list[str]], columns: list[Column], blocks: list[list[int]]) -> list[str]:
+    widths = _widths(cells)
 
     def cell(i: int, text: str) -> str:
-        return text.rjust(widths[i]) if i in right else text.ljust(widths[i])
+        pad = " " * (widths[i] - display_width(text))
+        return pad + text if columns[i].numeric else text + pad
 
-    blocks: list[list[int]] = [[]]
-    used = sum(widths[:keep]) + 2 * keep
-    for i in range(keep, len(widths)):
-        if blocks[-1] and used + widths[i] > WIDTH:
-            blocks.append([])
-            used = sum(widths[:keep]) + 2 * keep
-        blocks[-1].append(i)
-        used += widths[i] + 2
     lines: list[str] = []
     for block in blocks:
         if lines:
             lines.append("")
-        for row in cells:
-            lines.append("  ".join(cell(i, row[i]) for i in [*range(keep), *block]).rstrip())
+        lines += ["  ".join(cell(i, row[i]) for i in block).rstrip() for row in cells]
     return lines
 
 
@@ -165,7 +274,8 @@ def as_json(rows: list[RunRow], problems: list[Disagreement]) -> str:
 
 
 def figure(rows: list[RunRow]) -> Figure:
-    """RMSE and per-step time by run, side by side; the legend sits beside the bars."""
+    """One horizontal bar per run, a label per line: RMSE on the left; on the right the wall
+    time split into the steps and the engine's overhead. The champion's label is starred."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,17 +283,32 @@ def figure(rows: list[RunRow]) -> Figure:
 
     from taxipipe.pipeline import STEP_NAMES
 
-    labels = [f"{row.runner}\n{row.partition}\n{row.kind} {row.feature_mode}" for row in rows]
-    chart, (left, right) = plt.subplots(1, 2, figsize=(max(9, 2.2 * len(rows) + 2), 5))
-    left.bar(labels, [row.rmse for row in rows], color="tab:blue")
-    left.set(title="Validation RMSE (minutes)", ylabel="RMSE")
-    bottom = [0.0] * len(rows)
-    for name in STEP_NAMES:
-        heights = [row.step_seconds.get(name, 0.0) for row in rows]
-        if any(heights):
-            right.bar(labels, heights, bottom=bottom, label=name)
-            bottom = [b + h for b, h in zip(bottom, heights)]
-    right.set(title="Step time by run", ylabel="seconds")
+    labels = [f"{'★ ' if row.champion else ''}{number} {row.runner} · {row.partition} · "
+              f"{row.kind} {row.feature_mode} {row.compute}" for number, row in enumerate(rows, 1)]
+    positions = list(range(len(rows)))
+    chart, (left, right) = plt.subplots(1, 2, figsize=(14, 1.5 + 0.4 * len(rows)), sharey=True,
+                                        gridspec_kw={"width_ratios": [1, 2]})
+    left.barh(positions, [row.rmse for row in rows], color="tab:blue")
+    for position, row in zip(positions, rows):
+        left.annotate(f"{row.rmse:.4f}", (row.rmse, position), xytext=(-3, 0), textcoords="offset points",
+                      ha="right", va="center", color="white", fontsize="small")
+    left.set(title="Validation RMSE (minutes); ★ champion", yticks=positions)
+    left.set_yticklabels(labels)
+    left.invert_yaxis()
+    for tick, row in zip(left.get_yticklabels(), rows):
+        tick.set_fontweight("bold" if row.champion else "normal")
+    left_edge = [0.0] * len(rows)
+    colors = plt.get_cmap("tab10")
+    for index, name in enumerate(STEP_NAMES):
+        widths = [row.step_seconds.get(name, 0.0) for row in rows]
+        if any(widths):
+            right.barh(positions, widths, left=left_edge, label=name, color=colors(index % 10))
+            left_edge = [edge + width for edge, width in zip(left_edge, widths)]
+    overhead = [max(row.overhead_seconds or 0.0, 0.0) for row in rows]
+    if any(overhead):
+        right.barh(positions, overhead, left=left_edge, label="engine overhead", color="lightgrey",
+                   hatch="//", edgecolor="grey")
+    right.set(title="Wall time: steps + engine overhead", xlabel="seconds")
     right.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     chart.tight_layout()
     return chart
@@ -200,10 +325,11 @@ def plot(rows: list[RunRow], path: Path) -> None:
 
 
 def report(settings: Settings, latest_only: bool, as_machine: bool, plot_path: Path | None,
-           check: bool) -> tuple[str, int]:
+           check: bool, width: int | None = None) -> tuple[str, int]:
     """The text (table or JSON) and the exit status of `taxipipe compare`.
 
     Only `check` judges the runs: it adds the verdict and fails when runs disagree or none exist.
+    The table fits `width` columns (default: the terminal's width).
     """
     rows = collect(settings, latest_only)
     problems = disagreements(rows)
@@ -214,8 +340,9 @@ def report(settings: Settings, latest_only: bool, as_machine: bool, plot_path: P
     elif not rows:
         text = f"no runs yet in {settings.tracking_uri()} (experiments {settings.mlflow.experiment_name})"
     else:
-        verdict = ["⚠️  " + p.describe() for p in problems] or [
+        verdict = [textwrap.fill("⚠️  " + p.describe(), width or terminal_width(), subsequent_indent="    ")
+                   for p in problems] or [
             f"✅ runs on the same data and config agree on RMSE (within {RMSE_AGREEMENT:g})"]
-        text = "\n".join([table(rows), *(["", *verdict] if check else [])])
+        text = "\n".join([table(rows, width or terminal_width()), *(["", *verdict] if check else [])])
     status = 1 if check and (problems or not rows) else 0
     return text, status

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from taxipipe import console, tracking
+from taxipipe import console, tracking, walltime
 from taxipipe.config import Settings
 from taxipipe.errors import StepFailed, TaxipipeError, UsageError
 from taxipipe.fingerprint import essential, fingerprint, home_key
@@ -300,10 +300,14 @@ class MakeRun:
 
 def make(settings: Settings, target: str = DEFAULT_TARGET, force: bool = False, jobs: int = 1,
          wait_for_lock: bool = True) -> dict[str, Record]:
-    """Build `target` for the configured partition, holding the home's run lock."""
+    """Build `target` for the configured partition, holding the home's run lock; record the wall
+    time when train ran (from the lock taken)."""
     resolve_target(target, settings)
     with hold_home(settings.home, f"`taxipipe make` target {target}, {settings.partition}", wait_for_lock):
-        return MakeRun(settings, target, force, jobs).build()
+        started = time.time()
+        records = MakeRun(settings, target, force, jobs).build()
+    walltime.record(settings, records, started)
+    return records
 
 
 def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
-from taxipipe import console, tracking
+from taxipipe import console, tracking, walltime
 from taxipipe.config import Settings
 from taxipipe.errors import StepFailed, TaxipipeError
 from taxipipe.pipeline import Step, graph, run_step
@@ -24,12 +25,14 @@ class SimplePipeline:
         self.records: dict[str, Record] = {}
 
     def run(self) -> dict[str, Record]:
-        """Run every node; raise StepFailed on the first user-facing error."""
+        """Run every node; raise StepFailed on the first user-facing error. Records the wall time."""
+        started = time.time()
         console.header(self.context.runner, self.context.settings)
         tracking.check_reachable(self.context.settings)
         tracking.warm_up(self.context.settings, self.context.runner)
         for step in self.steps:
             self.run_task(step)
+        walltime.record(self.context.settings, self.records, started)
         console.final_summary(self.records)
         return self.records
 

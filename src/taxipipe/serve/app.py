@@ -311,8 +311,6 @@ def _run_uvicorn(settings: Settings, token: str | None, listener: socket.socket,
         if settings.serve.workers == 1:
             server = uvicorn.Server(uvicorn.Config(create_app(settings), **common))
             server.run(sockets=[listener])
-            if not server.started:
-                raise UsageError("the service did not start; the messages above say why")
         else:
             metrics_dir = shared / "metrics"
             metrics_dir.mkdir()
@@ -330,4 +328,6 @@ def _run_uvicorn(settings: Settings, token: str | None, listener: socket.socket,
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return signal.Signals(seen[0]).name if seen else "the server"
+    if not seen:  # uvicorn gave up: a worker could not start
+        raise UsageError("the service did not start; the messages above say why")
+    return signal.Signals(seen[0]).name

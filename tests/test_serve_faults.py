@@ -250,3 +250,14 @@ def test_cli_settings_never_print_the_token(tmp_path: Path) -> None:
                                             "TAXIPIPE_HOME": str(tmp_path / "home")})
     assert result.returncode == 0 and "s3cret-token" not in result.stdout + result.stderr
     assert "serve.admin_token" in result.stdout
+
+
+def test_an_unreadable_token_file_is_one_sentence_before_listening(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    missing = tmp_path / "no-such-token"
+    result = run_cli("serve", "--home", str(tmp_path / "home"), "--port", str(free_port()),
+                     env={"TAXIPIPE_SERVE__ADMIN_TOKEN_FILE": str(missing)})
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"❌ serve.admin_token_file {missing} cannot be read: No such file or directory"
+    assert "serving" not in result.stdout

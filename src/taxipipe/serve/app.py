@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -78,7 +79,14 @@ def create_app(settings: Settings, shared: Path | None = None) -> FastAPI:
     guard = AdminGuard(settings)
     workers = Workers(shared) if shared is not None else None
 
+    refreshing = threading.Lock()
+
     def refresh(generation: int = 0) -> dict[str, Any]:
+        """Refresh the champion and publish what is served (metrics, the workers' files); one at a time."""
+        with refreshing:
+            return _refresh(generation)
+
+    def _refresh(generation: int) -> dict[str, Any]:
         problem_before = champion.problem
         if champion.refresh():
             loaded = champion.current
@@ -177,7 +185,7 @@ def create_app(settings: Settings, shared: Path | None = None) -> FastAPI:
         "text/csv": {"schema": {"type": "string", "example": "PULocationID,DOLocationID,trip_distance\n74,168,2.5\n"}},
     }}})
     async def invoke(request: Request) -> Response:
-        """MLflow's scoring protocol: dataframe_split, dataframe_records, inputs or instances JSON, or CSV."""
+        """MLflow's scoring protocol: dataframe_split, dataframe_records, inputs or instances JSON, CSV or Parquet."""
         loaded = champion.current
         if loaded is None:
             return _json({"error_code": "TEMPORARILY_UNAVAILABLE", "message": champion.missing_sentence}, 503)

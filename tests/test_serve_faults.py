@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -198,7 +199,7 @@ def test_two_workers_reload_together_and_start_on_a_broken_store(champion_home: 
     process = start_serve(champion_home, port, "--workers", "2")
     try:
         wait_healthy(url, process)
-        with httpx.Client(base_url=url, timeout=120) as http:
+        with httpx.Client(base_url=url, timeout=120) as http, _with_server_log(process):
             _wait_for_workers(http, 2)
             with champion_alias_on(settings, copy):
                 reload = http.post("/admin/reload")
@@ -236,6 +237,17 @@ def test_two_workers_reload_together_and_start_on_a_broken_store(champion_home: 
     assert process.returncode == 0 and "Traceback" not in stderr, stderr
 
 
+@contextmanager
+def _with_server_log(process: subprocess.Popen) -> Iterator[None]:
+    """A failed check shows what the server logged (it is stopped to read it)."""
+    try:
+        yield
+    except AssertionError as exc:
+        process.send_signal(signal.SIGTERM)
+        stderr = process.communicate(timeout=120)[1]
+        raise AssertionError(f"{exc}\n--- server stderr\n{stderr[-5000:]}") from None
+
+
 def _wait_for_workers(http: httpx.Client, count: int, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while len(http.get("/health").json().get("workers", [])) < count:
@@ -250,3 +262,39 @@ def test_cli_settings_never_print_the_token(tmp_path: Path) -> None:
                                             "TAXIPIPE_HOME": str(tmp_path / "home")})
     assert result.returncode == 0 and "s3cret-token" not in result.stdout + result.stderr
     assert "serve.admin_token" in result.stdout
+
+
+def test_an_unreadable_token_file_is_one_sentence_before_listening(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    missing = tmp_path / "no-such-token"
+    result = run_cli("serve", "--home", str(tmp_path / "home"), "--port", str(free_port()),
+                     env={"TAXIPIPE_SERVE__ADMIN_TOKEN_FILE": str(missing)})
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"❌ serve.admin_token_file {missing} cannot be read: No such file or directory"
+    assert "serving" not in result.stdout
+
+
+def test_a_worker_reporting_from_two_threads_at_once_never_fails(tmp_path: Path) -> None:
+    """The reload handler and the watcher may report at the same moment (seen as a 500 on a reload)."""
+    import threading
+
+    from taxipipe.serve.workers import Workers
+
+    workers = Workers(tmp_path)
+    errors: list[BaseException] = []
+
+    def report(generation: int) -> None:
+        try:
+            for _ in range(300):
+                workers.report(generation, {"version": generation})
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=report, args=(generation,)) for generation in (1, 2, 3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [state["generation"] for state in workers.states()] == [3]

@@ -22,6 +22,7 @@ from tests.test_serve import RIDE, serve_settings
 COLUMNS = ["PULocationID", "DOLocationID", "trip_distance"]
 JSON = {"Content-Type": "application/json"}
 CSV = {"Content-Type": "text/csv"}
+PARQUET = {"Content-Type": "application/vnd.apache.parquet"}
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,7 @@ def payloads(rides: pd.DataFrame) -> dict[str, tuple[bytes, dict[str, str]]]:
     }
     bodies = {name: (json.dumps(body).encode(), JSON) for name, body in forms.items()}
     bodies["csv"] = (rides.to_csv(index=False).encode(), CSV)
+    bodies["parquet"] = (rides.to_parquet(), PARQUET)
     return bodies
 
 
@@ -106,6 +108,11 @@ def test_requests_mlflow_refuses_get_its_answer(client: TestClient, content: str
     assert answer.json()["error_code"] == "BAD_REQUEST" and answer.json()["message"].startswith(start)
 
 
+def test_a_broken_parquet_body_is_400(client: TestClient) -> None:
+    answer = client.post("/invocations", content=b"PAR1 not really", headers=PARQUET)
+    assert answer.status_code == 400 and answer.json()["message"].startswith("Failed to parse input")
+
+
 def test_content_types_and_probes_as_mlflow(client: TestClient) -> None:
     xml = client.post("/invocations", content="<a/>", headers={"Content-Type": "application/xml"})
     assert xml.status_code == 415 and xml.text.startswith("This predictor only supports the following content types")
@@ -137,7 +144,7 @@ def test_no_champion_is_503_with_the_reason(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_same_answers_as_mlflow_models_serve(champion_home: Path, rides: pd.DataFrame) -> None:
     """A client of `mlflow models serve` gets the same from `taxipipe serve` on the same champion."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAXIPIPE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "MLFLOW_"))}  # earlier tests set some
     env.update(MLFLOW_TRACKING_URI=f"sqlite:///{champion_home / 'mlflow' / 'mlflow.db'}",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", MLFLOW_DISABLE_TELEMETRY="true")
     ours, theirs = free_port(), free_port()
@@ -157,7 +164,7 @@ def test_same_answers_as_mlflow_models_serve(champion_home: Path, rides: pd.Data
                 return [http.post(f"http://127.0.0.1:{port}{path}", content=content, headers=headers)
                         for port in (ours, theirs)]
 
-            for name in ("dataframe_split", "dataframe_records", "inputs", "instances"):
+            for name in ("dataframe_split", "dataframe_records", "inputs", "instances", "parquet"):
                 mine, mlflow = both("/invocations", *bodies[name])
                 assert mine.status_code == mlflow.status_code == 200, (name, mine.text, mlflow.text)
                 assert mine.json() == mlflow.json(), name

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -79,7 +80,14 @@ def create_app(settings: Settings, shared: Path | None = None) -> FastAPI:
     guard = AdminGuard(settings)
     workers = Workers(shared) if shared is not None else None
 
+    refreshing = threading.Lock()
+
     def refresh(generation: int = 0) -> dict[str, Any]:
+        """Refresh the champion and publish what is served (metrics, the workers' files); one at a time."""
+        with refreshing:
+            return _refresh(generation)
+
+    def _refresh(generation: int) -> dict[str, Any]:
         problem_before = champion.problem
         if champion.refresh():
             loaded = champion.current
@@ -179,7 +187,7 @@ def create_app(settings: Settings, shared: Path | None = None) -> FastAPI:
         "text/csv": {"schema": {"type": "string", "example": "PULocationID,DOLocationID,trip_distance\n74,168,2.5\n"}},
     }}})
     async def invoke(request: Request) -> Response:
-        """MLflow's scoring protocol: dataframe_split, dataframe_records, inputs or instances JSON, or CSV."""
+        """MLflow's scoring protocol: dataframe_split, dataframe_records, inputs or instances JSON, CSV or Parquet."""
         loaded = champion.current
         if loaded is None:
             return _json({"error_code": "TEMPORARILY_UNAVAILABLE", "message": champion.missing_sentence}, 503)
@@ -313,8 +321,6 @@ def _run_uvicorn(settings: Settings, token: str | None, listener: socket.socket,
         if settings.serve.workers == 1:
             server = uvicorn.Server(uvicorn.Config(create_app(settings), **common))
             server.run(sockets=[listener])
-            if not server.started:
-                raise UsageError("the service did not start; the messages above say why")
         else:
             metrics_dir = shared / "metrics"
             metrics_dir.mkdir()
@@ -332,4 +338,6 @@ def _run_uvicorn(settings: Settings, token: str | None, listener: socket.socket,
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return signal.Signals(seen[0]).name if seen else "the server"
+    if not seen:  # uvicorn gave up: a worker could not start
+        raise UsageError("the service did not start; the messages above say why")
+    return signal.Signals(seen[0]).name

@@ -2,7 +2,7 @@
 
 A JSON body holds exactly one of `dataframe_split`, `dataframe_records`, `inputs` or
 `instances` (other keys, such as `params`, are ignored); `text/csv` is a header row and one
-row per ride. Every form becomes the same three arrays as /predict/batch, checked by the same
+row per ride; `application/vnd.apache.parquet` is a Parquet file of the rides. Every form becomes the same three arrays as /predict/batch, checked by the same
 rules, so a bad ride is named by its row and field (`rows[3].DOLocationID`). Errors carry
 MLflow's shape, `{"error_code": "BAD_REQUEST", "message": "..."}`, and its status codes (400;
 415 for a content type it does not take); MLflow's own messages are kept where it has one.
@@ -25,7 +25,8 @@ ROWS = "rows"
 FORMATS = ("dataframe_split", "dataframe_records", "inputs", "instances")
 REQUIRED_INPUT_FORMAT = ("The input must be a JSON dictionary with exactly one of the input fields "
                          "{'dataframe_split', 'dataframe_records', 'inputs', 'instances'}")
-CONTENT_TYPES = ["text/csv", "application/json"]
+PARQUET = "application/vnd.apache.parquet"
+CONTENT_TYPES = ["text/csv", "application/json", PARQUET]
 Arrays = tuple["np.ndarray", "np.ndarray", "np.ndarray"]
 
 
@@ -61,6 +62,8 @@ def parse(body: bytes, content_type: str | None, limit: int) -> Arrays:
             return parse_csv(body, limit)
         if mime == "application/json":
             return parse_json(body, limit)
+        if mime == PARQUET:
+            return parse_parquet(body, limit)
     except RideError as exc:
         raise invalid(exc) from None
     raise ScoringError(f"This predictor only supports the following content types: Types: {CONTENT_TYPES}. "
@@ -147,6 +150,20 @@ def parse_csv(body: bytes, limit: int) -> Arrays:
             raise RideError(f"{ROWS}[{index}]", f"must have {len(header)} values, one per column", row)
         rides.append({name: _cell(value) for name, value in zip(header, row) if value != ""})
     return parse_records(rides, limit, ROWS)
+
+
+def parse_parquet(body: bytes, limit: int) -> Arrays:
+    """A Parquet file (as `DataFrame.to_parquet` writes it) whose columns include the three fields."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(body))
+    except (pa.ArrowException, OSError) as exc:
+        raise ScoringError("Failed to parse input as a Pandas DataFrame. Ensure that the input is a valid Parquet "
+                           f"Pandas DataFrame produced using the `pandas.DataFrame.to_parquet()` method. Error: "
+                           f"'{exc}'") from None
+    return parse_columns({name: table[name].to_pylist() for name in table.column_names}, limit, ROWS)
 
 
 def _cell(text: str) -> Any:

@@ -145,7 +145,7 @@ def data_flags(home: Path, template: str, color: str, year: int, month: int) -> 
 def prefill(home: Path, template: str, color: str, year: int, month: int) -> None:
     """Put the months the run reads into the home's download cache, as a first run would."""
     from taxipipe.config import load_settings
-    from taxipipe.data import fetch, source_url
+    from taxipipe.tlc import fetch, source_url
     from taxipipe.layout import Layout
 
     settings = load_settings(overrides={"home": str(home), "data": {

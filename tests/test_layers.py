@@ -34,3 +34,20 @@ def test_every_module_and_package_has_a_layer() -> None:
             assert {f"{module}.{child.stem}" for child in path.glob("*.py") if child.stem != "__init__"} <= named, module
         elif path.suffix == ".py":
             assert module in named, f"{module} is in no layer of pyproject's [tool.importlinter] contract"
+
+
+def test_every_taxipipe_import_names_a_module_that_exists() -> None:
+    """Imports inside functions run late: a renamed module must not leave one behind."""
+    import ast
+    import importlib.util
+
+    missing = []
+    for folder in ("src", "tests", "dags", "examples", "benchmarks"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                         [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+                for name in names:
+                    if name.split(".")[0] == "taxipipe" and importlib.util.find_spec(name) is None:
+                        missing.append(f"{path.relative_to(REPO)}:{node.lineno} {name}")
+    assert not missing, missing

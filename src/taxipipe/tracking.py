@@ -297,7 +297,7 @@ def log_datasets(mlflow_client: MlflowClient, run_id: str, settings: Settings) -
     from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    from taxipipe.data import source_url
+    from taxipipe.tlc import source_url
     from taxipipe.layout import Layout
 
     downloads = Layout(settings.home, settings.partition)

@@ -11,7 +11,7 @@ from taxipipe.window import window_label
 if TYPE_CHECKING:
     import numpy as np
 
-    from taxipipe.serve.monitor import MonitorReport
+    from taxipipe.serve.drift import MonitorReport
 
 #: What each column is, in words, and the unit of its values.
 TITLES = {"PULocationID": ("pickup zone", "LocationID"), "DOLocationID": ("dropoff zone", "LocationID"),

@@ -60,7 +60,7 @@ def test_linear_onehot_prints_the_course_figure_and_serves_raw_rides(home: Path,
 
     shown = run_cli("compare", "--home", str(home))
     table = shown.stdout.splitlines()
-    assert shown.returncode == 0 and table[0].split()[:5] == ["#", "runner", "partition", "model", "features"]
+    assert shown.returncode == 0 and table[0].split()[:5] == ["#", "runner", "window", "kind", "features"]
     assert next(line for line in table if line.startswith("1 ")).split()[1:5] == [
         "simple", "green/2021-01", "linear", "onehot"]
 

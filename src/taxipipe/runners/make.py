@@ -305,8 +305,10 @@ def make(settings: Settings, target: str = DEFAULT_TARGET, force: bool = False, 
     resolve_target(target, settings)
     with hold_home(settings.home, f"`taxipipe make` target {target}, {settings.partition}", wait_for_lock):
         started = time.time()
-        records = MakeRun(settings, target, force, jobs).build()
-    walltime.record(settings, records, started)
+        build = MakeRun(settings, target, force, jobs)
+        records = build.build()
+    if "train" in build.ran:
+        walltime.record(settings, records, started)
     return records
 
 

@@ -104,7 +104,7 @@ def test_every_block_runs(doc: Path, tmp_path: Path, tlc_server: TlcServer, tlc_
     user_home = tmp_path / "user"
     user_home.mkdir()
     environment = {key: value for key, value in os.environ.items()
-                   if not key.startswith("TAXIPIPE_") and key not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+                   if not key.startswith("TAXIPIPE_") and key not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS", "V"}}
     environment.update(HOME=str(user_home), TAXIPIPE_HOME=str(user_home / ".taxipipe"),
                        TAXIPIPE_DATA__URL_TEMPLATE=tlc_server.url_template,
                        TAXIPIPE_DATA__DOWNLOAD_BACKOFF_SECONDS="0.01",

@@ -105,6 +105,6 @@ def test_window_in_memory_then_in_external_memory_logs_the_window(make_settings,
     record = json.loads((home / "deployments" / "green_2023-01..2023-03.json").read_text())
     assert record["run_id"] == external["train"]["run_id"]
 
-    shown = run_cli("compare", "--home", str(home))
+    shown = run_cli("compare", "--home", str(home), "--json")
     assert shown.returncode == 0, shown.stderr
-    assert "green/2023-01..2023-03" in shown.stdout
+    assert {run["partition"] for run in json.loads(shown.stdout)["runs"]} == {"green/2023-01..2023-03"}

@@ -142,6 +142,14 @@ def data_flags(home: Path, template: str, color: str, year: int, month: int) -> 
             "--month", str(month)]
 
 
+def fresh_home(home: Path, template: str) -> tuple[Path, list[str]]:
+    """An empty home with the month already in its download cache, and the flags that run on it."""
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    prefill(home, template, *MONTH)
+    return home, data_flags(home, template, *MONTH)
+
+
 def prefill(home: Path, template: str, color: str, year: int, month: int) -> None:
     """Put the months the run reads into the home's download cache, as a first run would."""
     from taxipipe.config import load_settings
@@ -163,11 +171,7 @@ def engine_runs(engines: list[str], repeat: int, work: Path) -> dict[str, dict[s
     for round_ in range(repeat):
         for name in engines:
             command, _ = COMMANDS[name]
-            home = work / f"{name}-{round_}"
-            shutil.rmtree(home, ignore_errors=True)
-            home.mkdir(parents=True)
-            prefill(home, template, *MONTH)
-            flags = data_flags(home, template, *MONTH)
+            home, flags = fresh_home(work / f"{name}-{round_}", template)
             for phase in ("cold", "warm"):
                 run = measure([*command, *flags], cwd=home)
                 results[name].setdefault(phase, []).append(run)
@@ -276,11 +280,7 @@ def kill_during_train(engines: list[str], work: Path) -> list[str]:
              "|---|---|---|---|---|"]
     for name in engines:
         command, _ = COMMANDS[name]
-        home = work / f"kill-{name}"
-        shutil.rmtree(home, ignore_errors=True)
-        home.mkdir(parents=True)
-        prefill(home, template, *MONTH)
-        flags = data_flags(home, template, *MONTH)
+        home, flags = fresh_home(work / f"kill-{name}", template)
         started = time.perf_counter()
         process, log = launch([*command, *flags], cwd=home)
         while process.poll() is None and not training_started(home):

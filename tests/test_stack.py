@@ -230,7 +230,8 @@ def test_missing_postgresql_is_one_sentence_naming_the_package(tmp_path: Path):
     assert not (home / "stack").exists(), "a refusal comes before anything is created"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the cluster's place under root: only root runs it as user postgres")
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root moves the cluster under user postgres's home; "
+                                                 "another user runs PostgreSQL as themself (the other stack tests)")
 def test_as_root_a_0700_home_gets_a_cluster_without_loosening_its_permissions(tmp_path: Path):
     """PostgreSQL runs as user postgres, who cannot enter a 0700 home: the cluster goes where it can."""
     private = tmp_path / "private"

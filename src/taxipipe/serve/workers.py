@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from taxipipe.safety.atomic import process_alive, write_text_atomic
 
 GENERATION = "reload-generation"
 POLL_SECONDS = 0.25
@@ -41,13 +42,13 @@ class Workers:
         with open(self.directory / f"{GENERATION}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             generation = self.generation() + 1
-            _write(self.directory / GENERATION, str(generation))
+            write_text_atomic(self.directory / GENERATION, str(generation))
         return generation
 
     def report(self, generation: int, state: dict[str, Any]) -> None:
         """Say what this worker serves after handling `generation`."""
         self.seen = max(self.seen, generation)
-        _write(self._file(self.pid), json.dumps({"pid": self.pid, "generation": self.seen, **state}))
+        write_text_atomic(self._file(self.pid), json.dumps({"pid": self.pid, "generation": self.seen, **state}))
 
     def leave(self) -> None:
         self._file(self.pid).unlink(missing_ok=True)
@@ -60,7 +61,7 @@ class Workers:
                 state = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            if _alive(state["pid"]):
+            if process_alive(str(state["pid"])):
                 found.append(state)
         return found
 
@@ -75,20 +76,3 @@ class Workers:
 
     def _file(self, pid: int) -> Path:
         return self.directory / f"worker-{pid}.json"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _write(path: Path, text: str) -> None:
-    """Replace the file whole, so a reader never sees half of it."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    temporary.write_text(text)
-    os.replace(temporary, path)

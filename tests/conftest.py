@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import http.server
 import os
+import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,6 +27,27 @@ TRAIN, VALIDATION = Partition("green", 2021, 1), Partition("green", 2021, 2)
 #: The real months the suite reads (fetched from the TLC when no local copy is given).
 TEST_MONTHS = (TRAIN, VALIDATION, Partition("green", 2021, 3), Partition("green", 2021, 4),
                Partition("green", 2023, 1), Partition("green", 2023, 2))
+
+
+#: Modules whose tests share one costly module fixture (the stack, a migrated Airflow home, a
+#: Prefect server, a Dask cluster, a built home) or run in file order (the stack's).
+SHARED_FIXTURE_MODULES = ("test_stack", "test_airflow_runner", "test_prefect_runner", "test_dask",
+                          "test_make_runner")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Schedule the suite for parallel workers (`make test` runs `pytest -n 3 --dist loadgroup`).
+
+    One worker runs each module of SHARED_FIXTURE_MODULES, so its fixture starts once; and the
+    modules with slow tests come first, so the long tests overlap instead of ending the run.
+    A module's tests stay together and in file order.
+    """
+    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    for item in items:
+        name = item.module.__name__.rsplit(".", 1)[-1]
+        if name in SHARED_FIXTURE_MODULES:
+            item.add_marker(pytest.mark.xdist_group(name))
+    items.sort(key=lambda item: item.module.__name__ not in slow_modules)
 
 
 def _data_dir() -> Path:
@@ -154,11 +178,33 @@ def cli_data_flags(home: Path, server: TlcServer, year: int = 2021, month: int =
             "--year", str(year), "--month", str(month)]
 
 
+def _ephemeral_ports() -> range:
+    """The ports the kernel hands to `bind(0)` and outgoing connections."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    """A port nothing listens on now (bind port 0 and let the kernel choose)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port nothing listens on now, below the kernel's ephemeral range.
+
+    The suite runs in parallel workers: a port the kernel chose for one probe could be handed
+    to another worker's `bind(0)` (a Dask worker, a client socket) before the server the test
+    starts binds it. Ports below the ephemeral range are never handed out that way.
+    """
+    ephemeral = _ephemeral_ports()
+    candidates = range(10000, ephemeral.start) if ephemeral.start > 11000 else range(ephemeral.stop, 65536)
+    for _ in range(200):
+        port = random.choice(candidates)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port outside the ephemeral range")
 
 
 def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 300) -> None:
@@ -177,16 +223,33 @@ def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 300) -> N
 
 
 @pytest.fixture(scope="session")
-def champion_home(tlc_server: TlcServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def champion_home(tlc_server: TlcServer, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """A home whose store holds a champion (version 1) trained on green 2021-01 by `taxipipe run`.
 
     Shared by the serving, batch and monitoring tests: they may add versions or runs but
-    leave the alias on version 1.
+    leave the alias on version 1. Under parallel workers the first to need it trains it and
+    each worker takes its own copy (a copied home keeps working: tests/test_store.py).
     """
     home = tmp_path_factory.mktemp("champion") / "home"
-    result = run_cli("run", *cli_data_flags(home, tlc_server))
-    assert result.returncode == 0, result.stderr
+    if worker_id == "master":
+        train_champion(home, tlc_server)
+        return home
+    run_root = tmp_path_factory.getbasetemp().parent  # this run's, shared by its workers
+    trained = run_root / "champion-home"
+    with (run_root / "champion-home.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not trained.is_dir():
+            building = run_root / "champion-home.part"
+            shutil.rmtree(building, ignore_errors=True)
+            train_champion(building, tlc_server)
+            building.rename(trained)
+    shutil.copytree(trained, home, copy_function=shutil.copy2)
     return home
+
+
+def train_champion(home: Path, server: TlcServer) -> None:
+    result = run_cli("run", *cli_data_flags(home, server))
+    assert result.returncode == 0, result.stderr
 
 
 def run_on_terminal(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,

@@ -168,23 +168,6 @@ def test_the_dag_loads_with_the_pipeline_graph_and_retries(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_dags_test_gives_the_simple_runners_rmse(airflow_env: dict[str, str], tlc_server: Any,
-                                                  tmp_path: Path, simple_rmse: float):
-    home = tmp_path / "home"
-    result = dags_test(airflow_env, conf_for(home, tlc_server, year=2021, month=1))
-    assert result.returncode == 0, output(result)[-5000:]
-
-    [run] = mlflow_runs(home)
-    assert run.data.metrics["rmse"] == pytest.approx(simple_rmse, abs=1e-6)
-    assert run.data.tags["partition"] == "green/2021-01"
-    assert run.data.tags["airflow.run_id"].startswith("manual__")
-    assert run.data.tags["airflow.try_number"] == "1"
-    assert set(run.data.metrics) >= {f"step_seconds.{step.name}" for step in STEPS[:5]}
-    deployed = json.loads((home / "deployments" / "green_2021-01.json").read_text())
-    assert deployed["runner"] == "airflow" and deployed["champion"] is True
-
-
-@pytest.mark.slow
 def test_a_download_answered_503_succeeds_on_its_retry(airflow_env: dict[str, str], tlc_server: Any,
                                                        tmp_path: Path):
     name = "green_tripdata_2021-03.parquet"
@@ -226,7 +209,13 @@ def test_two_logical_dates_train_two_partitions(airflow_env: dict[str, str], tlc
     assert [run.data.tags["validation_partition"] for run in runs] == ["green/2021-02", "green/2021-03"]
     assert len({run.data.tags["airflow.run_id"] for run in runs}) == 2
     assert runs[0].data.metrics["rmse"] == pytest.approx(simple_rmse, abs=1e-6)
+    for run in runs:
+        assert run.data.tags["airflow.run_id"].startswith("manual__")
+        assert run.data.tags["airflow.try_number"] == "1"
+        assert set(run.data.metrics) >= {f"step_seconds.{step.name}" for step in STEPS[:5]}
     assert sorted(p.name for p in (home / "deployments").iterdir()) == ["green_2021-01.json", "green_2021-02.json"]
+    deployed = json.loads((home / "deployments" / "green_2021-01.json").read_text())
+    assert deployed["runner"] == "airflow" and deployed["champion"] is True
 
     plan = airflow(airflow_env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", "2021-05-01",
                    "--to-date", "2021-06-01", "--dry-run")
@@ -234,30 +223,12 @@ def test_two_logical_dates_train_two_partitions(airflow_env: dict[str, str], tlc
     assert "2021-05-01 00:00:00+00:00" in plan.stdout and "2021-06-01 00:00:00+00:00" in plan.stdout
 
 
-# --- the in-process example --------------------------------------------------------------
+# --- the in-process example (its run is part of the engines' sweep, tests/test_run_examples.py) ---
 
 
 def run_example(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True,
                           timeout=600, cwd=REPO)
-
-
-@pytest.mark.slow
-def test_the_example_runs_the_dag_in_process(tlc_server: Any, tmp_path: Path, simple_rmse: float):
-    home, user_home = tmp_path / "home", tmp_path / "user"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "AIRFLOW"))}
-    env["HOME"] = str(user_home)
-    result = run_example("examples/airflow_pipeline.py", "--home", str(home), "--url-template",
-                         tlc_server.url_template, "--year", "2021", "--month", "1", env=env)
-    assert result.returncode == 0, output(result)[-5000:]
-    assert "🎉 Pipeline completed successfully!" in result.stdout
-    assert f"📊 Final model RMSE: {simple_rmse:.4f}" in result.stdout
-    assert "✅ Task 'extract[2021-02]' completed" in result.stdout
-    assert (home / "airflow" / "airflow.db").is_file()
-    assert not (user_home / "airflow").exists()
-    [run] = mlflow_runs(home)
-    assert run.data.metrics["rmse"] == pytest.approx(simple_rmse, abs=1e-6)
-    assert run.data.tags["airflow.run_id"].startswith("manual__")
 
 
 def test_the_example_says_how_to_install_airflow_when_it_is_missing(tmp_path: Path):

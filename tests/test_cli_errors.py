@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import TlcServer, cli_data_flags, run_cli
+from tests.conftest import TlcServer, cli_data_flags, free_port, run_cli
 
 FAST_RETRIES = {"TAXIPIPE_DATA__DOWNLOAD_BACKOFF_SECONDS": "0.01"}
 
@@ -36,9 +35,7 @@ def test_month_that_does_not_exist(home: Path, tlc_server: TlcServer) -> None:
 
 
 def test_refused_connection(home: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     template = f"http://127.0.0.1:{port}/{{color}}_tripdata_{{year}}-{{month:02d}}.parquet"
     result = run_cli("run", "--home", str(home), "--url-template", template, env=FAST_RETRIES)
     assert_clean_failure(result, home, "unreachable", "url_template")
@@ -122,9 +119,7 @@ def test_sigterm_during_download_leaves_no_partial_file(home: Path, tlc_server: 
 
 
 def test_unreachable_tracking_server_fails_before_the_data_steps(home: Path, tlc_server: TlcServer) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     for command in ("run", "make"):
         result = run_cli(command, *cli_data_flags(home, tlc_server), "--tracking-uri", f"http://127.0.0.1:{port}",
                          timeout=120)
@@ -142,9 +137,7 @@ def test_every_runner_probes_the_tracking_server_at_its_first_step(home: Path, t
     from taxipipe.pipeline import graph, run_step
     from taxipipe.steps import StepContext
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     settings = load_settings(overrides={"home": str(home), "mlflow": {"tracking_uri": f"http://127.0.0.1:{port}"},
                                         "data": {"url_template": tlc_server.url_template}})
     first = graph(settings)[0]

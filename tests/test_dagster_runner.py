@@ -1,21 +1,17 @@
-"""The Dagster runner: the job built from the graph, its partitions and retries, and a real
-in-process run on real months served over HTTP."""
+"""The Dagster runner: the job built from the graph, its partitions and retries. Its real
+in-process run is part of the engines' sweep (tests/test_run_examples.py); runs through the
+webserver and `make dagster-ui` are in tests/test_stack.py and tests/test_make_servers.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from taxipipe.partition import Partition, scheduled_training_month
 from taxipipe.pipeline import edges, month_node
 from taxipipe.steps import StepContext
-from tests.conftest import REPO, TlcServer, cli_data_flags
+from tests.conftest import TlcServer
 
 
 def test_the_job_is_the_graph() -> None:
@@ -55,36 +51,3 @@ def test_a_missing_month_fails_the_op_without_retries(make_settings, tlc_server:
     assert "HTTP 404" in failed.value.description
     assert tlc_server.hits("green_tripdata_2019-01.parquet") == asked_before + 1
 
-
-@pytest.mark.slow
-def test_the_example_gives_the_simple_runners_rmse(make_settings, tlc_server: TlcServer, tmp_path: Path) -> None:
-    from taxipipe.runners.simple import SimplePipeline
-
-    simple_rmse = SimplePipeline(make_settings()).run()["train"]["rmse"]
-    home, user_home = tmp_path / "dagster-home", tmp_path / "user"
-    user_home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "DAGSTER"))}
-    env["HOME"] = str(user_home)
-    result = subprocess.run([sys.executable, str(REPO / "examples" / "dagster_pipeline.py"),
-                             *cli_data_flags(home, tlc_server)], capture_output=True, text=True, env=env,
-                            timeout=900, cwd=tmp_path)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "🎉 Pipeline completed successfully!" in result.stdout
-    assert "✅ Task 'extract[2021-02]' completed" in result.stdout
-    assert f"📊 Final model RMSE: {simple_rmse:.4f}" in result.stdout
-
-    [run] = mlflow_runs(home)
-    assert run.data.metrics["rmse"] == pytest.approx(simple_rmse, abs=1e-6)
-    assert run.data.tags["runner"] == "dagster" and run.data.tags["partition"] == "green/2021-01"
-    assert len(run.data.tags["dagster.run_id"]) == 36
-    assert {f"step_seconds.{name}" for name in ("extract", "train", "deploy")} <= set(run.data.metrics)
-    assert (home / "dagster" / "dagster.yaml").is_file() and (home / "dagster" / "history").is_dir()
-    assert not (user_home / ".dagster").exists() and not list(tmp_path.glob("tmp*"))
-
-
-def mlflow_runs(home: Path) -> list[Any]:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("dagster-taxi-duration")
-    return client.search_runs([experiment.experiment_id])

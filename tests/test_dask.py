@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,18 +14,12 @@ from taxipipe.compute.dask import connect
 from taxipipe.config import load_settings
 from taxipipe.errors import ComputeError
 from taxipipe.runners.simple import SimplePipeline
-from tests.conftest import cli_data_flags, run_cli
+from tests.conftest import cli_data_flags, free_port, run_cli
 
 WINDOW_2023 = {"year": 2023, "month": 3, "train_months": 3}
 #: xgboost.dask sketches quantiles per worker and sums histograms across workers, so cut
 #: points and float sums differ slightly from one process's: close, not identical.
 DASK_AGREEMENT = 0.05
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

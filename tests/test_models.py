@@ -58,7 +58,7 @@ def test_linear_onehot_prints_the_course_figure_and_serves_raw_rides(home: Path,
                                 rides["trip_distance"].to_numpy())
     assert isinstance(fast, np.ndarray) and np.array_equal(fast, np.asarray(predicted))
 
-    shown = run_cli("compare", "--home", str(home))
+    shown = run_cli("compare", "--home", str(home), env={"COLUMNS": "200"})  # every column, unabbreviated
     table = shown.stdout.splitlines()
     assert shown.returncode == 0 and table[0].split()[:5] == ["#", "runner", "window", "kind", "features"]
     assert next(line for line in table if line.startswith("1 ")).split()[1:5] == [

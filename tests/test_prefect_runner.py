@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import REPO, TlcServer, cli_data_flags
+from tests.conftest import REPO, TlcServer, cli_data_flags, free_port
 from taxipipe.partition import scheduled_training_month
 from taxipipe.runners.prefect_local import DEPLOYMENT_NAME, MONTHLY_CRON, local_environment
 from taxipipe.runners.simple import SimplePipeline
@@ -97,14 +96,15 @@ def test_flow_retries_a_503_and_gives_the_simple_runners_rmse(make_settings, tlc
     assert any((home / "prefect" / "results").iterdir())
 
 
-def test_missing_month_fails_at_once_without_retries(tlc_server: TlcServer, home: Path,
-                                                     tmp_path: Path) -> None:
+def test_missing_month_fails_at_once_without_retries(prefect_server: dict[str, str], tlc_server: TlcServer,
+                                                     home: Path, tmp_path: Path) -> None:
     missing = "green_tripdata_2021-06.parquet"
     before = tlc_server.hits(missing)
     user_home = tmp_path / "user"
     user_home.mkdir()
 
-    result = run_example(*cli_data_flags(home, tlc_server, month=5), HOME=str(user_home))
+    result = run_example(*cli_data_flags(home, tlc_server, month=5), HOME=str(user_home),
+                         PREFECT_API_URL=prefect_server["PREFECT_API_URL"])
 
     assert result.returncode == 1
     assert outcomes(result.stdout) == {"extract[2021-05]": "ran", "extract[2021-06]": "failed"}
@@ -117,7 +117,8 @@ def test_missing_month_fails_at_once_without_retries(tlc_server: TlcServer, home
     assert not (user_home / ".prefect").exists()
 
 
-def test_failed_data_rules_stop_the_flow_naming_them(tlc_server: TlcServer, home: Path) -> None:
+def test_failed_data_rules_stop_the_flow_naming_them(prefect_server: dict[str, str], tlc_server: TlcServer,
+                                                     home: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -130,7 +131,8 @@ def test_failed_data_rules_stop_the_flow_naming_them(tlc_server: TlcServer, home
     (tlc_server.root / "green_tripdata_2031-02.parquet").symlink_to(
         tlc_server.root / "green_tripdata_2021-02.parquet")
 
-    result = run_example(*cli_data_flags(home, tlc_server, year=2031, month=1))
+    result = run_example(*cli_data_flags(home, tlc_server, year=2031, month=1),
+                         PREFECT_API_URL=prefect_server["PREFECT_API_URL"])
 
     assert result.returncode == 1
     assert outcomes(result.stdout) == {"extract[2031-01]": "ran", "extract[2031-02]": "ran",
@@ -138,12 +140,6 @@ def test_failed_data_rules_stop_the_flow_naming_them(tlc_server: TlcServer, home
     reason = failure_reason(result.stderr)
     assert reason.startswith("task 'validate_data' failed: data quality rules failed")
     assert "green_tripdata_2031-01.parquet: PULocationID in 1..265: 50 of 76,518 rows" in reason
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

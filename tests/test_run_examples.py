@@ -55,9 +55,13 @@ def test_unknown_item_and_failure_report(home: Path, tlc_server: TlcServer, tmp_
 def test_run_all_trains_every_runner_on_the_window_and_they_agree(home: Path, tlc_server: TlcServer,
                                                                    tmp_path: Path) -> None:
     """The one sweep of every engine: the menu's "run all" with a model kind other than the
-    default, on a window of three months; every runner records the same window and RMSE."""
-    env = {**menu_env(home, tlc_server), "TAXIPIPE_DATA__YEAR": "2023", "TAXIPIPE_DATA__MONTH": "3",
-           "TAXIPIPE_DATA__TRAIN_MONTHS": "3", "TAXIPIPE_MODEL__KIND": "linear", "TAXIPIPE_MODEL__FEATURES": "onehot"}
+    default, on a window of three months; every runner records the same window and RMSE, and
+    the engines keep their state in the taxipipe home, none in the user's."""
+    user_home = tmp_path / "user"
+    user_home.mkdir()
+    env = {**menu_env(home, tlc_server), "HOME": str(user_home), "TAXIPIPE_DATA__YEAR": "2023",
+           "TAXIPIPE_DATA__MONTH": "3", "TAXIPIPE_DATA__TRAIN_MONTHS": "3", "TAXIPIPE_MODEL__KIND": "linear",
+           "TAXIPIPE_MODEL__FEATURES": "onehot"}
     result = subprocess.run(["bash", str(SCRIPT), "6"], capture_output=True, text=True, env=env,
                             cwd=tmp_path, timeout=2300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
@@ -66,6 +70,7 @@ def test_run_all_trains_every_runner_on_the_window_and_they_agree(home: Path, tl
     noise = [line for line in result.stdout.splitlines() if any(sign in line for sign in LIBRARY_NOISE)]
     assert not noise, noise[:5]
     assert "✅ Comparison of the runners succeeded" in result.stdout
+    assert "✅ Task 'extract[2023-04]' completed" in result.stdout
     assert result.stdout.count("2023-01..2023-03 (validation 2023-04)") >= 5
     assert f"{REPO}/docs/engines.md" in result.stdout.splitlines()[-1]
 
@@ -93,10 +98,19 @@ def test_run_all_trains_every_runner_on_the_window_and_they_agree(home: Path, tl
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
-    for run in client.search_runs([experiment.experiment_id for experiment in client.search_experiments()
-                                   if experiment.name.endswith("-taxi-duration")]):
+    runs = client.search_runs([experiment.experiment_id for experiment in client.search_experiments()
+                               if experiment.name.endswith("-taxi-duration")])
+    for run in runs:
         assert run.data.tags["window"] == "green/2023-01..2023-03", run.data.tags["runner"]
         assert run.data.params["window_first"] == "2023-01" and run.data.params["compute"] == "memory"
+        assert {f"step_seconds.{name}" for name in ("extract", "train", "deploy")} <= set(run.data.metrics)
+    by_runner = {run.data.tags["runner"]: run for run in runs}
+    assert by_runner["airflow"].data.tags["airflow.run_id"].startswith("manual__")
+    assert len(by_runner["dagster"].data.tags["dagster.run_id"]) == 36
+    assert (home / "airflow" / "airflow.db").is_file()
+    assert (home / "dagster" / "dagster.yaml").is_file() and (home / "dagster" / "history").is_dir()
+    assert not (user_home / "airflow").exists() and not (user_home / ".dagster").exists()
+    assert not list(tmp_path.glob("tmp*"))
     downloads = sorted(path.name for path in (home / "downloads").glob("*.parquet"))
     assert downloads == [f"green_tripdata_2023-0{month}.parquet" for month in (1, 2, 3, 4)]
 

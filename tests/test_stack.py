@@ -33,17 +33,11 @@ from taxipipe.stack.state import StackPaths
 from taxipipe.cli import build_parser, stack_runner_env
 from taxipipe.partition import Partition
 from taxipipe.runners.airflow import logical_date_for
-from tests.conftest import REPO, TlcServer
+from tests.conftest import REPO, TlcServer, free_port
 
 
 DAG_ID = "taxi_duration_pipeline"
 PORTS = ("postgres", "mlflow", "airflow", "prefect", "dagster")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

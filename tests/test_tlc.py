@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,7 +12,7 @@ import pytest
 from taxipipe.errors import CorruptDataError, DataNotFoundError, NetworkError, SchemaError
 from taxipipe.partition import Partition
 from taxipipe.tlc import fetch, read_trips, source_url
-from tests.conftest import TlcServer, cli_data_flags, run_cli
+from tests.conftest import TlcServer, cli_data_flags, free_port, run_cli
 from tests.faults import one_sentence_failure, served_folder
 
 JANUARY = "green_tripdata_2021-01.parquet"
@@ -59,9 +58,7 @@ def test_missing_month_is_a_404_message(tlc_server: TlcServer, tmp_path: Path) -
 
 
 def test_refused_connection_names_the_setting(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with pytest.raises(NetworkError, match="unreachable.*url_template"):
         fetch(f"http://127.0.0.1:{port}/{JANUARY}", tmp_path / JANUARY, retries=1, backoff_seconds=0.01)
     assert list(tmp_path.iterdir()) == []

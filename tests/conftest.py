@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,25 +29,15 @@ TEST_MONTHS = (TRAIN, VALIDATION, Partition("green", 2021, 3), Partition("green"
                Partition("green", 2023, 1), Partition("green", 2023, 2))
 
 
-#: Modules whose tests share one costly module fixture (the stack, a migrated Airflow home, a
-#: Prefect server, a Dask cluster, a built home) or run in file order (the stack's).
-SHARED_FIXTURE_MODULES = ("test_stack", "test_airflow_runner", "test_prefect_runner", "test_dask",
-                          "test_make_runner")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Schedule the suite for parallel workers (`make test` runs `pytest -n 3 --dist loadgroup`).
+    """Order the modules for parallel workers (`make test` runs `pytest -n 3 --dist loadfile`).
 
-    One worker runs each module of SHARED_FIXTURE_MODULES, so its fixture starts once; and the
-    modules with slow tests come first, so the long tests overlap instead of ending the run.
-    A module's tests stay together and in file order.
+    Each module runs on one worker, so its module fixtures (the stack, a Prefect server, a
+    migrated Airflow home) start once. The modules with the most slow tests go first, so the
+    long ones overlap instead of ending the run; a module's tests keep their file order.
     """
-    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-    for item in items:
-        name = item.module.__name__.rsplit(".", 1)[-1]
-        if name in SHARED_FIXTURE_MODULES:
-            item.add_marker(pytest.mark.xdist_group(name))
-    items.sort(key=lambda item: item.module.__name__ not in slow_modules)
+    slow_tests = Counter(item.module.__name__ for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow_tests[item.module.__name__])
 
 
 def _data_dir() -> Path:

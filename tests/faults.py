@@ -21,13 +21,16 @@ from tests.conftest import TlcServer
 
 MODEL = "nyc-taxi-duration"
 FAST = {"TAXIPIPE_DATA__DOWNLOAD_BACKOFF_SECONDS": "0.01"}
+#: Opens the store of each home given, in turn, and prints its experiment's id.
 OPEN_STORE = """
 import sys
 from taxipipe import tracking
 from taxipipe.config import load_settings
 
-settings = load_settings(overrides={"home": sys.argv[1]})
-print(tracking.experiment_id(settings, tracking.client(settings), "simple"))
+for home in sys.argv[1:]:
+    print(f"opening the store of {home}", file=sys.stderr)
+    settings = load_settings(overrides={"home": home})
+    print(tracking.experiment_id(settings, tracking.client(settings), "simple"))
 """
 
 

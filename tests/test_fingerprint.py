@@ -21,9 +21,8 @@ PRINT_FINGERPRINTS = """
 import json, sys
 import taxipipe
 from taxipipe.config import load_settings
-from taxipipe.fingerprint import fingerprint
+from taxipipe.fingerprint import cache_key, fingerprint
 from taxipipe.pipeline import graph
-from taxipipe.runners.prefect_policies import cache_key
 
 settings = load_settings(overrides={"home": sys.argv[1]})
 print(json.dumps({"package": taxipipe.__file__, "steps": {

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from taxipipe.config import Settings, flatten, get_value
 from taxipipe.hashing import FileHasher, FileState, code_fingerprint, value_fingerprint
-from taxipipe.pipeline import Step
+from taxipipe.pipeline import BY_NAME, Step, by_node
 from taxipipe.steps import VOLATILE_FIELDS, StepContext
 
 
@@ -52,6 +52,12 @@ def fingerprint(step: Step, settings: Settings, upstream: Mapping[str, Any],
         inputs[key] = hasher.state(key, path)
     return Fingerprint(step.name, config_values(step, settings), inputs, code_fingerprint(step.run),
                        essential(dict(upstream), f"{settings.home}{os.sep}"))
+
+
+def cache_key(step_name: str, settings: Settings, upstream: Mapping[str, Any]) -> str:
+    """The Prefect cache key of step `step_name`: its fingerprint's digest (upstream: records
+    by step, per-month ones as lists)."""
+    return fingerprint(BY_NAME[step_name], settings, by_node(upstream)).digest()
 
 
 def config_values(step: Step, settings: Settings) -> dict[str, Any]:

@@ -10,25 +10,18 @@ invalidates train and what follows, not transform.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from prefect.cache_policies import CachePolicy
 
-from taxipipe.config import Settings
 from taxipipe.errors import PERMANENT_ERRORS
-from taxipipe.fingerprint import fingerprint
-from taxipipe.pipeline import BY_NAME, by_node
+from taxipipe.fingerprint import cache_key
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import TaskRun
     from prefect.context import TaskRunContext
     from prefect.states import State
     from prefect.tasks import Task
-
-
-def cache_key(step_name: str, settings: Settings, upstream: Mapping[str, Any]) -> str:
-    """The cache key of step `step_name` (upstream: records by step, per-month ones as lists)."""
-    return fingerprint(BY_NAME[step_name], settings, by_node(upstream)).digest()
 
 
 @dataclass

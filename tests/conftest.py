@@ -237,6 +237,18 @@ def champion_home(tlc_server: TlcServer, tmp_path_factory: pytest.TempPathFactor
     return home
 
 
+@pytest.fixture(scope="session")
+def simple_rmse(champion_home: Path) -> float:
+    """The simple runner's RMSE on green 2021-01 -> 2021-02: that of the champion home's run."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{champion_home / 'mlflow' / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("nyc-taxi-duration", "champion")
+    run = client.get_run(champion.run_id)
+    assert run.data.tags["runner"] == "simple" and run.data.tags["partition"] == "green/2021-01"
+    return run.data.metrics["rmse"]
+
+
 def train_champion(home: Path, server: TlcServer) -> None:
     result = run_cli("run", *cli_data_flags(home, server))
     assert result.returncode == 0, result.stderr

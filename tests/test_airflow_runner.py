@@ -94,20 +94,6 @@ def mlflow_runs(home: Path) -> list[Any]:
     return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
 
 
-@pytest.fixture(scope="module")
-def simple_rmse(tlc_server: Any, tmp_path_factory: pytest.TempPathFactory) -> float:
-    """The simple runner's RMSE on green 2021-01 -> 2021-02, served the same way."""
-    from taxipipe.config import load_settings
-    from taxipipe.runners.simple import SimplePipeline
-
-    settings = load_settings(overrides={
-        "home": str(tmp_path_factory.mktemp("simple-home")),
-        "data": {"year": 2021, "month": 1, "url_template": tlc_server.url_template,
-                 "download_backoff_seconds": 0.01},
-    })
-    return SimplePipeline(settings).run()["train"]["rmse"]
-
-
 def output(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout + result.stderr
 

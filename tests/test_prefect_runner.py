@@ -23,7 +23,6 @@ import yaml
 from tests.conftest import REPO, TlcServer, cli_data_flags, free_port
 from taxipipe.partition import scheduled_training_month
 from taxipipe.runners.prefect_local import DEPLOYMENT_NAME, MONTHLY_CRON, local_environment
-from taxipipe.runners.simple import SimplePipeline
 
 EXAMPLE = REPO / "examples" / "prefect_pipeline.py"
 PREFECT = Path(sys.executable).with_name("prefect")
@@ -67,9 +66,8 @@ def runs_of(home: Path) -> list:
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
-def test_flow_retries_a_503_and_gives_the_simple_runners_rmse(make_settings, tlc_server: TlcServer,
+def test_flow_retries_a_503_and_gives_the_simple_runners_rmse(simple_rmse: float, tlc_server: TlcServer,
                                                               tmp_path: Path) -> None:
-    simple_rmse = SimplePipeline(make_settings()).run()["train"]["rmse"]
     home, user_home = tmp_path / "prefect-home", tmp_path / "user"
     user_home.mkdir()
     name = "green_tripdata_2021-01.parquet"

@@ -58,7 +58,7 @@ run: env
 	$(BIN)/taxipipe run $(ARGS)
 
 # The suite runs in parallel workers: a third of its time is spent waiting on servers and child
-# processes, so three workers keep two cores busy. TEST_WORKERS=0 runs it in one process.
+# processes, so three workers keep both cores mostly busy (four were slower). TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 3
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,47 @@ def test_moved_and_copied_homes_keep_working(tmp_path: Path, tlc_server: TlcServ
     mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
 
 
+# a new store: a copy of the cached empty one -------------------------------------------------
+
+def new_store(monkeypatch: pytest.MonkeyPatch, cache: Path, home: Path) -> str:
+    """Open the store of a new `home`, caching in `cache`; the default experiment's artifact location."""
+    from taxipipe import tracking
+    from taxipipe.config import load_settings
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    settings = load_settings(overrides={"home": str(home)})
+    return tracking.client(settings).get_experiment("0").artifact_location
+
+
+def default_location(home: Path) -> str:
+    return (home / "mlflow" / "artifacts" / "0").as_uri()
+
+
+def test_new_stores_are_copies_of_one_migrated_empty_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    assert new_store(monkeypatch, cache, tmp_path / "first") == default_location(tmp_path / "first")
+    [empty] = (cache / "taxipipe" / "mlflow-stores").glob("mlflow-*/mlflow.db")
+    made = empty.stat().st_mtime_ns
+
+    assert new_store(monkeypatch, cache, tmp_path / "second") == default_location(tmp_path / "second")
+    assert empty.stat().st_mtime_ns == made, "the second store is a copy, not a second migration"
+    from mlflow import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'second' / 'mlflow' / 'mlflow.db'}"
+    run = MlflowClient(store).create_run("0")
+    assert run.info.artifact_uri.startswith((tmp_path / "second" / "mlflow" / "artifacts").as_uri())
+    with closing(sqlite3.connect(empty)) as cached:
+        assert cached.execute("SELECT count(*) FROM runs").fetchone() == (0,), "the cached store stays empty"
+
+    empty.write_bytes(b"not sqlite at all " * 100)
+    assert new_store(monkeypatch, cache, tmp_path / "third") == default_location(tmp_path / "third")
+    assert not empty.exists(), "a broken cached store is dropped (the next new store migrates it again)"
+
+    unusable = tmp_path / "a-file"
+    unusable.write_text("")
+    assert new_store(monkeypatch, unusable, tmp_path / "fourth") == default_location(tmp_path / "fourth")
+
+
 # a store that cannot be used -------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -108,8 +151,6 @@ def test_corrupt_store_is_one_sentence_and_kept(home: Path, tlc_server: TlcServe
 
 
 def test_store_left_unfinished_by_an_older_version_is_created_again(home: Path) -> None:
-    import sqlite3
-
     store = home / "mlflow" / "mlflow.db"
     store.parent.mkdir(parents=True)
     with sqlite3.connect(store) as half_made:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import unquote, urlparse
 
 from taxipipe.config import Settings
+from taxipipe.empty_store import copy_empty_store
 from taxipipe.errors import TrackingError
 
 if TYPE_CHECKING:
@@ -163,6 +164,12 @@ def prepare_store(uri: str) -> None:
 
 
 def _create_store(database: Path, root: str) -> None:
+    """A new store: a copy of this MLflow version's empty store (empty_store.py), or migrated here."""
+    if not copy_empty_store(database, _migrate):
+        _migrate(database, root)
+
+
+def _migrate(database: Path, root: str) -> None:
     """Migrate a new store under a temporary name, then rename it into place."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 

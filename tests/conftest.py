@@ -214,7 +214,7 @@ def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 300) -> N
 
 @pytest.fixture(scope="session")
 def champion_home(tlc_server: TlcServer, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
-    """A home whose store holds a champion (version 1) trained on green 2021-01 by `taxipipe run`.
+    """A home whose store holds a champion (version 1) trained on green 2021-01 by the simple runner.
 
     Shared by the serving, batch and monitoring tests: they may add versions or runs but
     leave the alias on version 1. Under parallel workers the first to need it trains it and
@@ -251,8 +251,11 @@ def simple_rmse(champion_home: Path) -> float:
 
 
 def train_champion(home: Path, server: TlcServer) -> None:
-    result = run_cli("run", *cli_data_flags(home, server))
-    assert result.returncode == 0, result.stderr
+    """Run the simple runner in this process (the worker loads MLflow and XGBoost to serve it anyway)."""
+    from taxipipe.runners.simple import SimplePipeline
+
+    SimplePipeline(load_settings(overrides={"home": str(home), "data": {
+        "year": 2021, "month": 1, "url_template": server.url_template}})).run()
 
 
 def run_on_terminal(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,

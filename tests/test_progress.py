@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import io
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xgboost as xgb
 
-from taxipipe.progress import CLEAR_LINE, TrainingProgress
 from tests.conftest import REPO, run_on_terminal
+
+if TYPE_CHECKING:  # XGBoost loads in the tests, not at collection: every parallel worker collects every module
+    from taxipipe.progress import TrainingProgress
 
 
 def train(rounds: int, *callbacks: TrainingProgress) -> None:
+    import xgboost as xgb
+
     rng = np.random.default_rng(0)
     features = rng.normal(size=(500, 3))
     target = features @ np.array([1.0, 2.0, 3.0]) + rng.normal(size=500)
@@ -22,6 +26,8 @@ def train(rounds: int, *callbacks: TrainingProgress) -> None:
 
 
 def test_off_a_terminal_a_plain_line_every_interval() -> None:
+    from taxipipe.progress import TrainingProgress
+
     every_round, hourly = io.StringIO(), io.StringIO()
     seen: list[tuple[int, float]] = []
     train(30, TrainingProgress(30, stream=every_round, interval=0.0, on_round=lambda n, s: seen.append((n, s))),
@@ -35,6 +41,8 @@ def test_off_a_terminal_a_plain_line_every_interval() -> None:
 
 def test_on_a_terminal_one_line_redrawn_then_cleared() -> None:
     """A real pseudo-terminal: the line is redrawn in place and wiped when training ends."""
+    from taxipipe.progress import CLEAR_LINE
+
     script = ("import sys\nfrom tests.test_progress import train\nfrom taxipipe.progress import TrainingProgress\n"
               "train(40, TrainingProgress(40, interval=0.0))\nprint('done', file=sys.stderr)\n")
     status, text = run_on_terminal([sys.executable, "-c", script], cwd=REPO, timeout=120)

@@ -213,15 +213,14 @@ def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 300) -> N
 
 
 @pytest.fixture(scope="session")
-def champion_home(tlc_server: TlcServer, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
-    """A home whose store holds a champion (version 1) trained on green 2021-01 by the simple runner.
+def trained_home(tlc_server: TlcServer, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A home whose store holds a champion (version 1, the only one) trained on green 2021-01 by the
+    simple runner. Never changed: tests take copies (a copied home keeps working: tests/test_store.py).
 
-    Shared by the serving, batch and monitoring tests: they may add versions or runs but
-    leave the alias on version 1. Under parallel workers the first to need it trains it and
-    each worker takes its own copy (a copied home keeps working: tests/test_store.py).
+    Under parallel workers the first to need it trains it, under a lock in the run's temporary root.
     """
-    home = tmp_path_factory.mktemp("champion") / "home"
     if worker_id == "master":
+        home = tmp_path_factory.mktemp("trained") / "home"
         train_champion(home, tlc_server)
         return home
     run_root = tmp_path_factory.getbasetemp().parent  # this run's, shared by its workers
@@ -233,17 +232,31 @@ def champion_home(tlc_server: TlcServer, tmp_path_factory: pytest.TempPathFactor
             shutil.rmtree(building, ignore_errors=True)
             train_champion(building, tlc_server)
             building.rename(trained)
-    shutil.copytree(trained, home, copy_function=shutil.copy2)
+    return trained
+
+
+@pytest.fixture(scope="session")
+def champion_home(trained_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This worker's copy of the trained home, shared by the serving, batch and monitoring tests:
+    they may add versions or runs but leave the alias on version 1."""
+    home = tmp_path_factory.mktemp("champion") / "home"
+    shutil.copytree(trained_home, home, copy_function=shutil.copy2)
+    return home
+
+
+@pytest.fixture
+def champion_in_home(trained_home: Path, home: Path) -> Path:
+    """The test's home, a copy of the trained home: version 1 is the champion and the only version."""
+    shutil.copytree(trained_home, home, copy_function=shutil.copy2)
     return home
 
 
 @pytest.fixture(scope="session")
-def simple_rmse(champion_home: Path) -> float:
-    """The simple runner's RMSE on green 2021-01 -> 2021-02: that of the run that trained the
-    champion home's version 1 (later tests may have added versions)."""
+def simple_rmse(trained_home: Path) -> float:
+    """The simple runner's RMSE on green 2021-01 -> 2021-02: that of the trained home's version 1."""
     from mlflow import MlflowClient
 
-    store = f"sqlite:///{champion_home / 'mlflow' / 'mlflow.db'}"
+    store = f"sqlite:///{trained_home / 'mlflow' / 'mlflow.db'}"
     client = MlflowClient(store, registry_uri=store)  # not the registry an earlier test made current
     run = client.get_run(client.get_model_version("nyc-taxi-duration", "1").run_id)
     assert run.data.tags["runner"] == "simple" and run.data.tags["partition"] == "green/2021-01"

@@ -9,6 +9,8 @@ STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml | cksum | cut -d' ' 
 ARGS ?=
 # V=1: show what the tools say (uv's list of packages, Dagster's warnings); quiet by default.
 V ?=
+# COMPILE=0: leave the packages uncompiled (a quicker `make env`, slower first imports; the env test uses it).
+COMPILE ?= 1
 HOME_OF := $(BIN)/python -c 'from taxipipe.config import load_settings; print(load_settings().home)'
 AIRFLOW_PORT ?= 8080
 PREFECT_PORT ?= 4200
@@ -36,7 +38,7 @@ $(STAMP): uv.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	@echo "Preparing the environment $(VENV) from uv.lock (about a minute; V=1 lists the packages)"
-	@UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --all-extras --compile-bytecode $(if $(V),,--quiet)
+	@UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --all-extras $(if $(filter 0,$(COMPILE)),,--compile-bytecode) $(if $(V),,--quiet)
 	@rm -f $(VENV)/.synced-* && touch $@
 
 # Debian packages the tests use beside Python (each named like its command): Prometheus with
@@ -57,13 +59,13 @@ test-packages:
 run: env
 	$(BIN)/taxipipe run $(ARGS)
 
-# The suite runs in parallel workers: a third of its time is spent waiting on servers and child
-# processes, so three workers keep both cores mostly busy (four were slower). TEST_WORKERS=0 runs it in one process.
+# The suite runs in parallel workers: much of its time is spent waiting on servers and child
+# processes, so four workers keep both cores mostly busy (three were slower). TEST_WORKERS=0 runs it in one process.
 # Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: every worker would otherwise rewrite
 # the test modules' asserts again (about 4 s each) and every child process compile the package again.
 # XGBoost's OpenMP threads sleep instead of spinning while they wait: with more threads than cores,
 # spinning burned 10-20 % more CPU (`make test-fast`: 115-126 s of user CPU, 106 s passive).
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 PYTEST := env -u PYTHONDONTWRITEBYTECODE OMP_WAIT_POLICY=PASSIVE \
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 

@@ -30,7 +30,7 @@ TEST_MONTHS = (TRAIN, VALIDATION, Partition("green", 2021, 3), Partition("green"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Order the modules for parallel workers (`make test` runs `pytest -n 3 --dist loadfile`).
+    """Order the modules for parallel workers (`make test` runs `pytest -n 4 --dist loadfile`).
 
     Each module runs on one worker, so its module fixtures (the stack, a Prefect server, a
     migrated Airflow home) start once. The modules with the most slow tests go first, so the

@@ -55,7 +55,7 @@ def copy_empty_store(database: Path, migrate: Migrate) -> bool:
 def _holds_an_experiment(database: Path) -> bool:
     """Whether the file is a SQLite database whose MLflow tables hold the default experiment."""
     try:
-        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+        with closing(sqlite3.connect(database)) as connection:
             return connection.execute("SELECT 1 FROM experiments WHERE experiment_id = 0").fetchone() is not None
     except sqlite3.Error:
         return False

@@ -42,20 +42,24 @@ def copy_empty_store(database: Path, migrate: Migrate) -> bool:
             if not template.is_file():
                 migrate(template, (template.parent / "artifacts").as_uri())
         shutil.copyfile(template, draft)
-        if not _holds_an_experiment(draft):
-            template.unlink(missing_ok=True)
-            raise ValueError(f"{template} is not an empty MLflow store")
+        if unfinished(draft):
+            raise sqlite3.DatabaseError(f"{template} is not a whole MLflow store")
         os.replace(draft, database)
+    except sqlite3.Error:  # the cached store is broken: dropped, and made again by the next new store
+        template.unlink(missing_ok=True)
+        draft.unlink(missing_ok=True)
+        return False
     except Exception:
         draft.unlink(missing_ok=True)
         return False
     return True
 
 
-def _holds_an_experiment(database: Path) -> bool:
-    """Whether the file is a SQLite database whose MLflow tables hold the default experiment."""
-    try:
-        with closing(sqlite3.connect(database)) as connection:
-            return connection.execute("SELECT 1 FROM experiments WHERE experiment_id = 0").fetchone() is not None
-    except sqlite3.Error:
-        return False
+def unfinished(database: Path) -> bool:
+    """Whether an existing store never got its default experiment: its creation was cut short.
+
+    Raises sqlite3.Error for a file that is no SQLite database.
+    """
+    with closing(sqlite3.connect(database, timeout=60)) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return "experiments" not in tables or not connection.execute("SELECT 1 FROM experiments LIMIT 1").fetchone()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import unquote, urlparse
 
 from taxipipe.config import Settings
-from taxipipe.empty_store import copy_empty_store
+from taxipipe.empty_store import copy_empty_store, unfinished
 from taxipipe.errors import TrackingError
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ def prepare_store(uri: str) -> None:
     try:
         database.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(database.with_name(database.name + ".lock")):
-            if database.exists() and _unfinished(database):
+            if database.exists() and unfinished(database):
                 print(f"⚠️  the MLflow store {database} was left unfinished by an interrupted first run; "
                       "creating it again", file=sys.stderr, flush=True)
                 database.unlink()
@@ -196,15 +196,6 @@ def _root_tag(root: str) -> Any:
     from mlflow.entities import ExperimentTag
 
     return ExperimentTag(ROOT_TAG, root)
-
-
-def _unfinished(database: Path) -> bool:
-    """Whether an existing store never got its default experiment: its creation was cut short."""
-    import sqlite3
-
-    with closing(sqlite3.connect(database, timeout=60)) as connection:
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        return "experiments" not in tables or not connection.execute("SELECT 1 FROM experiments LIMIT 1").fetchone()
 
 
 def _relocate(database: Path, root: str) -> None:

@@ -6,7 +6,7 @@ it is kept in the user's cache (`$XDG_CACHE_HOME/taxipipe/mlflow-stores`, by def
 `~/.cache/taxipipe/mlflow-stores`), one per MLflow version; later new stores start as copies
 of it. The copy is written under a temporary name and renamed into place, so an interrupted
 run leaves no half-made store; a cache that cannot be written or read costs only the
-migration.
+migration. `unfinished` tells a whole store from one whose creation was cut short.
 """
 
 from __future__ import annotations

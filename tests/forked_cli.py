@@ -1,0 +1,95 @@
+"""`taxipipe` commands in child processes forked from an interpreter that has imported them.
+
+A fresh interpreter spends about six seconds of CPU importing MLflow, XGBoost (with
+scikit-learn and SciPy), pandas and PyArrow before a command does anything; the suite runs
+about a hundred commands. Python's fork server (`multiprocessing`'s "forkserver" context)
+imports this module once per test worker and forks a child for each command: a process of
+its own, with the command's environment, working directory, stdin (/dev/null), stdout,
+stderr, exit status and signal handlers, that starts at `taxipipe.cli.entry` like the
+console script. Nothing is imported here that reads the environment when imported:
+matplotlib (its config and cache directories follow HOME) is left to the child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import locale
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+#: Imported once by the fork server (this process imports none of them for it).
+PRELOAD = ["mlflow.pyfunc", "mlflow.store.tracking.sqlalchemy_store", "pandas", "pyarrow.parquet", "xgboost",
+           "taxipipe.cli", "taxipipe.runners.simple", __name__]
+
+_context = multiprocessing.get_context("forkserver")
+_context.set_forkserver_preload(PRELOAD)
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+_started = False
+
+
+def _start_server() -> None:
+    """Start the fork server once, in the checkout: it imports `tests` from its working directory."""
+    global _started
+    if not _started:
+        with contextlib.chdir(_ROOT):
+            multiprocessing.forkserver.ensure_running()
+        _started = True
+
+
+def _command(args: list[str], env: dict[str, str], cwd: str, stdout: str, stderr: str) -> None:
+    """The child: the command's environment and streams, then the console script's entry."""
+    from taxipipe import cli
+
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    for descriptor, path, flags in ((0, os.devnull, os.O_RDONLY), (1, stdout, os.O_WRONLY),
+                                    (2, stderr, os.O_WRONLY)):
+        opened = os.open(path, flags)
+        os.dup2(opened, descriptor)
+        os.close(opened)
+    encoding = env.get("PYTHONIOENCODING") or locale.getpreferredencoding(False)
+    sys.stdin = open(0, encoding=encoding, closefd=False)
+    sys.stdout = open(1, "w", encoding=encoding, closefd=False)
+    sys.stderr = open(2, "w", encoding=encoding, errors="backslashreplace", buffering=1, closefd=False)
+    sys.argv = [cli.__file__, *args]
+    try:
+        cli.entry()
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
+        if not isinstance(exit_.code, int | None):
+            print(exit_.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def run(args: list[str], env: dict[str, str], cwd: Path | None, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`taxipipe ARGS` in a forked child, as `subprocess.run(..., capture_output=True, text=True)` answers."""
+    with tempfile.TemporaryDirectory(prefix="taxipipe-cli-") as scratch:
+        stdout, stderr = Path(scratch) / "stdout", Path(scratch) / "stderr"
+        stdout.touch()
+        stderr.touch()
+        _start_server()
+        child = _context.Process(target=_command, args=(args, env, str(cwd or Path.cwd()), str(stdout), str(stderr)))
+        child.start()
+        child.join(timeout)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+            raise subprocess.TimeoutExpired(["taxipipe", *args], timeout, stdout.read_bytes(), stderr.read_bytes())
+        status = child.exitcode
+        child.close()
+        return subprocess.CompletedProcess(["taxipipe", *args], status, stdout.read_text(), stderr.read_text())

@@ -146,13 +146,13 @@ FRESH_INTERPRETER = {"serve", "ui", "stack"}
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run `taxipipe ARGS` as a user would, in a child process (forked from one that has
-    imported the pipeline's libraries, tests/forked_cli.py, unless it starts a server)."""
-    from tests import forked_cli
+    imported the pipeline's libraries, tests/forked.py, unless it starts a server)."""
+    from tests import forked
 
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TAXIPIPE_")}
     environment.update(env or {})
     if not FRESH_INTERPRETER.intersection(args):
-        return forked_cli.run(list(args), environment, cwd, timeout)
+        return forked.run_cli(list(args), environment, cwd, timeout)
     return subprocess.run([sys.executable, "-m", "taxipipe.cli", *args], capture_output=True,
                           text=True, env=environment, cwd=cwd, timeout=timeout)
 

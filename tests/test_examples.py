@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import forked
 from tests.conftest import REPO, TlcServer, cli_data_flags
 
 
 def run_example(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPO / "examples" / name), *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
+    return forked.run_script(REPO / "examples" / name, list(args), dict(os.environ), cwd)
 
 
 @pytest.mark.slow

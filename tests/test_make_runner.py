@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import pytest
 
+from tests import forked
 from tests.conftest import REPO, TlcServer, cli_data_flags, run_cli
 
 LOCK = Path("state/green/2021-01.lock.json")
@@ -251,8 +252,8 @@ def test_cleanup_removes_intermediates_without_making_the_build_stale(built_home
 
 @pytest.mark.slow
 def test_validate_target_and_the_example_script(built_home: Path, tlc_server: TlcServer) -> None:
-    result = subprocess.run([sys.executable, str(REPO / "examples" / "make_pipeline.py"), "validate",
-                             *cli_data_flags(built_home, tlc_server)], capture_output=True, text=True)
+    result = forked.run_script(REPO / "examples" / "make_pipeline.py",
+                               ["validate", *cli_data_flags(built_home, tlc_server)], dict(os.environ))
     assert result.returncode == 0, result.stderr
     validated = Build(result.stdout)
     assert "🎯 Target: validate" in validated.out

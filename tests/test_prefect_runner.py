@@ -20,6 +20,7 @@ import pytest
 import requests
 import yaml
 
+from tests import forked
 from tests.conftest import REPO, TlcServer, cli_data_flags, free_port
 from taxipipe.partition import scheduled_training_month
 from taxipipe.runners.prefect_local import DEPLOYMENT_NAME, MONTHLY_CRON, local_environment
@@ -42,8 +43,7 @@ def clean_environment(**extra: str) -> dict[str, str]:
 
 
 def run_example(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(EXAMPLE), *args], capture_output=True, text=True,
-                          env=clean_environment(**env), timeout=600)
+    return forked.run_script(EXAMPLE, list(args), clean_environment(**env))
 
 
 def outcomes(stdout: str) -> dict[str, str]:

@@ -1,17 +1,20 @@
-"""`taxipipe` commands in child processes forked from an interpreter that has imported them.
+"""`taxipipe` commands and example scripts in children forked from an interpreter that has
+imported the pipeline's libraries.
 
 A fresh interpreter spends about six seconds of CPU importing MLflow, XGBoost (with
 scikit-learn and SciPy), pandas and PyArrow before a command does anything; the suite runs
 about a hundred commands. Python's fork server (`multiprocessing`'s "forkserver" context)
-imports this module once per test worker and forks a child for each command: a process of
-its own, with the command's environment, working directory, stdin (/dev/null), stdout,
-stderr, exit status and signal handlers, that starts at `taxipipe.cli.entry` like the
-console script. Nothing is imported here that reads the environment when imported:
-matplotlib (its config and cache directories follow HOME) is left to the child.
+imports them once per test worker and forks a child for each command: a process of its own,
+with the command's environment, working directory, stdin (/dev/null), stdout, stderr, exit
+status and signal handlers, that starts at `taxipipe.cli.entry` like the console script, or
+runs a script as `python SCRIPT` does (its folder first on sys.path, its non-daemon threads
+and exit handlers run at its end). Nothing preloaded reads the environment when imported:
+matplotlib (its config and cache directories follow HOME) and the engines are left to the child.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import locale
 import multiprocessing
@@ -19,7 +22,9 @@ import multiprocessing.forkserver
 import os
 import subprocess
 import sys
+import runpy
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 
@@ -44,10 +49,9 @@ def _start_server() -> None:
         _started = True
 
 
-def _command(args: list[str], env: dict[str, str], cwd: str, stdout: str, stderr: str) -> None:
-    """The child: the command's environment and streams, then the console script's entry."""
-    from taxipipe import cli
-
+def _command(script: str | None, args: list[str], env: dict[str, str], cwd: str, stdout: str,
+             stderr: str) -> None:
+    """The child: the command's environment and streams, then the console script's entry or the script."""
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
@@ -60,9 +64,8 @@ def _command(args: list[str], env: dict[str, str], cwd: str, stdout: str, stderr
     sys.stdin = open(0, encoding=encoding, closefd=False)
     sys.stdout = open(1, "w", encoding=encoding, closefd=False)
     sys.stderr = open(2, "w", encoding=encoding, errors="backslashreplace", buffering=1, closefd=False)
-    sys.argv = [cli.__file__, *args]
     try:
-        cli.entry()
+        _start(script, args, cwd)
         status = 0
     except SystemExit as exit_:
         status = exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
@@ -71,25 +74,54 @@ def _command(args: list[str], env: dict[str, str], cwd: str, stdout: str, stderr
     except BaseException:
         traceback.print_exc()
         status = 1
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
 
 
-def run(args: list[str], env: dict[str, str], cwd: Path | None, timeout: float) -> subprocess.CompletedProcess[str]:
+def _start(script: str | None, args: list[str], cwd: str) -> None:
+    """`python -m taxipipe.cli ARGS` (which leaves through os._exit) or `python SCRIPT ARGS`."""
+    if script is None:
+        from taxipipe import cli
+
+        sys.argv, sys.path[0] = [cli.__file__, *args], cwd
+        cli.entry()
+    else:
+        sys.argv, sys.path[0] = [script, *args], os.path.dirname(script)
+        runpy.run_path(script, run_name="__main__")
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """`taxipipe ARGS` in a forked child, as `subprocess.run(..., capture_output=True, text=True)` answers."""
+    return _run(None, args, env, cwd, timeout)
+
+
+def run_script(script: Path, args: list[str], env: dict[str, str], cwd: Path | None = None,
+               timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`python SCRIPT ARGS` in a forked child, as `subprocess.run(..., capture_output=True, text=True)` answers."""
+    return _run(str(script.resolve()), args, env, cwd, timeout)
+
+
+def _run(script: str | None, args: list[str], env: dict[str, str], cwd: Path | None,
+         timeout: float) -> subprocess.CompletedProcess[str]:
+    command = [script or "taxipipe", *args]
     with tempfile.TemporaryDirectory(prefix="taxipipe-cli-") as scratch:
         stdout, stderr = Path(scratch) / "stdout", Path(scratch) / "stderr"
         stdout.touch()
         stderr.touch()
         _start_server()
-        child = _context.Process(target=_command, args=(args, env, str(cwd or Path.cwd()), str(stdout), str(stderr)))
+        child = _context.Process(target=_command, args=(script, args, env, str(cwd or Path.cwd()), str(stdout), str(stderr)))
         child.start()
         child.join(timeout)
         if child.exitcode is None:
             child.kill()
             child.join()
-            raise subprocess.TimeoutExpired(["taxipipe", *args], timeout, stdout.read_bytes(), stderr.read_bytes())
+            raise subprocess.TimeoutExpired(command, timeout, stdout.read_bytes(), stderr.read_bytes())
         status = child.exitcode
         child.close()
-        return subprocess.CompletedProcess(["taxipipe", *args], status, stdout.read_text(), stderr.read_text())
+        return subprocess.CompletedProcess(command, status, stdout.read_text(), stderr.read_text())

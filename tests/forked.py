@@ -8,8 +8,7 @@ imports them once per test worker and forks a child for each command: a process 
 with the command's environment, working directory, stdin (/dev/null), stdout, stderr, exit
 status and signal handlers, that starts at `taxipipe.cli.entry` like the console script, or
 runs a script as `python SCRIPT` does (its folder first on sys.path, its non-daemon threads
-and exit handlers run at its end). Nothing preloaded reads the environment when imported:
-matplotlib (its config and cache directories follow HOME) and the engines are left to the child.
+and exit handlers run at its end). What the fork server imports is tests/warm.py.
 """
 
 from __future__ import annotations
@@ -28,9 +27,8 @@ import threading
 import traceback
 from pathlib import Path
 
-#: Imported once by the fork server (this process imports none of them for it).
-PRELOAD = ["mlflow.pyfunc", "mlflow.store.tracking.sqlalchemy_store", "pandas", "pyarrow.parquet", "xgboost",
-           "taxipipe.cli", "taxipipe.runners.simple", __name__]
+#: Imported once by the fork server (this process imports neither for it).
+PRELOAD = ["tests.warm", __name__]
 
 _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(PRELOAD)

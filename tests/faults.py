@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tests import forked
 from tests.conftest import TlcServer
 
 MODEL = "nyc-taxi-duration"
@@ -124,6 +125,9 @@ def read_only(folder: Path) -> Iterator[None]:
 
 
 def run_with(args: list[str], **popen: Any) -> subprocess.CompletedProcess[str]:
+    """`taxipipe ARGS` in a child with FAST downloads; forked unless it needs Popen's options."""
+    if not popen:
+        return forked.run_cli(args, child_env())
     return subprocess.run([sys.executable, "-m", "taxipipe.cli", *args], capture_output=True, text=True,
                           env=child_env(), timeout=600, **popen)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TlcServer, cli_data_flags, final_run_id, free_port, wait_healthy
+from tests.conftest import TlcServer, cli_data_flags, final_run_id, free_port, run_cli, wait_healthy
 
 
 @pytest.fixture
@@ -38,10 +38,7 @@ def ui_server(tmp_path: Path):
 @pytest.mark.slow
 def test_pipeline_through_a_tracking_server(ui_server, home: Path, tlc_server: TlcServer) -> None:
     url, server_home, _ = ui_server
-    result = subprocess.run(
-        [sys.executable, "-m", "taxipipe.cli", "run", *cli_data_flags(home, tlc_server), "--tracking-uri", url],
-        capture_output=True, text=True, timeout=600,
-    )
+    result = run_cli("run", *cli_data_flags(home, tlc_server), "--tracking-uri", url)
     assert result.returncode == 0, result.stderr
     run_id = final_run_id(result.stdout)
 

@@ -65,9 +65,14 @@ def client(settings: Settings) -> MlflowClient:
     MLFLOW_HTTP_REQUEST_MAX_RETRIES / _BACKOFF_FACTOR in the environment win. Database errors it re-raises are not also logged with their traceback: the step
     reports them in one sentence.
     """
+    finish_warm_up()
+    return _open(settings)
+
+
+def finish_warm_up() -> None:
+    """Wait for the warm-up: a run that stops early must not leave while it writes a new store."""
     if _warm_up is not None:
         _warm_up.join()
-    return _open(settings)
 
 
 def _open(settings: Settings) -> MlflowClient:

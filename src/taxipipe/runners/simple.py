@@ -30,8 +30,11 @@ class SimplePipeline:
         console.header(self.context.runner, self.context.settings)
         tracking.check_reachable(self.context.settings)
         tracking.warm_up(self.context.settings, self.context.runner)
-        for step in self.steps:
-            self.run_task(step)
+        try:
+            for step in self.steps:
+                self.run_task(step)
+        finally:
+            tracking.finish_warm_up()
         walltime.record(self.context.settings, self.records, started)
         console.final_summary(self.records)
         return self.records

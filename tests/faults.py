@@ -17,8 +17,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tests import forked
-from tests.conftest import TlcServer
+from tests.conftest import TlcServer, run_cli
 
 MODEL = "nyc-taxi-duration"
 FAST = {"TAXIPIPE_DATA__DOWNLOAD_BACKOFF_SECONDS": "0.01"}
@@ -127,7 +126,7 @@ def read_only(folder: Path) -> Iterator[None]:
 def run_with(args: list[str], **popen: Any) -> subprocess.CompletedProcess[str]:
     """`taxipipe ARGS` in a child with FAST downloads; forked unless it needs Popen's options."""
     if not popen:
-        return forked.run_cli(args, child_env())
+        return run_cli(*args, env=FAST)
     return subprocess.run([sys.executable, "-m", "taxipipe.cli", *args], capture_output=True, text=True,
                           env=child_env(), timeout=600, **popen)
 

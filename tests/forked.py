@@ -19,9 +19,9 @@ import locale
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import runpy
 import subprocess
 import sys
-import runpy
 import tempfile
 import threading
 import traceback
@@ -33,8 +33,6 @@ PRELOAD = ["tests.warm", __name__]
 _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(PRELOAD)
 _ROOT = Path(__file__).resolve().parents[1]
-
-
 _started = False
 
 
@@ -66,9 +64,10 @@ def _command(script: str | None, args: list[str], env: dict[str, str], cwd: str,
         _start(script, args, cwd)
         status = 0
     except SystemExit as exit_:
-        status = exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
-        if not isinstance(exit_.code, int | None):
-            print(exit_.code, file=sys.stderr)
+        status = 0 if exit_.code is None else exit_.code
+        if not isinstance(status, int):
+            print(status, file=sys.stderr)
+            status = 1
     except BaseException:
         traceback.print_exc()
         status = 1
@@ -113,7 +112,8 @@ def _run(script: str | None, args: list[str], env: dict[str, str], cwd: Path | N
         stdout.touch()
         stderr.touch()
         _start_server()
-        child = _context.Process(target=_command, args=(script, args, env, str(cwd or Path.cwd()), str(stdout), str(stderr)))
+        child = _context.Process(target=_command,
+                                 args=(script, args, env, str(cwd or Path.cwd()), str(stdout), str(stderr)))
         child.start()
         child.join(timeout)
         if child.exitcode is None:

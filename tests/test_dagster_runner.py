@@ -51,3 +51,14 @@ def test_a_missing_month_fails_the_op_without_retries(make_settings, tlc_server:
     assert "HTTP 404" in failed.value.description
     assert tlc_server.hits("green_tripdata_2019-01.parquet") == asked_before + 1
 
+
+
+def test_launched_runs_fork_each_op_from_a_server_that_imported_the_libraries() -> None:
+    """multiprocessing's fork server skips a preload module it cannot import: each must import."""
+    import importlib
+
+    from taxipipe.runners.dagster import STEP_IMPORTS, taxi_duration_pipeline
+
+    assert taxi_duration_pipeline.executor_def.name == "multiprocess_forkserver"
+    for module in STEP_IMPORTS:
+        importlib.import_module(module)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tests import forked
 from tests.conftest import TlcServer, run_cli
 
 MODEL = "nyc-taxi-duration"
@@ -39,9 +40,9 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**env, **FAST, **extra}
 
 
-def start_run(*args: str, **popen: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "taxipipe.cli", "run", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=child_env(), **popen)
+def start_run(*args: str) -> forked.Child:
+    """`taxipipe run ARGS` in the background (a forked child, tests/forked.py)."""
+    return forked.start_cli(["run", *args], child_env())
 
 
 def wait_for(condition: Callable[[], bool], what: str, seconds: float = 180) -> None:

@@ -20,6 +20,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import runpy
+import signal
 import subprocess
 import sys
 import tempfile
@@ -92,6 +93,65 @@ def _start(script: str | None, args: list[str], cwd: str) -> None:
         runpy.run_path(script, run_name="__main__")
 
 
+class Child:
+    """A command forked in the background, answering as `subprocess.Popen(..., stdout=PIPE,
+    stderr=PIPE, text=True)` does: its output is read once it has exited, from files in a
+    temporary directory removed with the object."""
+
+    def __init__(self, script: str | None, args: list[str], env: dict[str, str], cwd: Path | None) -> None:
+        self.args = [script or "taxipipe", *args]
+        self.returncode: int | None = None
+        self._scratch = tempfile.TemporaryDirectory(prefix="taxipipe-cli-")
+        self._stdout, self._stderr = Path(self._scratch.name) / "stdout", Path(self._scratch.name) / "stderr"
+        self._stdout.touch()
+        self._stderr.touch()
+        _start_server()
+        self._process = _context.Process(target=_command, args=(script, args, env, str(cwd or Path.cwd()),
+                                                                 str(self._stdout), str(self._stderr)))
+        self._process.start()
+        self.pid = self._process.pid
+
+    def poll(self) -> int | None:
+        """The exit status (minus the signal that killed it, as Popen says), or None while it runs."""
+        if self.returncode is None:
+            self.returncode = self._process.exitcode
+            if self.returncode is not None:
+                self._process.close()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self._process.join(timeout)
+        if self.poll() is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        """Wait for the exit, then its stdout and stderr; on a timeout the child is killed."""
+        try:
+            self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.wait()
+            raise subprocess.TimeoutExpired(self.args, timeout, self._stdout.read_bytes(), self._stderr.read_bytes())
+        return self._stdout.read_text(), self._stderr.read_text()
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def start_cli(args: list[str], env: dict[str, str], cwd: Path | None = None) -> Child:
+    """`taxipipe ARGS` in a forked child, in the background, as `subprocess.Popen` starts it."""
+    return Child(None, args, env, cwd)
+
+
 def run_cli(args: list[str], env: dict[str, str], cwd: Path | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """`taxipipe ARGS` in a forked child, as `subprocess.run(..., capture_output=True, text=True)` answers."""
@@ -106,20 +166,6 @@ def run_script(script: Path, args: list[str], env: dict[str, str], cwd: Path | N
 
 def _run(script: str | None, args: list[str], env: dict[str, str], cwd: Path | None,
          timeout: float) -> subprocess.CompletedProcess[str]:
-    command = [script or "taxipipe", *args]
-    with tempfile.TemporaryDirectory(prefix="taxipipe-cli-") as scratch:
-        stdout, stderr = Path(scratch) / "stdout", Path(scratch) / "stderr"
-        stdout.touch()
-        stderr.touch()
-        _start_server()
-        child = _context.Process(target=_command,
-                                 args=(script, args, env, str(cwd or Path.cwd()), str(stdout), str(stderr)))
-        child.start()
-        child.join(timeout)
-        if child.exitcode is None:
-            child.kill()
-            child.join()
-            raise subprocess.TimeoutExpired(command, timeout, stdout.read_bytes(), stderr.read_bytes())
-        status = child.exitcode
-        child.close()
-        return subprocess.CompletedProcess(command, status, stdout.read_text(), stderr.read_text())
+    child = Child(script, args, env, cwd)
+    out, err = child.communicate(timeout)
+    return subprocess.CompletedProcess(child.args, child.returncode, out, err)

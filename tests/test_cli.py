@@ -39,7 +39,7 @@ def test_closed_pipe_ends_quietly_like_git(args: list[str], home: Path) -> None:
 
 def test_head_takes_the_first_line_and_the_rest_is_dropped_quietly(home: Path) -> None:
     shell = subprocess.run(
-        ["bash", "-c", f'set -o pipefail; "$@" | head -1; echo "status ${{PIPESTATUS[0]}}"', "_",
+        ["bash", "-c", 'set -o pipefail; "$@" | head -1; echo "status ${PIPESTATUS[0]}"', "_",
          *TAXIPIPE, "config", "show", "--home", str(home)],
         capture_output=True, text=True, env=clean_env(), timeout=120)
     lines = shell.stdout.splitlines()

@@ -49,10 +49,9 @@ class Build:
         return re.search(r"🆔 Model run ID: (\w+)", self.out).group(1)
 
 
-def start(home: Path, server: TlcServer, *args: str) -> subprocess.Popen[str]:
-    """`taxipipe make ARGS` in the background."""
-    return subprocess.Popen([sys.executable, "-m", "taxipipe.cli", "make", *args, *cli_data_flags(home, server)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start(home: Path, server: TlcServer, *args: str) -> forked.Child:
+    """`taxipipe make ARGS` in the background (a forked child, tests/forked.py)."""
+    return forked.start_cli(["make", *args, *cli_data_flags(home, server)], dict(os.environ))
 
 
 def mlflow_runs(home: Path) -> int:

@@ -52,7 +52,7 @@ def test_the_last_verdict_is_served_on_metrics_and_a_broken_file_is_skipped(tmp_
     labels = 'color="green",model_version="4",month="2023-02"'
     assert f"taxipipe_monitor_drifted{{{labels}}} 1.0" in page
     assert f"taxipipe_monitor_columns_drifted{{{labels}}} 1.0" in page
-    assert f'taxipipe_monitor_psi{{color="green",column="PULocationID",model_version="4",month="2023-02"}} 1.08' in page
+    assert 'taxipipe_monitor_psi{color="green",column="PULocationID",model_version="4",month="2023-02"} 1.08' in page
     assert f"taxipipe_monitor_rmse_increase_minutes{{{labels}}} 0.5" in page
     write_verdict(verdict, _report(0.01))
     assert f"taxipipe_monitor_drifted{{{labels}}} 0.0" in metrics.exposition().decode()

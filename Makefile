@@ -63,10 +63,12 @@ run: env
 # processes, so four workers keep both cores mostly busy (three were slower). TEST_WORKERS=0 runs it in one process.
 # Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: every worker would otherwise rewrite
 # the test modules' asserts again (about 4 s each) and every child process compile the package again.
-# XGBoost's OpenMP threads sleep instead of spinning while they wait: with more threads than cores,
-# spinning burned 10-20 % more CPU (`make test-fast`: 115-126 s of user CPU, 106 s passive).
+# Four workers already keep both cores busy, so each trains with one OpenMP thread (XGBoost,
+# Arrow and BLAS): more threads than cores only added waiting (1.2 s less CPU per run, the same
+# RMSE to the last digit), and a waiting thread sleeps rather than spins (spinning burned 10-20 %
+# more CPU in `make test-fast`).
 TEST_WORKERS ?= 4
-PYTEST := env -u PYTHONDONTWRITEBYTECODE OMP_WAIT_POLICY=PASSIVE \
+PYTEST := env -u PYTHONDONTWRITEBYTECODE OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE \
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: env test-packages

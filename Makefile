@@ -34,11 +34,13 @@ help:
 
 env: $(STAMP)
 
+# uv gets the environment's real path, so the scripts' first lines stay valid when .venv is
+# reached through a link (as in the docs test's copy of the checkout).
 $(STAMP): uv.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	@echo "Preparing the environment $(VENV) from uv.lock (about a minute; V=1 lists the packages)"
-	@UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --all-extras $(if $(filter 0,$(COMPILE)),,--compile-bytecode) $(if $(V),,--quiet)
+	@UV_PROJECT_ENVIRONMENT="$$(cd $(VENV) && pwd -P)" $(BIN)/uv sync --frozen --all-extras $(if $(filter 0,$(COMPILE)),,--compile-bytecode) $(if $(V),,--quiet)
 	@rm -f $(VENV)/.synced-* && touch $@
 
 # Debian packages the tests use beside Python (each named like its command): Prometheus with

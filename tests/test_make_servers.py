@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -135,3 +136,19 @@ def test_make_env_creates_the_environment_without_listing_every_package(tmp_path
     assert not uv_lines, uv_lines[:5]
     version = subprocess.run([str(venv / "bin" / "taxipipe"), "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.startswith("taxipipe")
+
+    # a copy of the checkout whose .venv links to this environment (the docs test's way), synced
+    # again: the scripts keep naming the environment's real path, so they outlive the copy
+    copy = tmp_path / "checkout"
+    copy.mkdir()
+    for entry in REPO.iterdir():
+        if entry.name not in {".git", ".venv"}:
+            (copy / entry.name).symlink_to(entry)
+    (copy / ".venv").symlink_to(venv)
+    for stamp in venv.glob(".synced-*"):
+        stamp.unlink()
+    synced = subprocess.run(["make", "env", "COMPILE=0"], cwd=copy, capture_output=True, text=True, timeout=1700)
+    assert synced.returncode == 0, synced.stdout[-3000:] + synced.stderr[-3000:]
+    shutil.rmtree(copy)
+    version = subprocess.run([str(venv / "bin" / "taxipipe"), "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("taxipipe"), version.stderr

@@ -7,7 +7,9 @@ a training month (`MonthlyPartitionsDefinition`), so a backfill over months is D
 the newest partition is the newest month whose validation month the TLC has surely
 published (`PUBLICATION_LAG_MONTHS`). Ops retry with exponential backoff, except on the
 errors no retry can fix (`errors.PERMANENT_ERRORS`): those fail the op at once. The MLflow
-run is tagged with the Dagster run id. Dagster loads `taxipipe.runners.dagster_definitions`.
+run is tagged with the Dagster run id. A launched run forks each op from a server that has
+imported the pipeline's libraries once (`EXECUTOR`). Dagster loads
+`taxipipe.runners.dagster_definitions`.
 
 No `from __future__ import annotations` here: Dagster reads the ops' annotations as types.
 """

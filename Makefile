@@ -62,22 +62,23 @@ run: env
 	$(BIN)/taxipipe run $(ARGS)
 
 # The suite runs in parallel workers: much of its time is spent waiting on servers and child
-# processes, so four workers keep both cores mostly busy (three were slower). TEST_WORKERS=0 runs it in one process.
+# processes, so four workers keep both cores busy (three were slower); `make test-fast`, whose
+# tests wait less, runs three (57-59 s against 65 s with four, each worker's fork server of
+# tests/forked.py costing more than it saved). TEST_WORKERS=N sets the number, 0 runs one process.
 # Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: every worker would otherwise rewrite
 # the test modules' asserts again (about 4 s each) and every child process compile the package again.
-# Four workers already keep both cores busy, so each trains with one OpenMP thread (XGBoost,
-# Arrow and BLAS): more threads than cores only added waiting (1.2 s less CPU per run, the same
-# RMSE to the last digit), and a waiting thread sleeps rather than spins (spinning burned 10-20 %
-# more CPU in `make test-fast`).
-TEST_WORKERS ?= 4
+# With both cores busy, each command trains with one OpenMP thread (XGBoost, Arrow and BLAS):
+# more threads than cores only added waiting (1.2 s less CPU per run, the same RMSE to the last
+# digit), and a waiting thread sleeps rather than spins (spinning burned 10-20 % more CPU).
+TEST_WORKERS ?=
 PYTEST := env -u PYTHONDONTWRITEBYTECODE OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE \
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest --dist loadfile --no-loadscope-reorder
 
 test: env test-packages
-	$(PYTEST) $(ARGS)
+	$(PYTEST) -n $(or $(TEST_WORKERS),4) $(ARGS)
 
 test-fast: env test-packages
-	$(PYTEST) -m "not slow" $(ARGS)
+	$(PYTEST) -n $(or $(TEST_WORKERS),3) -m "not slow" $(ARGS)
 
 BENCH ?= green green-onehot scaled
 

@@ -52,7 +52,6 @@ def test_a_missing_month_fails_the_op_without_retries(make_settings, tlc_server:
     assert tlc_server.hits("green_tripdata_2019-01.parquet") == asked_before + 1
 
 
-
 def test_launched_runs_fork_each_op_from_a_server_that_imported_the_libraries() -> None:
     """multiprocessing's fork server skips a preload module it cannot import: each must import."""
     import importlib

@@ -122,7 +122,8 @@ def test_dagster_ui_listens_on_loopback_only_with_its_state_under_the_home(tmp_p
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_make_env_creates_the_environment_without_listing_every_package(tmp_path: Path) -> None:
-    """`make run`'s first step: one line saying what it does, not uv's `+ package==version` list.
+    """`make run`'s first step: one line saying what it does, not uv's `+ package==version` list;
+    synced again through a linked .venv, its scripts still name the environment's real path.
 
     COMPILE=0 skips compiling the packages (a minute of CPU); the suite's own `make test` compiles.
     """

@@ -15,12 +15,15 @@ import time
 import urllib.request
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 
 from taxipipe.config import DEFAULT_URL_TEMPLATE, Settings, load_settings
 from taxipipe.partition import Partition
+
+if TYPE_CHECKING:
+    from tests import forked
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN, VALIDATION = Partition("green", 2021, 1), Partition("green", 2021, 2)
@@ -143,18 +146,30 @@ def make_settings(home: Path, tlc_server: TlcServer):
 FRESH_INTERPRETER = {"serve", "ui", "stack"}
 
 
+def command_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """A command's environment: this one without its TAXIPIPE_* settings, plus `env`."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("TAXIPIPE_")}, **(env or {})}
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run `taxipipe ARGS` as a user would, in a child process (forked from one that has
     imported the pipeline's libraries, tests/forked.py, unless it starts a server)."""
     from tests import forked
 
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TAXIPIPE_")}
-    environment.update(env or {})
+    environment = command_env(env)
     if not FRESH_INTERPRETER.intersection(args):
         return forked.run_cli(list(args), environment, cwd, timeout)
     return subprocess.run([sys.executable, "-m", "taxipipe.cli", *args], capture_output=True,
                           text=True, env=environment, cwd=cwd, timeout=timeout)
+
+
+def start_cli(*args: str, env: dict[str, str] | None = None) -> forked.Child:
+    """`taxipipe ARGS` in the background, in the environment `run_cli` gives (a forked child
+    that answers as `subprocess.Popen` does)."""
+    from tests import forked
+
+    return forked.start_cli(list(args), command_env(env))
 
 
 def final_rmse(output: str) -> float:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests import forked
-from tests.conftest import TlcServer, run_cli
+from tests.conftest import TlcServer, command_env, run_cli, start_cli
 
 MODEL = "nyc-taxi-duration"
 FAST = {"TAXIPIPE_DATA__DOWNLOAD_BACKOFF_SECONDS": "0.01"}
@@ -36,13 +36,12 @@ for home in sys.argv[1:]:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAXIPIPE_")}
-    return {**env, **FAST, **extra}
+    return command_env({**FAST, **extra})
 
 
 def start_run(*args: str) -> forked.Child:
-    """`taxipipe run ARGS` in the background (a forked child, tests/forked.py)."""
-    return forked.start_cli(["run", *args], child_env())
+    """`taxipipe run ARGS` in the background, with FAST downloads."""
+    return start_cli("run", *args, env=FAST)
 
 
 def wait_for(condition: Callable[[], bool], what: str, seconds: float = 180) -> None:

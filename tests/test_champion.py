@@ -20,8 +20,7 @@ from taxipipe import compute, tracking
 from taxipipe.pipeline import graph, run_step
 from taxipipe.runners.simple import SimplePipeline
 from taxipipe.steps import StepContext
-from tests import forked
-from tests.conftest import TlcServer, cli_data_flags, final_run_id, run_cli
+from tests.conftest import TlcServer, cli_data_flags, final_run_id, run_cli, start_cli
 from tests.faults import FAST, ROOT, child_env, models, one_sentence_failure, read_only, run_with, small_disk
 from tests.test_tracking_server import free_port, ui_server, wait_healthy  # noqa: F401 (ui_server: a fixture)
 
@@ -66,8 +65,7 @@ def test_two_runs_racing_to_promote_leave_the_better_champion(ui_server, tmp_pat
         assert "promotable: no champion yet" in validated.stdout, validated.stdout[-3000:] + validated.stderr[-3000:]
         run_ids[name] = final_run_id(validated.stdout)
 
-    racing = {name: forked.start_cli(["make", *cli_data_flags(home, tlc_server), "--tracking-uri", url],
-                                     child_env(**env))
+    racing = {name: start_cli("make", *cli_data_flags(home, tlc_server), "--tracking-uri", url, env={**FAST, **env})
               for name, (home, env) in homes.items()}
     outputs = {name: process.communicate(timeout=900) for name, process in racing.items()}
     for name, process in racing.items():

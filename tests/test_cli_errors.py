@@ -111,7 +111,7 @@ def test_sigterm_during_download_leaves_no_partial_file(home: Path, tlc_server: 
         time.sleep(0.05)
     assert downloads.exists() and any(downloads.iterdir()), "the download never started"
     process.terminate()
-    status = process.wait(timeout=30)
+    status = process.wait(timeout=300)  # it first waits for the store's warm-up (2.3 s when idle)
     slow.shutdown()
     errors = process.stderr.read().decode()
     assert status == 143, errors[-3000:]

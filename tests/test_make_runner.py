@@ -17,7 +17,7 @@ from typing import Any, Callable
 import pytest
 
 from tests import forked
-from tests.conftest import REPO, TlcServer, cli_data_flags, run_cli
+from tests.conftest import REPO, TlcServer, cli_data_flags, run_cli, start_cli
 
 LOCK = Path("state/green/2021-01.lock.json")
 RAW_VALIDATION = Path("downloads/green_tripdata_2021-02.parquet")
@@ -51,7 +51,7 @@ class Build:
 
 def start(home: Path, server: TlcServer, *args: str) -> forked.Child:
     """`taxipipe make ARGS` in the background (a forked child, tests/forked.py)."""
-    return forked.start_cli(["make", *args, *cli_data_flags(home, server)], dict(os.environ))
+    return start_cli("make", *args, *cli_data_flags(home, server))
 
 
 def mlflow_runs(home: Path) -> int:

@@ -350,7 +350,11 @@ def _judge(ctx: StepContext, run_id: str, score: float) -> Record:
 
 
 def _score_version(ctx: StepContext, version: str) -> float:
-    """The RMSE of registered `version` on this run's validation month."""
+    """The RMSE of registered `version` on this run's validation month.
+
+    The version predicts as `taxipipe serve` runs it, on the model itself: MLflow's input check
+    would test each of the month's values one by one (about a second of CPU per judged run).
+    """
     import mlflow.pyfunc
     import pandas as pd
     from mlflow.exceptions import MlflowException
@@ -360,7 +364,7 @@ def _score_version(ctx: StepContext, version: str) -> float:
 
     uri = f"models:/{ctx.settings.mlflow.model_name}/{version}"
     try:
-        champion = mlflow.pyfunc.load_model(uri, suppress_warnings=True)
+        champion = mlflow.pyfunc.load_model(uri, suppress_warnings=True).unwrap_python_model()
     except (MlflowException, OSError) as exc:
         raise TrackingError(f"cannot load the champion {uri} to compare with it ({str(exc).splitlines()[0][:200]}); "
                             "nothing was promoted, run again when the registry answers") from None
@@ -368,7 +372,7 @@ def _score_version(ctx: StepContext, version: str) -> float:
         raise PipelineStateError(f"the validation month's rides ({ctx.layout.validation_clean}) are gone, so the "
                                  "champion cannot be scored; run the pipeline again from transform")
     rides = pd.read_parquet(ctx.layout.validation_clean)
-    return rmse(rides[TARGET], champion.predict(rides[MODEL_COLUMNS]))
+    return rmse(rides[TARGET], champion.predict_rides(*(rides[column].to_numpy() for column in MODEL_COLUMNS)))
 
 
 def save(ctx: StepContext, upstream: Upstream) -> Record:

@@ -183,23 +183,21 @@ def test_a_missing_month_fails_the_run_at_once_with_the_reason(airflow_env: dict
 
 
 @pytest.mark.slow
-def test_two_logical_dates_train_two_partitions(airflow_env: dict[str, str], tlc_server: Any,
-                                                tmp_path: Path, simple_rmse: float):
+def test_a_logical_date_trains_its_partition_and_a_backfill_plans_one_run_a_month(
+        airflow_env: dict[str, str], tlc_server: Any, tmp_path: Path, simple_rmse: float):
+    """One `dags test` here; two logical dates training two partitions under a scheduler is the
+    stack's backfill (tests/test_stack.py)."""
     home = tmp_path / "home"
-    for logical_date in ("2021-05-01", "2021-06-01"):
-        result = dags_test(airflow_env, conf_for(home, tlc_server), logical_date)
-        assert result.returncode == 0, output(result)[-5000:]
+    result = dags_test(airflow_env, conf_for(home, tlc_server), "2021-05-01")
+    assert result.returncode == 0, output(result)[-5000:]
 
-    runs = mlflow_runs(home)
-    assert [run.data.tags["partition"] for run in runs] == ["green/2021-01", "green/2021-02"]
-    assert [run.data.tags["validation_partition"] for run in runs] == ["green/2021-02", "green/2021-03"]
-    assert len({run.data.tags["airflow.run_id"] for run in runs}) == 2
-    assert runs[0].data.metrics["rmse"] == pytest.approx(simple_rmse, abs=1e-6)
-    for run in runs:
-        assert run.data.tags["airflow.run_id"].startswith("manual__")
-        assert run.data.tags["airflow.try_number"] == "1"
-        assert set(run.data.metrics) >= {f"step_seconds.{step.name}" for step in STEPS[:5]}
-    assert sorted(p.name for p in (home / "deployments").iterdir()) == ["green_2021-01.json", "green_2021-02.json"]
+    [run] = mlflow_runs(home)
+    assert run.data.tags["partition"] == "green/2021-01" and run.data.tags["validation_partition"] == "green/2021-02"
+    assert run.data.metrics["rmse"] == pytest.approx(simple_rmse, abs=1e-6)
+    assert run.data.tags["airflow.run_id"].startswith("manual__")
+    assert run.data.tags["airflow.try_number"] == "1"
+    assert set(run.data.metrics) >= {f"step_seconds.{step.name}" for step in STEPS[:5]}
+    assert [p.name for p in (home / "deployments").iterdir()] == ["green_2021-01.json"]
     deployed = json.loads((home / "deployments" / "green_2021-01.json").read_text())
     assert deployed["runner"] == "airflow" and deployed["champion"] is True
 

@@ -413,6 +413,8 @@ def test_airflow_backfill_survives_a_killed_scheduler(stack: RunningStack):
     every_run = finished_runs(stack, "airflow")
     runs = [run for run in every_run if run.data.tags["airflow.run_id"].startswith("backfill__")]
     assert [run.data.tags["partition"] for run in runs] == ["green/2021-01", "green/2021-02"]
+    assert [run.data.tags["validation_partition"] for run in runs] == ["green/2021-02", "green/2021-03"]
+    assert len({run.data.tags["airflow.run_id"] for run in runs}) == 2
     from mlflow import MlflowClient
 
     client = MlflowClient(stack.mlflow_url, registry_uri=stack.mlflow_url)

@@ -169,9 +169,6 @@ class Stack:
             "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
             # a scheduler that died: its running tasks are found and requeued within a minute
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "60",
-            # the DAG files change with the package, not while the stack runs: parsed as the DAG
-            # processor starts, then every 5 minutes (every 30 s was a quarter of an idle stack's CPU)
-            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
         }
 
     def prefect_env(self) -> dict[str, str]:

@@ -43,7 +43,7 @@ from taxipipe.errors import PERMANENT_ERRORS
 from taxipipe.safety.home_lock import hold_home
 from taxipipe.partition import PUBLICATION_LAG_MONTHS, Partition
 from taxipipe.pipeline import STEPS, Step, by_node, month_node, run_step
-from taxipipe.steps import Record, StepContext
+from taxipipe.steps import STEP_LIBRARIES, Record, StepContext
 
 RUNNER = "dagster"
 JOB_NAME = "taxi_duration_pipeline"
@@ -51,8 +51,7 @@ PARTITIONS = MonthlyPartitionsDefinition(start_date="2009-01-01", end_offset=-PU
 RETRY = RetryPolicy(max_retries=2, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 DOWNLOAD_RETRY = RetryPolicy(max_retries=5, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 #: What every step would otherwise import in a fresh interpreter of its own (about 4 s of CPU each).
-STEP_IMPORTS = ["taxipipe.runners.dagster", "pandas", "pyarrow.parquet", "pandera.pandas", "xgboost",
-                "mlflow.pyfunc", "mlflow.store.tracking.sqlalchemy_store"]
+STEP_IMPORTS = ["taxipipe.runners.dagster", *STEP_LIBRARIES]
 #: Each step in a process of its own (Dagster's default), forked from a server that imported
 #: STEP_IMPORTS once per run (Dagster's forkserver start method).
 EXECUTOR = multiprocess_executor.configured(

@@ -268,7 +268,7 @@ class Stack:
             Service("airflow-api-server", self.python("airflow", "api-server"), env,
                     self._airflow_component("metadatabase"), self.ports.airflow_port, self.airflow_url,
                     "airflow_port"),
-            Service("airflow-scheduler", self.python("airflow", "scheduler", "--skip-serve-logs"), env,
+            Service("airflow-scheduler", self.python("taxipipe.stack.airflow_scheduler", "--skip-serve-logs"), env,
                     self._airflow_component("scheduler", "airflow-scheduler")),
             Service("airflow-dag-processor", self.python("airflow", "dag-processor"), env,
                     self._airflow_component("dag_processor", "airflow-dag-processor")),

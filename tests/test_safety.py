@@ -27,6 +27,53 @@ def test_sigterm_prints_one_line_and_exits_143(home: Path, tlc_server: TlcServer
     assert err.strip().splitlines()[-1] == "❌ interrupted"
 
 
+def test_an_interrupted_run_leaves_without_waiting_for_the_store_warm_up(make_settings, monkeypatch) -> None:
+    """A signal can leave Python's import lock held, and a warm-up importing MLflow then waits for
+    it forever (seen: a SIGTERM during the download hung the run). An interrupted run leaves at
+    once; a failed one still waits, so it never leaves while the warm-up writes a new store."""
+    from taxipipe import tracking
+    from taxipipe.errors import DataNotFoundError
+    from taxipipe.runners.simple import SimplePipeline
+
+    stuck = threading.Event()
+
+    def blocked_warm_up(settings: Any, runner: str) -> None:
+        thread = threading.Thread(target=stuck.wait, daemon=True)
+        thread.start()
+        monkeypatch.setattr(tracking, "_warm_up", thread)
+
+    monkeypatch.setattr(tracking, "warm_up", blocked_warm_up)
+    outcomes: list[str] = []
+
+    def run_failing_with(error: BaseException) -> threading.Thread:
+        pipeline = SimplePipeline(make_settings())
+
+        def fail(step: Any) -> None:
+            raise error
+
+        def run() -> None:
+            try:
+                pipeline.run()
+            except (KeyboardInterrupt, DataNotFoundError) as exc:
+                outcomes.append(type(exc).__name__)
+
+        monkeypatch.setattr(pipeline, "run_task", fail)
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    interrupted = run_failing_with(KeyboardInterrupt())
+    interrupted.join(timeout=120)
+    assert outcomes == ["KeyboardInterrupt"], "an interrupted run waited for the warm-up"
+
+    failed = run_failing_with(DataNotFoundError("no such month"))
+    failed.join(timeout=1)
+    assert failed.is_alive(), "a failed run must wait for the warm-up"
+    stuck.set()
+    failed.join(timeout=120)
+    assert outcomes == ["KeyboardInterrupt", "DataNotFoundError"]
+
+
 # concurrent runs on one home ------------------------------------------------------------
 
 @pytest.mark.slow

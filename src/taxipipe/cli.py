@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 from taxipipe import __version__
 from taxipipe.errors import TaxipipeError
 from taxipipe.flags import FLAG_KEYS, add_output_flags, add_settings_flags, overrides_from, settings_from
-from taxipipe.safety.interrupts import Terminated, raise_interrupted, raise_terminated
+from taxipipe.safety.interrupts import Terminated, ignore_swallowed_signals, raise_interrupted, raise_terminated
 
 #: The status a shell reports for a command that a closed pipe stopped (128 + SIGPIPE), as for git.
 CLOSED_PIPE_STATUS = 128 + signal.SIGPIPE
@@ -374,6 +374,7 @@ def _silence_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, raise_terminated)
     signal.signal(signal.SIGINT, raise_interrupted)
+    sys.unraisablehook = ignore_swallowed_signals
     parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:
         import argcomplete

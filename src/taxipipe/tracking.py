@@ -70,7 +70,12 @@ def client(settings: Settings) -> MlflowClient:
 
 
 def finish_warm_up() -> None:
-    """Wait for the warm-up: a run that stops early must not leave while it writes a new store."""
+    """Wait for the warm-up: a run that fails must not leave while it writes a new store.
+
+    An interrupted run leaves without waiting: the signal may have left Python's import lock
+    held, and the warm-up would wait for it forever. A store cut short that way is built under
+    a temporary name, as after a kill, so nothing half-made is left in place (`prepare_store`).
+    """
     if _warm_up is not None:
         _warm_up.join()
 

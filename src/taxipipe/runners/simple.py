@@ -9,6 +9,7 @@ from taxipipe import console, tracking, walltime
 from taxipipe.config import Settings
 from taxipipe.errors import StepFailed, TaxipipeError
 from taxipipe.pipeline import Step, graph, run_step
+from taxipipe.safety.interrupts import INTERRUPTIONS
 from taxipipe.steps import Record, StepContext
 
 
@@ -33,8 +34,12 @@ class SimplePipeline:
         try:
             for step in self.steps:
                 self.run_task(step)
-        finally:
+        except INTERRUPTIONS:
+            raise  # leave now: the warm-up may wait for Python's import lock, which the signal can leave held
+        except BaseException:
             tracking.finish_warm_up()
+            raise
+        tracking.finish_warm_up()
         walltime.record(self.context.settings, self.records, started)
         console.final_summary(self.records)
         return self.records

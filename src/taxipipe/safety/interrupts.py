@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -27,6 +28,10 @@ class Terminated(BaseException):
     """SIGTERM arrived; like KeyboardInterrupt, it unwinds the stack so temporary files go."""
 
 
+#: What Ctrl-C and SIGTERM raise.
+INTERRUPTIONS = (KeyboardInterrupt, Terminated)
+
+
 def raise_terminated(signum: int, frame: Any) -> None:
     """The SIGTERM handler of the command line."""
     _SEEN.append(signum)
@@ -37,6 +42,14 @@ def raise_interrupted(signum: int, frame: Any) -> None:
     """The SIGINT handler of the command line: Python's own, remembered."""
     _SEEN.append(signum)
     raise KeyboardInterrupt()
+
+
+def ignore_swallowed_signals(unraisable: Any) -> None:
+    """`sys.unraisablehook` of the command line: a signal's exception that Python had to ignore
+    (a weakref callback's, an import's among them) is not printed as a traceback, since
+    `raise_if_signalled` raises it again; anything else is reported as Python does."""
+    if not isinstance(unraisable.exc_value, INTERRUPTIONS):
+        sys.__unraisablehook__(unraisable)
 
 
 def raise_if_signalled() -> None:

@@ -44,7 +44,7 @@ def raise_interrupted(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt()
 
 
-def ignore_swallowed_signals(unraisable: Any) -> None:
+def ignore_swallowed_signals(unraisable: sys.UnraisableHookArgs) -> None:
     """`sys.unraisablehook` of the command line: a signal's exception that Python had to ignore
     (a weakref callback's, an import's among them) is not printed as a traceback, since
     `raise_if_signalled` raises it again; anything else is reported as Python does."""

@@ -14,6 +14,7 @@ from taxipipe.steps import STEP_LIBRARIES
 
 
 def main(args: list[str]) -> None:
+    """Import the steps' libraries, then run Airflow's command line as `airflow scheduler ARGS`."""
     from airflow.__main__ import main as airflow
 
     for module in STEP_LIBRARIES:

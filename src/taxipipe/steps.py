@@ -357,8 +357,8 @@ def _judge(ctx: StepContext, run_id: str, score: float) -> Record:
 def _score_version(ctx: StepContext, version: str) -> float:
     """The RMSE of registered `version` on this run's validation month.
 
-    The version predicts as `taxipipe serve` runs it, on the model itself: MLflow's input check
-    would test each of the month's values one by one (about a second of CPU per judged run).
+    The version predicts on the model itself, as `taxipipe serve` runs it, not through MLflow's
+    input check, which tests each of the month's values one by one (about a second of CPU).
     """
     import mlflow.pyfunc
     import pandas as pd
@@ -377,7 +377,7 @@ def _score_version(ctx: StepContext, version: str) -> float:
         raise PipelineStateError(f"the validation month's rides ({ctx.layout.validation_clean}) are gone, so the "
                                  "champion cannot be scored; run the pipeline again from transform")
     rides = pd.read_parquet(ctx.layout.validation_clean)
-    return rmse(rides[TARGET], champion.predict_rides(*(rides[column].to_numpy() for column in MODEL_COLUMNS)))
+    return rmse(rides[TARGET], champion.predict(None, rides[MODEL_COLUMNS]))
 
 
 def save(ctx: StepContext, upstream: Upstream) -> Record:

@@ -154,32 +154,25 @@ def test_the_dag_loads_with_the_pipeline_graph_and_retries(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_a_download_answered_503_succeeds_on_its_retry(airflow_env: dict[str, str], tlc_server: Any,
-                                                       tmp_path: Path):
-    name = "green_tripdata_2021-03.parquet"
-    before = tlc_server.hits(name)
-    tlc_server.fail_next(name, 503)
-    conf = conf_for(tmp_path / "home", tlc_server, {"download_retries": 0}, year=2021, month=3)
-    downstream = "|".join(step.name for step in STEPS[1:])
-    result = dags_test(airflow_env, conf, "--mark-success-pattern", downstream)
-    assert result.returncode == 0, output(result)[-5000:]
-    assert tlc_server.hits(name) - before == 2
-    log = output(result)
-    assert "HTTP 503" in log and "new_state=up_for_retry" in log
-    assert (tmp_path / "home" / "downloads" / name).is_file()
-
-
-@pytest.mark.slow
-def test_a_missing_month_fails_the_run_at_once_with_the_reason(airflow_env: dict[str, str],
-                                                               tlc_server: Any, tmp_path: Path):
-    name = "green_tripdata_2019-01.parquet"
-    result = dags_test(airflow_env, conf_for(tmp_path / "home", tlc_server, year=2019, month=1))
+def test_a_503_heals_on_its_retry_and_a_missing_month_fails_the_run_at_once(airflow_env: dict[str, str],
+                                                                             tlc_server: Any, tmp_path: Path):
+    """Training on 2021-05, whose download answers 503 once, validated on 2021-06, which the TLC
+    does not have: the training month's extract succeeds on its retry, the validation month's
+    fails without one, and the run fails with the reason."""
+    served, missing = "green_tripdata_2021-05.parquet", "green_tripdata_2021-06.parquet"
+    before = {name: tlc_server.hits(name) for name in (served, missing)}
+    tlc_server.fail_next(served, 503)
+    result = dags_test(airflow_env, conf_for(tmp_path / "home", tlc_server, {"download_retries": 0},
+                                             year=2021, month=5))
     assert result.returncode != 0
     log = output(result)
+    assert tlc_server.hits(served) - before[served] == 2
+    assert "HTTP 503" in log and "new_state=up_for_retry" in log
+    assert (tmp_path / "home" / "downloads" / served).is_file()
+    assert tlc_server.hits(missing) - before[missing] == 1
     assert "DagRun failed" in log
     assert "there is no TLC file" in log and "HTTP 404" in log
     assert "does not heal by retrying" in log
-    assert tlc_server.hits(name) == 1
 
 
 @pytest.mark.slow

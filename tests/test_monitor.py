@@ -1,4 +1,5 @@
-"""`taxipipe monitor` and the monthly monitor-then-retrain job (Airflow DAG, Prefect flow)."""
+"""`taxipipe monitor` and the monthly monitor-then-retrain job (the Airflow DAG; the Prefect flow
+runs in test_prefect_runner.py, on its module's server)."""
 
 from __future__ import annotations
 
@@ -212,27 +213,3 @@ def test_the_monitor_dag_skips_with_its_reason_until_there_is_a_champion(tmp_pat
     assert outcome == {"state": "success", "tasks": dict.fromkeys(("monitor", "drifted", "retrain"), "skipped")}
     assert "no champion of nyc-taxi-duration yet: nothing to monitor until a pipeline run promotes one" \
         in result.stdout + result.stderr
-
-
-@pytest.mark.slow
-def test_prefect_monitor_flow_retrains_on_drift(champion_home: Path, tlc_server: TlcServer) -> None:
-    """The flow for real on 2021-02: a tiny PSI limit forces the retrain (trained on 2021-01,
-    validated on 2021-02), a tiny RMSE limit keeps the champion where it is."""
-    script = """
-import json, sys
-from pathlib import Path
-from taxipipe.runners.prefect_local import configure
-configure(Path(sys.argv[1]))
-from taxipipe.runners.prefect_monitor import monitor_and_retrain
-print(json.dumps(monitor_and_retrain(year=2021, month=2, overrides=json.loads(sys.argv[2]))))
-"""
-    overrides = {"home": str(champion_home), "data": {"url_template": tlc_server.url_template},
-                 "monitor": {"max_feature_psi": 0.0001}, "validation": {"max_rmse": 1.0}}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "PREFECT_"))}
-    result = subprocess.run([sys.executable, "-c", script, str(champion_home), json.dumps(overrides)],
-                            capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
-    assert outcome["monitor"]["drifted"] and outcome["monitor"]["partition"] == "green/2021-02"
-    assert outcome["retrain"]["partition"] == "green/2021-01" and outcome["retrain"]["champion"] is False
-    assert "outside the allowed range" in outcome["retrain"]["summary"]

@@ -26,6 +26,7 @@ from taxipipe.partition import scheduled_training_month
 from taxipipe.runners.prefect_local import DEPLOYMENT_NAME, MONTHLY_CRON, local_environment
 
 EXAMPLE = REPO / "examples" / "prefect_pipeline.py"
+BACKFILL_EXAMPLE = REPO / "examples" / "prefect_backfill.py"
 PREFECT = Path(sys.executable).with_name("prefect")
 STEP_LINE = re.compile(r"Task '([\w\[\]-]+)'(: Up to date| completed| failed)")
 OUTCOMES = {": Up to date": "cached", " completed": "ran", " failed": "failed"}
@@ -267,3 +268,51 @@ def test_deployments_validate_and_run_on_a_worker(prefect_server: dict[str, str]
     assert local["id"] == served.stdout.split()[-1]
     assert local["entrypoint"] == "taxipipe.runners.prefect_flow.ml_pipeline"
     assert [s["schedule"]["cron"] for s in local["schedules"]] == [MONTHLY_CRON]
+
+
+def test_a_backfill_trains_two_months_at_once_on_a_two_worker_dask_cluster(prefect_server: dict[str, str],
+                                                                          tlc_server: TlcServer, home: Path) -> None:
+    """Backfilling months at once: the backfill flow on prefect-dask's DaskTaskRunner, real workers."""
+    environment = clean_environment(**local_environment(home), PREFECT_API_URL=prefect_server["PREFECT_API_URL"])
+    result = subprocess.run(
+        [sys.executable, str(BACKFILL_EXAMPLE), "2023-02", "2023-03", "--workers", "2", "--home", str(home),
+         "--url-template", tlc_server.url_template],
+        capture_output=True, text=True, env=environment, timeout=800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "DaskTaskRunner" in result.stderr or "dask" in result.stderr.lower()
+    lines = [line for line in result.stdout.splitlines() if line.startswith("📊 ")]
+    assert [line.split(":")[0] for line in lines] == ["📊 green/2023-02", "📊 green/2023-03"]
+    assert "Error logging to API" not in result.stdout + result.stderr
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("prefect-taxi-duration")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(run.data.tags["partition"] for run in runs) == ["green/2023-02", "green/2023-03"]
+    assert {run.data.tags["prefect_task_runner"] for run in runs} == {"dask"}
+    assert all(3 < run.data.metrics["rmse"] < 8 for run in runs)
+
+
+def test_monitor_flow_retrains_on_drift(prefect_server: dict[str, str], champion_home: Path,
+                                       tlc_server: TlcServer) -> None:
+    """The flow for real on 2021-02: a tiny PSI limit forces the retrain (trained on 2021-01,
+    validated on 2021-02), a tiny RMSE limit keeps the champion where it is."""
+    script = """
+import json, sys
+from pathlib import Path
+from taxipipe.runners.prefect_local import configure
+configure(Path(sys.argv[1]))
+from taxipipe.runners.prefect_monitor import monitor_and_retrain
+print(json.dumps(monitor_and_retrain(year=2021, month=2, overrides=json.loads(sys.argv[2]))))
+"""
+    overrides = {"home": str(champion_home), "data": {"url_template": tlc_server.url_template},
+                 "monitor": {"max_feature_psi": 0.0001}, "validation": {"max_rmse": 1.0}}
+    env = clean_environment(PREFECT_API_URL=prefect_server["PREFECT_API_URL"])
+    result = subprocess.run([sys.executable, "-c", script, str(champion_home), json.dumps(overrides)],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["monitor"]["drifted"] and outcome["monitor"]["partition"] == "green/2021-02"
+    assert outcome["retrain"]["partition"] == "green/2021-01" and outcome["retrain"]["champion"] is False
+    assert "outside the allowed range" in outcome["retrain"]["summary"]

@@ -109,7 +109,9 @@ def test_run_all_trains_every_runner_on_the_window_and_they_agree(home: Path, tl
     assert len(by_runner["dagster"].data.tags["dagster.run_id"]) == 36
     assert (home / "airflow" / "airflow.db").is_file()
     assert (home / "dagster" / "dagster.yaml").is_file() and (home / "dagster" / "history").is_dir()
-    assert not (user_home / "airflow").exists() and not (user_home / ".dagster").exists()
+    assert (home / "prefect" / "prefect.db").is_file() and (home / "prefect" / "memo_store.toml").is_file()
+    assert not [path for path in (user_home / "airflow", user_home / ".dagster", user_home / ".prefect")
+                if path.exists()]
     assert not list(tmp_path.glob("tmp*"))
     downloads = sorted(path.name for path in (home / "downloads").glob("*.parquet"))
     assert downloads == [f"green_tripdata_2023-0{month}.parquet" for month in (1, 2, 3, 4)]

@@ -1,7 +1,8 @@
 """`taxipipe stack`: the real servers on PostgreSQL, real schedules, then nothing left behind.
 
 One stack serves the slow tests (starting it takes about a minute): they run in file order
-against it, and the last one stops it, starts it again and stops it for good.
+against it, and the last one stops it, starts it again and stops it for good. The three engines'
+runs are launched together (`launched`), as on a shared stack, and each test waits for its own.
 """
 
 from __future__ import annotations
@@ -117,6 +118,43 @@ def stack(tlc_server: TlcServer) -> Iterator[RunningStack]:
         shutil.rmtree(running.paths.postgres, ignore_errors=True)
         shutil.rmtree(base, ignore_errors=True)
         print(f"stack timings: {running.timings}")
+
+
+@dataclass(frozen=True)
+class Launched:
+    """The three engines' runs, started at once on the stack."""
+
+    airflow_dates: tuple[str, str]
+    prefect_flow_run_id: str
+    dagster_run_id: str
+    started: float
+
+
+@pytest.fixture(scope="module")
+def launched(stack: RunningStack) -> Launched:
+    """An Airflow backfill of 2021-01..02, a Prefect deployment run on 2021-03 and a Dagster run
+    on 2021-04, launched together as three users of one stack would; each test waits for its own."""
+    from dagster_graphql import DagsterGraphQLClient
+
+    started = time.monotonic()
+    user = stack.user_env()
+    first_date, last_date = (logical_date_for(Partition("green", 2021, month)).date().isoformat() for month in (1, 2))
+    backfill = subprocess.run(
+        [sys.executable, "-m", "airflow", "backfill", "create", "--dag-id", DAG_ID, "--from-date", first_date,
+         "--to-date", last_date, "--max-active-runs", "1"], env=user, capture_output=True, text=True, timeout=600)
+    assert backfill.returncode == 0, backfill.stdout + backfill.stderr[-5000:]
+
+    prefect = Path(sys.executable).with_name("prefect")
+    deployment = subprocess.run([str(prefect), "deployment", "run", "ml-pipeline/monthly", "--param", "latest=false",
+                                 "--param", "year=2021", "--param", "month=3"], env=user, capture_output=True,
+                                text=True, timeout=300, cwd=REPO)
+    assert deployment.returncode == 0, deployment.stdout + deployment.stderr[-3000:]
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", deployment.stdout).group(1)
+
+    # as a user clicking Launch: the webserver queues the run, the daemon starts it
+    dagster = DagsterGraphQLClient("127.0.0.1", port_number=stack.ports["dagster"])
+    run_id = dagster.submit_job_execution("taxi_duration_pipeline", tags={"dagster/partition": "2021-04-01"})
+    return Launched((first_date, last_date), flow_run_id, run_id, started)
 
 
 def airflow_api(stack: RunningStack) -> httpx.Client:
@@ -382,14 +420,8 @@ def test_nothing_listens_beyond_localhost_and_no_password_shows(stack: RunningSt
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-def test_airflow_backfill_survives_a_killed_scheduler(stack: RunningStack):
-    started = time.monotonic()
-    user = stack.user_env()
-    first_date, last_date = (logical_date_for(Partition("green", 2021, month)).date().isoformat() for month in (1, 2))
-    backfill = subprocess.run(
-        [sys.executable, "-m", "airflow", "backfill", "create", "--dag-id", DAG_ID, "--from-date", first_date,
-         "--to-date", last_date, "--max-active-runs", "1"], env=user, capture_output=True, text=True, timeout=600)
-    assert backfill.returncode == 0, backfill.stdout + backfill.stderr[-5000:]
+def test_airflow_backfill_survives_a_killed_scheduler(stack: RunningStack, launched: Launched):
+    first_date, last_date = launched.airflow_dates
     api = airflow_api(stack)
     runs = wait_for(lambda: len(backfill_runs(api)) == 2 and backfill_runs(api), 300, "two backfill runs")
     assert [run["logical_date"][:10] for run in runs] == [first_date, last_date]
@@ -413,7 +445,7 @@ def test_airflow_backfill_survives_a_killed_scheduler(stack: RunningStack):
         return states if all(state in ("success", "failed") for state in states) else None
 
     assert wait_for(settled, 1500, "both backfill runs finished", interval=5) == ["success", "success"]
-    stack.timings["airflow backfill of two months"] = time.monotonic() - started
+    stack.timings["airflow backfill of two months"] = time.monotonic() - launched.started
 
     # the scheduler serves no logs (its log server would bind every interface): the API server
     # reads the task's log from the shared folder
@@ -433,7 +465,8 @@ def test_airflow_backfill_survives_a_killed_scheduler(stack: RunningStack):
 
     client = MlflowClient(stack.mlflow_url, registry_uri=stack.mlflow_url)
     champion = client.get_model_version_by_alias("nyc-taxi-duration", "champion")
-    assert champion.run_id in {run.info.run_id for run in every_run}
+    assert champion.run_id in {run.info.run_id for runner in ("airflow", "prefect", "dagster")
+                               for run in finished_runs(stack, runner)}
     assert list(stack.paths.artifacts.rglob("MLmodel")), "the server keeps the models in its artifact root"
 
     import psycopg
@@ -447,22 +480,15 @@ def test_airflow_backfill_survives_a_killed_scheduler(stack: RunningStack):
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-def test_the_prefect_worker_runs_a_deployment(stack: RunningStack):
-    started = time.monotonic()
-    user = stack.user_env()
-    prefect = Path(sys.executable).with_name("prefect")
-    result = subprocess.run([str(prefect), "deployment", "run", "ml-pipeline/monthly", "--param", "latest=false",
-                             "--param", "year=2021", "--param", "month=3"], env=user, capture_output=True,
-                            text=True, timeout=300, cwd=REPO)
-    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", result.stdout).group(1)
+def test_the_prefect_worker_runs_a_deployment(stack: RunningStack, launched: Launched):
+    flow_run_id = launched.prefect_flow_run_id
 
     def final_state() -> str | None:
         state = httpx.get(f"{stack.prefect_api}/flow_runs/{flow_run_id}", timeout=30).json()["state"]["type"]
         return state if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
     assert wait_for(final_state, 900, "the flow run finished", interval=3) == "COMPLETED"
-    stack.timings["prefect deployment run"] = time.monotonic() - started
+    stack.timings["prefect deployment run"] = time.monotonic() - launched.started
     [run] = [run for run in finished_runs(stack, "prefect")
              if run.data.tags.get("prefect_flow_run_id") == flow_run_id]
     assert run.data.tags["partition"] == "green/2021-03"
@@ -470,14 +496,12 @@ def test_the_prefect_worker_runs_a_deployment(stack: RunningStack):
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-def test_a_dagster_run_launched_through_the_webserver_lands_in_mlflow(stack: RunningStack):
-    """As a user clicking Launch: the webserver queues the run, the daemon starts it."""
+def test_a_dagster_run_launched_through_the_webserver_lands_in_mlflow(stack: RunningStack, launched: Launched):
     from dagster import DagsterRunStatus
     from dagster_graphql import DagsterGraphQLClient
 
-    started = time.monotonic()
     client = DagsterGraphQLClient("127.0.0.1", port_number=stack.ports["dagster"])
-    run_id = client.submit_job_execution("taxi_duration_pipeline", tags={"dagster/partition": "2021-04-01"})
+    run_id = launched.dagster_run_id
     finished = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
     def final_status() -> DagsterRunStatus | None:
@@ -485,7 +509,7 @@ def test_a_dagster_run_launched_through_the_webserver_lands_in_mlflow(stack: Run
         return status if status in finished else None
 
     assert wait_for(final_status, 900, "the Dagster run finished", interval=3) == DagsterRunStatus.SUCCESS
-    stack.timings["dagster run"] = time.monotonic() - started
+    stack.timings["dagster run"] = time.monotonic() - launched.started
     [run] = [run for run in finished_runs(stack, "dagster") if run.data.tags.get("dagster.run_id") == run_id]
     assert run.data.tags["partition"] == "green/2021-04" and run.data.metrics["rmse"] > 0
 

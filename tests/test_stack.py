@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,7 +34,7 @@ from taxipipe.stack.control import SERVICES
 from taxipipe.stack.processes import PidRecord, read_record
 from taxipipe.stack.state import StackPaths
 from taxipipe.cli import build_parser, stack_runner_env
-from taxipipe.partition import Partition
+from taxipipe.partition import Partition, scheduled_training_month
 from taxipipe.runners.airflow import logical_date_for
 from tests.conftest import REPO, TlcServer, free_port
 
@@ -126,14 +127,16 @@ class Launched:
 
     airflow_dates: tuple[str, str]
     prefect_flow_run_id: str
+    prefect_month: Partition
     dagster_run_id: str
     started: float
 
 
 @pytest.fixture(scope="module")
-def launched(stack: RunningStack) -> Launched:
-    """An Airflow backfill of 2021-01..02, a Prefect deployment run on 2021-03 and a Dagster run
-    on 2021-04, launched together as three users of one stack would; each test waits for its own."""
+def launched(stack: RunningStack, tlc_server: TlcServer) -> Launched:
+    """An Airflow backfill of 2021-01..02, the Prefect deployment run as its schedule would run it
+    now, and a Dagster run on 2021-04, launched together as three users of one stack would; each
+    test waits for its own."""
     from dagster_graphql import DagsterGraphQLClient
 
     started = time.monotonic()
@@ -144,17 +147,23 @@ def launched(stack: RunningStack) -> Launched:
          "--to-date", last_date, "--max-active-runs", "1"], env=user, capture_output=True, text=True, timeout=600)
     assert backfill.returncode == 0, backfill.stdout + backfill.stderr[-5000:]
 
+    # the schedule's run trains on the month three months back and validates on the next one:
+    # here real months served under those names
+    due = scheduled_training_month("green", datetime.now(timezone.utc))
+    for real, month in (("2021-01", due), ("2021-02", due.next())):
+        link = tlc_server.root / f"green_tripdata_{month.label}.parquet"
+        if not link.exists():
+            link.symlink_to(tlc_server.root / f"green_tripdata_{real}.parquet")
     prefect = Path(sys.executable).with_name("prefect")
-    deployment = subprocess.run([str(prefect), "deployment", "run", "ml-pipeline/monthly", "--param", "latest=false",
-                                 "--param", "year=2021", "--param", "month=3"], env=user, capture_output=True,
-                                text=True, timeout=300, cwd=REPO)
+    deployment = subprocess.run([str(prefect), "deployment", "run", "ml-pipeline/monthly"], env=user,
+                                capture_output=True, text=True, timeout=300, cwd=REPO)
     assert deployment.returncode == 0, deployment.stdout + deployment.stderr[-3000:]
     flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", deployment.stdout).group(1)
 
     # as a user clicking Launch: the webserver queues the run, the daemon starts it
     dagster = DagsterGraphQLClient("127.0.0.1", port_number=stack.ports["dagster"])
     run_id = dagster.submit_job_execution("taxi_duration_pipeline", tags={"dagster/partition": "2021-04-01"})
-    return Launched((first_date, last_date), flow_run_id, run_id, started)
+    return Launched((first_date, last_date), flow_run_id, due, run_id, started)
 
 
 def airflow_api(stack: RunningStack) -> httpx.Client:
@@ -491,7 +500,14 @@ def test_the_prefect_worker_runs_a_deployment(stack: RunningStack, launched: Lau
     stack.timings["prefect deployment run"] = time.monotonic() - launched.started
     [run] = [run for run in finished_runs(stack, "prefect")
              if run.data.tags.get("prefect_flow_run_id") == flow_run_id]
-    assert run.data.tags["partition"] == "green/2021-03"
+    due = launched.prefect_month
+    assert run.data.tags["partition"] == f"green/{due.label}"
+    assert (run.data.params["year"], run.data.params["month"]) == (str(due.year), str(due.month))
+    [artifact] = httpx.post(f"{stack.prefect_api}/artifacts/filter", timeout=30, json={
+        "artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}).json()
+    assert artifact["key"] == f"ml-pipeline-green-{due.label}"
+    assert f"**RMSE:** {run.data.metrics['rmse']:.4f}" in artifact["data"]
+    assert "| train | 76,518 | 73,908 |" in artifact["data"]
 
 
 @pytest.mark.slow

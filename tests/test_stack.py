@@ -147,7 +147,7 @@ def launched(stack: RunningStack, tlc_server: TlcServer) -> Launched:
          "--to-date", last_date, "--max-active-runs", "1"], env=user, capture_output=True, text=True, timeout=600)
     assert backfill.returncode == 0, backfill.stdout + backfill.stderr[-5000:]
 
-    # the schedule's run trains on the month three months back and validates on the next one:
+    # the schedule's run trains on the month four months back and validates on the next one:
     # here real months served under those names
     due = scheduled_training_month("green", datetime.now(timezone.utc))
     for real, month in (("2021-01", due), ("2021-02", due.next())):

@@ -6,7 +6,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 from urllib.parse import unquote, urlparse
 
 from taxipipe.errors import (
@@ -83,17 +83,20 @@ def datetime_columns(color: str) -> tuple[str, str]:
     return f"{prefix}_pickup_datetime", f"{prefix}_dropoff_datetime"
 
 
-def fetch(url: str, dest: Path, retries: int = 3, backoff_seconds: float = 1.0) -> bool:
+def fetch(url: str, dest: Path, retries: int = 3, backoff_seconds: float = 1.0,
+          check: Callable[..., None] | None = None) -> bool:
     """Make `dest` a complete copy of `url`; return False when the cached copy was reused.
 
-    `url` is http(s), file:// or a local path. The copy lands atomically and is checked to
-    be a readable parquet file before it takes the real name. A cached copy is reused only
-    when it came from the same URL: `dest.source` records it once the copy is in place (a
-    copy without that record, or from another URL, is fetched again).
+    `url` is http(s), file:// or a local path. The copy lands atomically and is checked
+    (`check(path, source=...)` raising CorruptDataError; default: a readable parquet file)
+    before it takes the real name. A cached copy is reused only when it came from the same
+    URL: `dest.source` records it once the copy is in place (a copy without that record, or
+    from another URL, is fetched again).
     """
+    check = check or check_parquet
     if dest.exists() and recorded_source(dest) == url:
         try:
-            check_parquet(dest)
+            check(dest)
             return False
         except CorruptDataError:
             pass
@@ -104,7 +107,7 @@ def fetch(url: str, dest: Path, retries: int = 3, backoff_seconds: float = 1.0) 
             _download(url, tmp, retries, backoff_seconds)
         else:
             _copy_local(url, tmp)
-        check_parquet(tmp, source=url)
+        check(tmp, source=url)
     write_text_atomic(source_record(dest), url + "\n")
     return True
 

@@ -6,6 +6,9 @@ training data's deciles. PSI does not grow with the row count, so one threshold 
 usual "major shift") fits a 60k-ride green month and a 3M-ride yellow one. KS statistic and
 Wasserstein distance (numbers) and Jensen-Shannon distance (zones) describe the shift; on
 months of this size a KS p-value is ~0 for any visible difference, so they are not thresholded.
+The Wasserstein distance is taken over the percentiles TRIM..1-TRIM (`trimmed_wasserstein`):
+the TLC files hold rides of hundreds of thousands of miles, and one of them would outweigh
+the whole month's shift.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ NUMERIC = ("trip_distance", "predicted_minutes")
 EXPERIMENT = "monitoring"
 SHARE_FLOOR = 1e-4
 DECILES = 10
+#: The share of rides at each end that the Wasserstein distance leaves out.
+TRIM = 0.01
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ def zone_drift(column: str, reference: np.ndarray, current: np.ndarray, threshol
 
 
 def numeric_drift(column: str, reference: np.ndarray, current: np.ndarray, threshold: float) -> Drift:
-    """Shift of a numeric column: PSI over the reference's deciles, KS statistic, Wasserstein distance."""
+    """Shift of a numeric column: PSI over the reference's deciles, KS statistic, trimmed Wasserstein distance."""
     import numpy as np
     from scipy import stats
 
@@ -76,7 +81,17 @@ def numeric_drift(column: str, reference: np.ndarray, current: np.ndarray, thres
 
     return Drift(column, psi(shares(reference), shares(current)), threshold,
                  ks=float(stats.ks_2samp(reference, current).statistic),
-                 wasserstein=float(stats.wasserstein_distance(reference, current)))
+                 wasserstein=trimmed_wasserstein(reference, current))
+
+
+def trimmed_wasserstein(reference: np.ndarray, current: np.ndarray) -> float:
+    """How far, on average, a ride's value moved between the two samples, in the column's unit: the mean
+    absolute difference of their percentiles TRIM..1-TRIM (the Wasserstein-1 distance of their middle
+    rides), so a few absurd values at either end cannot dominate it."""
+    import numpy as np
+
+    levels = np.linspace(TRIM, 1 - TRIM, round((1 - 2 * TRIM) * 1000) + 1)  # every 0.1 percentile
+    return float(np.mean(np.abs(np.quantile(reference, levels) - np.quantile(current, levels))))
 
 
 @dataclass

@@ -100,6 +100,7 @@ def monitor_month(settings: Settings) -> MonitorReport:
     under {home}/reports/ and log the metrics to the MLflow experiment `monitoring`."""
     from taxipipe.safety.atomic import write_text_atomic
     from taxipipe.serve.batch import load_champion
+    from taxipipe.serve.zones import zone_names
 
     started = time.perf_counter()
     report = compare(settings, load_champion(settings))
@@ -107,7 +108,7 @@ def monitor_month(settings: Settings) -> MonitorReport:
     report.report_path = settings.home / "reports" / f"monitor_{partition.color}_{partition.label}.html"
     report.run_id = log_to_mlflow(settings, report)
     report.seconds = time.perf_counter() - started
-    write_text_atomic(report.report_path, render_html(report, EXPERIMENT))
+    write_text_atomic(report.report_path, render_html(report, EXPERIMENT, zone_names(settings, partition)))
     _log_artifact(settings, report)
     write_verdict(verdict_path(settings), report)
     return report

@@ -51,12 +51,14 @@ def _data_dir() -> Path:
     shared = REPO.parent / "shared" / "data" / "tlc"
     if shared.is_dir():
         return shared
+    from taxipipe.serve.zones import TLC_ZONE_URL, ZONE_FILE, check_table
     from taxipipe.tlc import fetch, source_url
 
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "taxipipe" / "test-data"
     for partition in TEST_MONTHS:
         name = f"{partition.color}_tripdata_{partition.label}.parquet"
         fetch(source_url(DEFAULT_URL_TEMPLATE, partition), cache / name)
+    fetch(TLC_ZONE_URL, cache / ZONE_FILE, check=check_table)
     return cache
 
 
@@ -112,9 +114,9 @@ class TlcServer:
 
 @pytest.fixture(scope="session")
 def tlc_server(tlc_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlcServer]:
-    """The real months (linked) plus room for files a test crafts, served on 127.0.0.1."""
+    """The real months and zone table (linked) plus room for files a test crafts, served on 127.0.0.1."""
     root = tmp_path_factory.mktemp("served")
-    for source in tlc_dir.glob("*.parquet"):
+    for source in [*tlc_dir.glob("*.parquet"), tlc_dir / "taxi_zone_lookup.csv"]:
         (root / source.name).symlink_to(source)
     server = TlcServer(root)
     yield server

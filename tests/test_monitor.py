@@ -21,7 +21,9 @@ from taxipipe.serve.champion import Loaded
 from taxipipe.partition import Partition
 from taxipipe.serve.metrics import ServeMetrics
 from taxipipe.serve.drift import Drift, numeric_drift, psi, zone_drift
+from taxipipe.serve.drift_report import DPI, FIGURE_INCHES, STYLE, render_html
 from taxipipe.serve.monitor import MonitorReport, clean_rides, training_data, window_rides, write_verdict
+from taxipipe.serve.zones import TLC_ZONE_URL, ZONE_FILE, ZoneNames, table_url, zone_names
 from tests.conftest import REPO, TlcServer, cli_data_flags, run_cli
 
 
@@ -35,6 +37,63 @@ def test_psi_is_zero_for_equal_distributions_and_grows_with_a_shift() -> None:
     zones = rng.integers(1, 266, 50_000)
     assert not zone_drift("z", zones, rng.integers(1, 266, 50_000), 0.2).drifted
     assert zone_drift("z", zones, rng.integers(1, 40, 50_000), 0.2).drifted
+
+
+def test_one_absurd_ride_does_not_dominate_the_wasserstein_distance() -> None:
+    rng = np.random.default_rng(1)
+    reference = rng.exponential(3.0, 60_000)
+    one_absurd_ride = np.append(rng.exponential(3.0, 60_000), 244_152.01)  # green 2021-01 has this one
+    assert numeric_drift("trip_distance", reference, one_absurd_ride, 0.2).wasserstein < 0.1
+    assert numeric_drift("trip_distance", reference, rng.exponential(3.3, 60_000), 0.2).wasserstein > 0.2
+
+
+def test_zone_names_come_from_the_table_beside_the_months_once(tmp_path: Path, tlc_server: TlcServer) -> None:
+    month = Partition("green", 2021, 2)
+    assert table_url(load_settings().data.url_template, month) == TLC_ZONE_URL
+    settings = load_settings(overrides={"home": str(tmp_path), "data": {"url_template": tlc_server.url_template}})
+    zones = zone_names(settings, month)
+    assert zones.note is None and len(zones.names) == 265
+    assert [zones.label(zone) for zone in (74, 264, 265, 266)] == [
+        "74 East Harlem North", "264 Unknown", "265 Outside of NYC", "266"]
+    asked = tlc_server.hits(ZONE_FILE)
+    assert zone_names(settings, month) == zones and tlc_server.hits(ZONE_FILE) == asked  # cached in the home
+
+
+def test_without_the_zone_table_zones_keep_their_ids_with_a_note(tmp_path: Path, tlc_server: TlcServer) -> None:
+    folder = tlc_server.root / "no-zone-table"
+    folder.mkdir(exist_ok=True)
+    template = tlc_server.url_template.replace("/{color}", "/no-zone-table/{color}")
+    settings = load_settings(overrides={"home": str(tmp_path), "data": {"url_template": template}})
+    zones = zone_names(settings, Partition("green", 2021, 2))
+    assert zones.names == {} and zones.label(74) == "74"
+    assert zones.note == (f"zones are shown by LocationID: the zone table http://127.0.0.1:{tlc_server.port}/"
+                          f"no-zone-table/{ZONE_FILE} could not be had (it is not there)")
+    (folder / ZONE_FILE).write_text("<html><body>Not found</body></html>\n")
+    assert zone_names(settings, Partition("green", 2021, 2)).note.endswith("(it is not a zone table)")
+
+
+def test_the_report_names_zones_explains_wasserstein_and_draws_page_wide_charts() -> None:
+    import base64
+    import struct
+
+    rng = np.random.default_rng(2)
+    report = _report(0.01)
+    report.drifts[1] = Drift("trip_distance", 0.01, 0.2, ks=0.02, wasserstein=0.1646)
+    pickups = (np.repeat([74, 75, 41], [3_000, 1_500, 500]), np.repeat([74, 75, 7], [2_500, 1_500, 1_000]))
+    report.distributions = {"PULocationID": pickups,
+                            "trip_distance": (rng.exponential(3.0, 5_000), rng.exponential(3.0, 5_000))}
+    page = render_html(report, "monitoring", ZoneNames({74: "East Harlem North", 75: "East Harlem South"}))
+    assert "zones 74 East Harlem North, 75 East Harlem South, 7, 41'" in page.replace("&#x27;", "'")
+    words = " ".join(page.split())
+    assert "<td>0.1646 miles</td>" in page and "in the column's unit (miles for trip_distance" in words
+    assert "matching percentiles from 1% to 99%" in words and "trips of over 100,000 miles" in words
+    widths = [struct.unpack(">I", base64.b64decode(image)[16:20])[0]
+              for image in re.findall(r"base64,([^']+)'", page)]
+    assert widths == [FIGURE_INCHES * DPI] * 2 and "figure img{display:block;width:100%" in page
+    ids_only = ZoneNames(note="zones are shown by LocationID: the zone table could not be had (it is not there)")
+    report.distributions.pop("trip_distance")
+    page = render_html(report, "monitoring", ids_only)
+    assert "zones 74, 75, 7, 41'" in page.replace("&#x27;", "'") and f"Note: {ids_only.note}" in page
 
 
 def _report(psi_pickup: float) -> MonitorReport:
@@ -90,6 +149,7 @@ def test_monitor_a_month_like_the_training_month(champion_home: Path, tlc_server
     page = report.read_text()
     assert "0 of 4 columns drifted; RMSE within limits" in page and page.count("data:image/png;base64,") == 4
     assert "share of rides" in page and "clipped into it" in page and "trained on" not in page
+    assert "zones 74 East Harlem North, 75 East Harlem South" in html.unescape(page)
     settings = load_settings(overrides={"home": str(champion_home)})
     client = tracking.client(settings)
     [run] = client.search_runs([client.get_experiment_by_name("monitoring").experiment_id],
@@ -123,18 +183,24 @@ def test_the_report_of_a_training_month_says_so_and_its_charts_render_in_a_brows
     images = render_images(page, tmp_path)
     assert [alt.split(":")[0] for alt, *_ in images] == ["PULocationID", "DOLocationID", "trip_distance",
                                                           "predicted_minutes"]
-    assert all(complete and width > 400 and height > 150 for _, complete, width, height in images), images
+    assert "zones 74 East Harlem North, 75 East Harlem South" in images[0][0]
+    assert all(complete and width == FIGURE_INCHES * DPI and height > 150 for _, complete, width, height, *_ in images)
+    for _, _, width, _, shown, page_width in images:  # the page's width, tick labels of 12 px or more
+        assert shown >= 0.99 * page_width and STYLE["ytick.labelsize"] * DPI / 72 * shown / width >= 12, images
 
 
 def render_images(page: str, workdir: Path) -> list[list[Any]]:
-    """Each image of `page` as Chromium (headless) loaded it: alt text, complete, natural width and height."""
+    """Each image of `page` as Chromium (headless, 1280 px wide) loaded it: alt text, complete, natural width
+    and height, the width it is shown at and the width of the page's text."""
     probe = """<script>addEventListener("load", () => document.body.setAttribute("data-images", JSON.stringify(
-        [...document.images].map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]))));</script>"""
+        [...document.images].map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight, i.clientWidth,
+                                       document.body.clientWidth]))));</script>"""
     target = workdir / "report.html"
     target.write_text(page.replace("</body>", probe + "</body>"))
     chromium = shutil.which("chromium")
     assert chromium, "chromium is missing: `make test` installs Debian's chromium package when run as root"
-    result = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    result = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,1024",
+                             "--disable-background-networking",
                              "--disable-component-update", "--disable-sync", "--no-first-run",
                              f"--user-data-dir={workdir / 'chromium'}", "--dump-dom", target.as_uri()],
                             capture_output=True, text=True, timeout=300)

@@ -49,8 +49,10 @@ def render_html(report: MonitorReport, experiment: str, zones: ZoneNames | None 
     with _pyplot().rc_context(STYLE):
         for column, (reference, current) in report.distributions.items():
             title, unit = TITLES[column]
+            alt = f"{column}: {training} and {month}"
             if column in ZONES:
-                image, caption = _zone_chart(title, reference, current, training, month, zones)
+                image, caption, labels = _zone_chart(title, reference, current, training, month, zones)
+                alt += f"; zones {', '.join(labels)}"
             else:
                 image, top = _histogram(f"{title} ({unit})", reference, current, training, month)
                 caption = (f"Shares of rides per bin. The axis ends at the training data's {CLIP_QUANTILE:.0%} "
@@ -58,7 +60,7 @@ def render_html(report: MonitorReport, experiment: str, zones: ZoneNames | None 
                            f"it), so a heavier tail shows as a taller last bar.")
             heading = f"Top {TOP_ZONES} {title}s by share of rides" if column in ZONES else title.capitalize()
             charts.append(f"<figure><h2>{heading} ({column})</h2>"
-                          f"<img alt='{column}: {training} and {month}' src='data:image/png;base64,{image}'>"
+                          f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{image}'>"
                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     notes = [report.trained_on_note] if report.trained_on else []
     notes += [zones.note] if zones.note else []
@@ -120,27 +122,31 @@ def _pyplot() -> Any:
 
 
 def _zone_chart(title: str, reference: np.ndarray, current: np.ndarray, training: str,
-                month: str, zones: ZoneNames) -> tuple[str, str]:
-    """The TOP_ZONES zones with the largest share of rides in either month, both shares side by side."""
+                month: str, zones: ZoneNames) -> tuple[str, str, list[str]]:
+    """The TOP_ZONES zones with the largest share of rides in either month, both shares side by side;
+    the chart, its caption and the zones' labels (largest first)."""
     import numpy as np
 
     size = int(max(reference.max(), current.max())) + 1
     ref = np.bincount(reference.astype(np.int64), minlength=size) / len(reference) * 100
     cur = np.bincount(current.astype(np.int64), minlength=size) / len(current) * 100
-    top = np.argsort(-np.maximum(ref, cur), kind="stable")[:TOP_ZONES]
+    largest = np.maximum(ref, cur)
+    top = np.argsort(-largest, kind="stable")[:TOP_ZONES]
+    top = top[largest[top] > 0]
     positions = np.arange(len(top))
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(FIGURE_INCHES, 0.45 * len(top) + 1.5), layout="constrained")
     axes.barh(positions - 0.2, ref[top], height=0.4, label=training)
     axes.barh(positions + 0.2, cur[top], height=0.4, label=month)
-    axes.set_yticks(positions, [zones.label(int(zone)) for zone in top])
+    labels = [zones.label(int(zone)) for zone in top]
+    axes.set_yticks(positions, labels)
     axes.invert_yaxis()
     axes.set_xlabel("share of rides (%)")
     axes.set_ylabel(f"{title} (LocationID{' and name' if zones.names else ''})")
     axes.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
     caption = (f"The {len(top)} zones with the largest share of rides in either month; together they hold "
                f"{ref[top].sum():.0f}% of the training rides and {cur[top].sum():.0f}% of this month's.")
-    return _png(figure), caption
+    return _png(figure), caption, labels
 
 
 def _histogram(label: str, reference: np.ndarray, current: np.ndarray, training: str,

@@ -3,6 +3,7 @@
     home/
       downloads/{color}_tripdata_{YYYY-MM}.parquet   raw TLC months (kept across runs)
       downloads/{color}_tripdata_{YYYY-MM}.parquet.source   the URL each came from
+      downloads/taxi_zone_lookup.csv                  the TLC zone names (serve.zones), with its .source
       partitions/{color}/{YYYY-MM}/                   intermediates of one training month
       partitions/{color}/{YYYY-MM}..{YYYY-MM}/        ... of a window of several months
       deployments/{color}_{YYYY-MM}.json              what deploy decided (window: first..last)

@@ -158,6 +158,7 @@ def test_a_signal_that_python_swallowed_still_stops_the_download(monkeypatch: py
     from taxipipe.tlc import fetch
 
     monkeypatch.setattr(interrupts, "_SEEN", [])
+    monkeypatch.setattr(interrupts, "_unwinding", False)
     monkeypatch.setattr(sys, "unraisablehook", interrupts.ignore_swallowed_signals)
 
     class ModuleLock:

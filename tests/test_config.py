@@ -100,6 +100,54 @@ def test_cli_config_show_and_unknown_key(tmp_path: Path) -> None:
     assert not (tmp_path / "downloads").exists()
 
 
+@pytest.mark.parametrize(("variable", "meant"), [
+    ("TAXIPIPE_VALIDATON__MAX_RMSE", "TAXIPIPE_VALIDATION__MAX_RMSE"),
+    ("TAXIPIPE_DATA_YEAR", "TAXIPIPE_DATA__YEAR"),
+    ("TAXIPIPE_FOO__BAR", None),
+    ("TAXIPIPE_HOME__DIR", None),
+])
+def test_an_unknown_taxipipe_variable_is_refused(monkeypatch: pytest.MonkeyPatch, variable: str,
+                                                 meant: str | None) -> None:
+    monkeypatch.setenv(variable, "1")
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert message.startswith(f"unknown environment variable {variable}") and "TAXIPIPE_TEST_DATA" in message
+    assert (f"did you mean {meant}?" in message) if meant else "did you mean" not in message
+
+
+def test_the_taxipipe_variables_that_are_not_settings_are_allowed(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from taxipipe.config import NOT_SETTINGS
+
+    config = tmp_path / "c.toml"
+    config.write_text("[data]\nyear = 2021\n")
+    for variable in NOT_SETTINGS:
+        monkeypatch.setenv(variable, str(config))
+    monkeypatch.setenv("TAXIPIPE_DATA__MONTH", "5")
+    settings = load_settings()
+    assert (settings.data.year, settings.data.month) == (2021, 5)
+
+
+def test_an_empty_home_and_an_inverted_rmse_range_are_refused(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAXIPIPE_HOME", "")
+    with pytest.raises(ConfigError, match="home is empty .* current directory"):
+        load_settings()
+    monkeypatch.setenv("TAXIPIPE_HOME", str(tmp_path))
+    with pytest.raises(ConfigError, match="home is empty"):
+        load_settings(overrides={"home": ""})
+    monkeypatch.setenv("TAXIPIPE_VALIDATION__MIN_RMSE", "9")
+    with pytest.raises(ConfigError, match=r"validation\.min_rmse \(9\.0\) must be below validation\.max_rmse \(8\.0\)"):
+        load_settings()
+    assert load_settings(overrides={"validation": {"max_rmse": 10}}).validation.min_rmse == 9
+    failed = run_cli("config", "show", "--home", "")
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert [line for line in failed.stderr.splitlines() if line.startswith("❌")] == [
+        "❌ invalid configuration: home is empty (TAXIPIPE_HOME=, --home '' or home = ''), which would make "
+        "the current directory the home: give a directory, or unset it for ~/.taxipipe"]
+
+
 def test_help_and_version_are_fast() -> None:
     import time
 

@@ -74,6 +74,90 @@ def test_an_interrupted_run_leaves_without_waiting_for_the_store_warm_up(make_se
     assert outcomes == ["KeyboardInterrupt", "DataNotFoundError"]
 
 
+def _signal_sweep(url: str, folder: Path, report: Path) -> None:
+    """The forked child of `test_a_sigterm_on_any_line_of_a_download_leaves_no_partial_file`.
+
+    Download `url` again and again as the command line does (its handlers, inside
+    `unfinished_writes_removed`); the k-th time, SIGTERM lands at the k-th traced event (a line
+    of the download and write code, or a call into tqdm or requests) and again at every event
+    after it, until a download ends before its k-th event. Writes what each one left.
+    """
+    import json
+    import signal
+
+    from taxipipe import tlc
+    from taxipipe.safety import atomic, interrupts
+
+    watched = (tlc.__file__, os.path.dirname(atomic.__file__))
+    libraries = (f"{os.sep}tqdm{os.sep}", f"{os.sep}requests{os.sep}")
+    results = []
+    for k in range(1, 10_000):
+        events, landed = 0, False
+
+        def tracer(frame: Any, event: str, arg: Any) -> Any:
+            nonlocal events
+            name = frame.f_code.co_filename
+            if name.startswith(watched) and event == "line" or event == "call" and any(
+                    library in name for library in libraries):
+                events += 1
+                if events >= k:
+                    signal.raise_signal(signal.SIGTERM)
+            return tracer if name.startswith(watched) else None
+
+        def rearm(frame: Any, event: str, arg: Any) -> None:
+            """A tracer that raises is switched off: switch it on again for the storm."""
+            if sys.gettrace() is None and events >= k:
+                sys.settrace(tracer)
+                while frame is not None:
+                    frame.f_trace = tracer if frame.f_code.co_filename.startswith(watched) else frame.f_trace
+                    frame = frame.f_back
+
+        target = folder / str(k) / "green_tripdata_2021-01.parquet"
+        interrupts.install()
+        sys.setprofile(rearm)
+        sys.settrace(tracer)
+        try:
+            with atomic.unfinished_writes_removed():
+                tlc.fetch(url, target, retries=0)
+        except interrupts.Terminated:
+            landed = True
+        finally:
+            sys.setprofile(None)
+            sys.settrace(None)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        left = sorted(path.name for path in folder.rglob(f"*{atomic.PART_MARK}*"))
+        results.append({"k": k, "events": events, "landed": landed, "left": left,
+                        "whole": target.exists() and tlc.recorded_source(target) == url})
+        if not landed:
+            break
+    report.write_text(json.dumps(results))
+
+
+def test_a_sigterm_on_any_line_of_a_download_leaves_no_partial_file(tlc_server: TlcServer, tmp_path: Path) -> None:
+    """A SIGTERM landing anywhere in a download (the loop, tqdm, requests, the cleanups), and more
+    SIGTERMs after it, leave no temporary file (seen: one left by a SIGTERM landing right after the
+    file was created, before its cleanup was armed)."""
+    import json
+
+    url = tlc_server.url_template.format(color="green", year=2021, month=1)
+    report = tmp_path / "report.json"
+    child = os.fork()
+    if child == 0:
+        status = 1
+        try:
+            _signal_sweep(url, tmp_path / "downloads", report)
+            status = 0
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and report.exists()
+    results = json.loads(report.read_text())
+    *interrupted, complete = results
+    assert len(interrupted) > 50 and not complete["landed"] and complete["whole"], complete
+    assert all(result["landed"] for result in interrupted)
+    assert [result for result in results if result["left"]] == []
+
+
 # concurrent runs on one home ------------------------------------------------------------
 
 @pytest.mark.slow

@@ -530,6 +530,23 @@ def test_a_dagster_run_launched_through_the_webserver_lands_in_mlflow(stack: Run
     assert run.data.tags["partition"] == "green/2021-04" and run.data.metrics["rmse"] > 0
 
 
+def killed_database(stack: RunningStack) -> None:
+    """Kill PostgreSQL under the running servers: `status` must see that no server can reach its
+    store (each check is an API call that reads it; MLflow's /health alone still answered 200)."""
+    record = postgres.running(stack.paths)
+    assert record is not None
+    os.kill(record.pid, signal.SIGKILL)
+
+    def closed() -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", stack.ports["postgres"])) != 0
+
+    wait_for(closed, 60, "PostgreSQL's port closed", interval=0.2)
+    code, states = status_lines(stack)
+    assert code == 1 and states["postgres"] == "down" and states["mlflow"] == "unhealthy", states
+    assert "healthy" not in states.values(), states
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_down_leaves_nothing_and_up_again_keeps_everything(stack: RunningStack):
@@ -564,3 +581,4 @@ def test_down_leaves_nothing_and_up_again_keeps_everything(stack: RunningStack):
             assert runs <= {run.info.run_id for runner in ("airflow", "prefect", "dagster")
                             for run in finished_runs(stack, runner)}
             assert [run["state"] for run in backfill_runs(airflow_api(stack))] == ["success", "success"]
+            killed_database(stack)

@@ -127,6 +127,21 @@ def test_bad_url_template_is_one_sentence(home: Path, template: str) -> None:
     assert not (home / "downloads").exists()
 
 
+def test_a_scheme_taxipipe_does_not_read_is_named(home: Path, tmp_path: Path) -> None:
+    from taxipipe.config import load_settings
+    from taxipipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="it uses s3://, which taxipipe does not read: give an http://"):
+        load_settings(overrides={"data": {"url_template": "s3://bucket/{color}_tripdata_{year}-{month:02d}.parquet"}})
+    with pytest.raises(ConfigError, match="ftp://, which taxipipe does not read"):
+        fetch(f"ftp://127.0.0.1/{JANUARY}", tmp_path / JANUARY)
+    assert list(tmp_path.iterdir()) == []
+    result = run_cli("run", "--home", str(home), "--url-template",
+                     "ftp://127.0.0.1/{color}_tripdata_{year}-{month:02d}.parquet")
+    one_sentence_failure(result, "data.url_template", "it uses ftp://", "http://, https:// or file:// URL")
+    assert not (home / "downloads").exists()
+
+
 @pytest.mark.slow
 def test_cached_download_is_reused_only_from_the_same_source(home: Path, tlc_server: TlcServer,
                                                              tlc_dir: Path) -> None:

@@ -17,7 +17,9 @@ from typing import Any, Callable, Sequence
 from taxipipe import __version__
 from taxipipe.errors import TaxipipeError
 from taxipipe.flags import FLAG_KEYS, add_output_flags, add_settings_flags, overrides_from, settings_from
-from taxipipe.safety.interrupts import Terminated, ignore_swallowed_signals, raise_interrupted, raise_terminated
+from taxipipe.safety import interrupts
+from taxipipe.safety.atomic import unfinished_writes_removed
+from taxipipe.safety.interrupts import Terminated
 
 #: The status a shell reports for a command that a closed pipe stopped (128 + SIGPIPE), as for git.
 CLOSED_PIPE_STATUS = 128 + signal.SIGPIPE
@@ -372,9 +374,7 @@ def _silence_stdout() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, raise_terminated)
-    signal.signal(signal.SIGINT, raise_interrupted)
-    sys.unraisablehook = ignore_swallowed_signals
+    interrupts.install()
     parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:
         import argcomplete
@@ -388,6 +388,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     console.configure(args.verbosity, human_to_stderr=getattr(args, "json", False) and args.command == "run")
     handler: Handler = args.handler
+    with unfinished_writes_removed():
+        return _run(handler, args)
+
+
+def _run(handler: Handler, args: argparse.Namespace) -> int:
+    """Run a command's handler: an error a user can cause is one sentence and exit status 1."""
+    from taxipipe import console
+
     try:
         return handler(args)
     except TaxipipeError as exc:

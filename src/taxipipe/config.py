@@ -40,6 +40,12 @@ DEFAULT_URL_TEMPLATE = (
 )
 ENV_PREFIX = "TAXIPIPE_"
 CONFIG_ENV = "TAXIPIPE_CONFIG"
+SERVE_SETTINGS_ENV, SERVE_SHARED_ENV = "TAXIPIPE_SERVE_SETTINGS", "TAXIPIPE_SERVE_SHARED"
+#: The TAXIPIPE_* variables that are not settings; any other TAXIPIPE_* name must name one. The
+#: config file, what `taxipipe serve` hands its workers, and the real TLC months and shared
+#: folder that the tests and benchmarks read.
+NOT_SETTINGS = frozenset({CONFIG_ENV, SERVE_SETTINGS_ENV, SERVE_SHARED_ENV, "TAXIPIPE_TEST_DATA",
+                          "TAXIPIPE_SHARED"})
 
 
 class Section(BaseModel):
@@ -131,6 +137,14 @@ class ValidationSettings(Section):
     max_invalid_row_share: float = Field(default=0.0, ge=0, le=1)
     min_rows: int = Field(default=1000, ge=1, description="rides of 1..60 minutes a month must keep")
 
+    @model_validator(mode="after")
+    def _rmse_range(self) -> ValidationSettings:
+        if self.min_rmse >= self.max_rmse:
+            raise PydanticCustomError("sentence", "{sentence}", {"sentence": (
+                f"validation.min_rmse ({self.min_rmse}) must be below validation.max_rmse ({self.max_rmse}), "
+                "or no model could ever pass the gate")})
+        return self
+
 
 class ComputeSettings(Section):
     engine: Literal["local", "dask"] = "local"
@@ -221,6 +235,16 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     compute: ComputeSettings = ComputeSettings()
 
+    @field_validator("home", mode="before")
+    @classmethod
+    def _home_given(cls, home: Any) -> Any:
+        """An empty home (`TAXIPIPE_HOME=`) would make the current directory the home."""
+        if isinstance(home, str) and not home.strip():
+            raise PydanticCustomError("sentence", "{sentence}", {"sentence": (
+                "home is empty (TAXIPIPE_HOME=, --home '' or home = ''), which would make the current "
+                "directory the home: give a directory, or unset it for ~/.taxipipe")})
+        return home
+
     @model_validator(mode="after")
     def _expand_home(self) -> Settings:
         expanded = self.home.expanduser().absolute()
@@ -270,10 +294,47 @@ class Settings(BaseSettings):
 
 
 class _FilteredEnvSource(EnvSettingsSource):
-    """TAXIPIPE_* variables, minus the ones that are not settings (TAXIPIPE_CONFIG...)."""
+    """TAXIPIPE_* variables, minus the ones that are not settings (`NOT_SETTINGS`); a name that
+    is neither is refused, so a misspelt one is not ignored."""
 
     def __call__(self) -> dict[str, Any]:
+        unknown = [_unknown_variable(name) for name in sorted(os.environ)
+                   if name.upper().startswith(ENV_PREFIX) and not _names_a_setting(name)]
+        if unknown:
+            raise ConfigError(
+                f"unknown environment variable{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+                f"a setting is TAXIPIPE_HOME or TAXIPIPE_SECTION__KEY (sections {', '.join(_sections())}), "
+                f"and the other TAXIPIPE_ names are {', '.join(sorted(NOT_SETTINGS))}; fix the name or unset it")
         return {k: v for k, v in super().__call__().items() if k in Settings.model_fields}
+
+
+def _sections() -> list[str]:
+    """The settings' tables (data, model...): what TAXIPIPE_SECTION__KEY may name."""
+    return [name for name, field in Settings.model_fields.items()
+            if isinstance(field.annotation, type) and issubclass(field.annotation, Section)]
+
+
+def _names_a_setting(variable: str) -> bool:
+    """Whether a TAXIPIPE_* variable names a setting (a key's validity is the model's to check)
+    or is one of `NOT_SETTINGS`."""
+    name = variable.upper()
+    field, nested, _ = name.removeprefix(ENV_PREFIX).lower().partition("__")
+    return name in NOT_SETTINGS or (field in _sections() if nested else field in Settings.model_fields)
+
+
+def _unknown_variable(variable: str) -> str:
+    """The variable's name, with the setting it probably meant (TAXIPIPE_DATA_YEAR: TAXIPIPE_DATA__YEAR)."""
+    import difflib
+
+    field, nested, key = variable.upper().removeprefix(ENV_PREFIX).lower().partition("__")
+    head, _, tail = field.partition("_")
+    if not nested and head in _sections() and tail:
+        guess = f"{head}__{tail}"
+    else:
+        close = difflib.get_close_matches(field, list(Settings.model_fields), n=1)
+        guess = f"{close[0]}{nested}{key}" if close else ""
+    suggestion = f"{ENV_PREFIX}{guess.upper()}"
+    return f"{variable} (did you mean {suggestion}?)" if guess and _names_a_setting(suggestion) else variable
 
 
 #: The tables of the config file of the load in progress (per thread and task, see `load_settings`).

@@ -30,7 +30,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     """The flags every pipeline command shares; each overrides one setting."""
     group = parser.add_argument_group("settings (override config file and TAXIPIPE_* env)")
     group.add_argument("--config", type=Path, help="TOML or YAML config file (or $TAXIPIPE_CONFIG)")
-    group.add_argument("--home", type=Path, help="home directory for data, state and the MLflow store")
+    group.add_argument("--home", help="home directory for data, state and the MLflow store")
     group.add_argument("--color", choices=["green", "yellow"], help="taxi colour")
     group.add_argument("--year", type=int, help="training year")
     group.add_argument("--month", type=int, help="training month (validation is the next one)")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from urllib.parse import unquote, urlparse
 
 from taxipipe.errors import (
+    ConfigError,
     CorruptDataError,
     DataNotFoundError,
     NetworkError,
@@ -33,6 +34,17 @@ LOCATION_COLUMNS = ("PULocationID", "DOLocationID")
 
 
 TEMPLATE_FIELDS = ("color", "year", "month")
+#: The URL schemes taxipipe reads (besides local paths): downloads over HTTP(S), copies of files.
+READ_SCHEMES = ("http", "https", "file")
+
+
+def scheme_problem(url: str) -> str | None:
+    """What is wrong with the scheme of a URL or template, or None (a local path has none)."""
+    scheme = urlparse(url).scheme
+    if scheme and scheme.lower() not in READ_SCHEMES:
+        return (f"it uses {scheme}://, which taxipipe does not read: give an http://, https:// or "
+                "file:// URL, or a local path")
+    return None
 
 
 def template_problem(template: str) -> str | None:
@@ -47,6 +59,8 @@ def template_problem(template: str) -> str | None:
     unknown = sorted({name or "{}" for name in names} - set(TEMPLATE_FIELDS))
     if unknown:
         return f"it uses unknown placeholder(s) {', '.join(unknown)}; only {{color}}, {{year}} and {{month}} exist"
+    if problem := scheme_problem(template):
+        return problem
     missing = [name for name in TEMPLATE_FIELDS if name not in names]
     if missing:
         return (f"it lacks {', '.join('{' + name + '}' for name in missing)}, so different months would "
@@ -87,12 +101,14 @@ def fetch(url: str, dest: Path, retries: int = 3, backoff_seconds: float = 1.0,
           check: Callable[..., None] | None = None) -> bool:
     """Make `dest` a complete copy of `url`; return False when the cached copy was reused.
 
-    `url` is http(s), file:// or a local path. The copy lands atomically and is checked
-    (`check(path, source=...)` raising CorruptDataError; default: a readable parquet file)
-    before it takes the real name. A cached copy is reused only when it came from the same
-    URL: `dest.source` records it once the copy is in place (a copy without that record, or
-    from another URL, is fetched again).
+    `url` is http(s), file:// or a local path (another scheme is a ConfigError). The copy
+    lands atomically and is checked (`check(path, source=...)` raising CorruptDataError;
+    default: a readable parquet file) before it takes the real name. A cached copy is reused
+    only when it came from the same URL: `dest.source` records it once the copy is in place
+    (a copy without that record, or from another URL, is fetched again).
     """
+    if problem := scheme_problem(url):
+        raise ConfigError(f"cannot fetch {url}: {problem}")
     check = check or check_parquet
     if dest.exists() and recorded_source(dest) == url:
         try:
@@ -102,8 +118,7 @@ def fetch(url: str, dest: Path, retries: int = 3, backoff_seconds: float = 1.0,
             pass
     forget(dest)
     with atomic_path(dest) as tmp:
-        scheme = urlparse(url).scheme
-        if scheme in {"http", "https"}:
+        if urlparse(url).scheme.lower() in {"http", "https"}:
             _download(url, tmp, retries, backoff_seconds)
         else:
             _copy_local(url, tmp)
@@ -113,7 +128,7 @@ def fetch(url: str, dest: Path, retries: int = 3, backoff_seconds: float = 1.0,
 
 
 def _copy_local(url: str, tmp: Path) -> None:
-    path = Path(unquote(urlparse(url).path)) if url.startswith("file://") else Path(url)
+    path = Path(unquote(urlparse(url).path)) if urlparse(url).scheme.lower() == "file" else Path(url)
     if not path.is_file():
         raise DataNotFoundError(f"no TLC file at {path}; check data.url_template and the month")
     shutil.copyfile(path, tmp)

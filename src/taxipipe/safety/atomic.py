@@ -4,14 +4,15 @@ Guarantee: a file this package writes appears whole under its name or not at all
 written under a temporary name beside it (`.NAME.PID-XXXX.part`) and renamed into place on
 success; a crash leaves only the temporary file, which names its writer's process, and the
 next run that holds the home (`home_lock.hold_home`) or scores predictions deletes the
-leftovers of writers that are gone.
+leftovers of writers that are gone. A signal does not leave one: the temporary name is noted
+before the file exists, and a command leaving on an interruption removes what is noted
+(`unfinished_writes_removed`), wherever the signal landed.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -28,6 +29,9 @@ FILE_MODE = 0o666 & ~_umask()
 PART_MARK = ".part"
 _WRITER = re.compile(rf"\.(\d+)-\w+{re.escape(PART_MARK)}")
 
+#: The temporary files of this process's writes in progress, noted before they are created.
+_UNFINISHED: set[Path] = set()
+
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
@@ -39,16 +43,30 @@ def atomic_path(target: Path) -> Iterator[Path]:
     (`remove_stale_parts`) from files another process is still writing.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}-", suffix=PART_MARK, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = target.parent / f".{target.name}.{os.getpid()}-{os.urandom(4).hex()}{PART_MARK}"
+    _UNFINISHED.add(tmp)
     try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         yield tmp
         if tmp.exists():
             tmp.chmod(FILE_MODE)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+        _UNFINISHED.discard(tmp)
+
+
+@contextmanager
+def unfinished_writes_removed() -> Iterator[None]:
+    """On the way out of the block, delete the temporary files of this process's unfinished
+    writes: those a signal kept `atomic_path` from removing (it landed before its `try`, or
+    inside its `finally`). The command line runs every command inside this block."""
+    try:
+        yield
+    finally:
+        for tmp in list(_UNFINISHED):
+            tmp.unlink(missing_ok=True)
+            _UNFINISHED.discard(tmp)
 
 
 def remove_stale_parts(home: Path) -> list[Path]:

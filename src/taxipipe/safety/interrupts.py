@@ -3,7 +3,8 @@
 A signal handler that raises inside a native callback (XGBoost calls back into Python while
 it builds its matrices) leaves the library in a broken state and the process aborts. Code
 that runs such libraries holds `deferred()`: a signal that arrives is noted and acted on as
-soon as the block ends.
+soon as the block ends. A signal that arrives while an earlier one's exception unwinds the
+stack is noted, not raised: raised inside a `finally`, it would cut that cleanup short.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: is released through a weakref callback), so `raise_if_signalled` raises it again later.
 _SEEN: list[int] = []
 
+#: Whether a signal's exception is unwinding the stack (so a further signal only gets noted).
+_unwinding = False
+
 
 class Terminated(BaseException):
     """SIGTERM arrived; like KeyboardInterrupt, it unwinds the stack so temporary files go."""
@@ -32,23 +36,44 @@ class Terminated(BaseException):
 INTERRUPTIONS = (KeyboardInterrupt, Terminated)
 
 
+def install() -> None:
+    """Make Ctrl-C and SIGTERM raise (the command line's handlers), with no signal seen yet."""
+    global _unwinding
+    _SEEN.clear()
+    _unwinding = False
+    signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGINT, raise_interrupted)
+    sys.unraisablehook = ignore_swallowed_signals
+
+
 def raise_terminated(signum: int, frame: Any) -> None:
     """The SIGTERM handler of the command line."""
-    _SEEN.append(signum)
-    raise Terminated()
+    _interrupt(signum, Terminated)
 
 
 def raise_interrupted(signum: int, frame: Any) -> None:
     """The SIGINT handler of the command line: Python's own, remembered."""
+    _interrupt(signum, KeyboardInterrupt)
+
+
+def _interrupt(signum: int, exception: type[BaseException]) -> None:
+    """Note the signal; raise its exception unless an earlier one is unwinding the stack."""
+    global _unwinding
     _SEEN.append(signum)
-    raise KeyboardInterrupt()
+    if not _unwinding:
+        _unwinding = True
+        raise exception()
 
 
 def ignore_swallowed_signals(unraisable: sys.UnraisableHookArgs) -> None:
     """`sys.unraisablehook` of the command line: a signal's exception that Python had to ignore
     (a weakref callback's, an import's among them) is not printed as a traceback, since
-    `raise_if_signalled` raises it again; anything else is reported as Python does."""
-    if not isinstance(unraisable.exc_value, INTERRUPTIONS):
+    `raise_if_signalled` raises it again (and the next signal raises at once); anything else is
+    reported as Python does."""
+    global _unwinding
+    if isinstance(unraisable.exc_value, INTERRUPTIONS):
+        _unwinding = False
+    else:
         sys.__unraisablehook__(unraisable)
 
 
@@ -57,10 +82,11 @@ def raise_if_signalled() -> None:
 
     Long work calls this between steps and between the chunks of a download.
     """
-    if signal.SIGTERM in _SEEN:
-        raise Terminated()
-    if signal.SIGINT in _SEEN:
-        raise KeyboardInterrupt()
+    global _unwinding
+    for signum, exception in ((signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)):
+        if signum in _SEEN:
+            _unwinding = True
+            raise exception()
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
 from taxipipe import __version__
-from taxipipe.config import Settings
+from taxipipe.config import SERVE_SETTINGS_ENV, SERVE_SHARED_ENV, Settings
 from taxipipe.errors import UsageError
 from taxipipe.serve import invocations
 from taxipipe.serve.admin import AdminGuard, admin_token, exposure_warning
@@ -42,7 +42,7 @@ from taxipipe.serve.workers import POLL_SECONDS, Workers
 from taxipipe.serve.rides import RideError, parse_batch, parse_ride
 
 log = logging.getLogger("taxipipe.serve")
-SETTINGS_ENV, SHARED_ENV = "TAXIPIPE_SERVE_SETTINGS", "TAXIPIPE_SERVE_SHARED"
+SETTINGS_ENV, SHARED_ENV = SERVE_SETTINGS_ENV, SERVE_SHARED_ENV
 #: How long a reload asked of one worker waits for the others to load the new version.
 RELOAD_WAIT_SECONDS = 120
 ENDPOINTS = frozenset({"/predict", "/predict/batch", "/health", "/metrics", "/admin/reload", "/invocations",

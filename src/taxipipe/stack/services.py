@@ -1,7 +1,8 @@
 """The stack's server processes: MLflow, Airflow (LocalExecutor) and Prefect, on PostgreSQL.
 
-Each service is a command, its environment and a health check. Database URLs and keys go
-through environment variables, never the command line, so `ps` shows no password. Every
+Each service is a command, its environment and a health check: an API call that reads the
+service's store in PostgreSQL, so a server whose database went away is not healthy. Database
+URLs and keys go through environment variables, never the command line, so `ps` shows no password. Every
 process listens on 127.0.0.1 only: Airflow's scheduler runs without its log server (which
 would bind every interface); the API server reads task logs from the shared log folder.
 """
@@ -237,8 +238,8 @@ class Stack:
                               str(self.paths.artifacts), "--host", "127.0.0.1",
                               "--port", str(self.ports.mlflow_port), "--workers", "1")
         return Service("mlflow", command, self.mlflow_env,
-                       lambda: _get_json(f"{self.mlflow_url}/health") is not None,
-                       self.ports.mlflow_port, self.mlflow_url, "mlflow_port")
+                       lambda: _get_json(f"{self.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1")
+                       is not None, self.ports.mlflow_port, self.mlflow_url, "mlflow_port")
 
     def airflow_health(self) -> dict[str, Any]:
         answer = _get_json(f"{self.airflow_url}/api/v2/monitor/health")
@@ -278,7 +279,8 @@ class Stack:
         command = self.python("prefect", "server", "start", "--host", "127.0.0.1",
                               "--port", str(self.ports.prefect_port))
         return Service("prefect-server", command, self.prefect_env,
-                       lambda: _get_json(f"{self.prefect_api}/health") is not None, self.ports.prefect_port, self.prefect_api.removesuffix("/api"), "prefect_port")
+                       lambda: _get_json(f"{self.prefect_api}/ready") is not None, self.ports.prefect_port,
+                       self.prefect_api.removesuffix("/api"), "prefect_port")
 
     def prefect_worker(self) -> Service:
         pool = prefect_pool(self.project)
@@ -295,21 +297,35 @@ class Stack:
                      *definitions]
         return [
             Service("dagster-webserver", webserver, self.dagster_env,
-                    lambda: _get_json(f"{self.dagster_url}/server_info") is not None,
+                    self.dagster_webserver_healthy,
                     self.ports.dagster_port, self.dagster_url, "dagster_port"),
             Service("dagster-daemon", [str(scripts / "dagster-daemon"), "run", *definitions], self.dagster_env,
                     self.dagster_daemon_healthy),
         ]
 
-    def dagster_daemon_healthy(self) -> bool:
-        """Whether every daemon the instance requires has a recent heartbeat (asked of the webserver)."""
+    def _dagster_query(self, query: str) -> Any:
+        """The data of a GraphQL query to the webserver, or None when it does not answer."""
         import httpx
 
-        query = "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"
         try:
-            response = httpx.post(f"{self.dagster_url}/graphql", json={"query": query}, timeout=10)
-            statuses = response.json()["data"]["instance"]["daemonHealth"]["allDaemonStatuses"]
+            return httpx.post(f"{self.dagster_url}/graphql", json={"query": query}, timeout=10).json()["data"]
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+
+    def dagster_webserver_healthy(self) -> bool:
+        """Whether the webserver answers a query that reads its run storage (in PostgreSQL)."""
+        data = self._dagster_query("{ runsOrError(limit: 1) { __typename ... on Runs { results { runId } } } }")
+        try:
+            return data["runsOrError"]["__typename"] == "Runs"
+        except (KeyError, TypeError):
+            return False
+
+    def dagster_daemon_healthy(self) -> bool:
+        """Whether every daemon the instance requires has a recent heartbeat (asked of the webserver)."""
+        data = self._dagster_query("{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }")
+        try:
+            statuses = data["instance"]["daemonHealth"]["allDaemonStatuses"]
+        except (KeyError, TypeError):
             return False
         return bool(statuses) and all(status["healthy"] for status in statuses if status["required"])
 

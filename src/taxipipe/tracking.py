@@ -604,14 +604,27 @@ def _describe(holder: dict[str, str] | None) -> str:
 
 
 def promote(mlflow_client: MlflowClient, model_name: str, version: str) -> None:
-    """Point `champion` at `version`, as the last registry write; first retag the versions an
-    interrupted deploy left pending."""
+    """Point `champion` at `version`, the last registry write a promotion needs, then tag it
+    champion.
+
+    First the versions an interrupted deploy left pending are settled: the one the alias names
+    (its deploy was killed after the alias moved) is tagged champion, the others interrupted.
+    The version keeps its pending tag until the alias has moved, so a kill before the move
+    leaves no version tagged champion that never was; a tag this process could not write after
+    the move is settled the same way by the next promotion.
+    """
+    from mlflow.exceptions import MlflowException
+
+    current = champion_version(mlflow_client, model_name)
     for stale in mlflow_client.search_model_versions(
             f"name = '{model_name}' and tags.{PROMOTION_TAG} = '{PENDING}'"):
         if str(stale.version) != str(version):
-            mlflow_client.set_model_version_tag(model_name, stale.version, PROMOTION_TAG, INTERRUPTED)
-    mlflow_client.set_model_version_tag(model_name, version, PROMOTION_TAG, CHAMPION)
+            became = current is not None and str(current.version) == str(stale.version)
+            mlflow_client.set_model_version_tag(model_name, stale.version, PROMOTION_TAG,
+                                                CHAMPION if became else INTERRUPTED)
     mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)
+    with suppress(MlflowException):
+        mlflow_client.set_model_version_tag(model_name, version, PROMOTION_TAG, CHAMPION)
 
 
 def register(mlflow_client: MlflowClient, name: str, model_uri: str, run_id: str, model_id: str | None,

@@ -114,3 +114,32 @@ def test_a_lock_without_a_readable_time_is_broken_with_one_message(registry, cap
         pass
     [line] = [line for line in capsys.readouterr().out.splitlines() if "garbled" in line]
     assert "'yesterday at noon' is not a time" in line and "breaking it" in line
+
+
+def test_a_run_whose_pid_now_names_another_process_is_marked_failed(registry, sleeper) -> None:
+    """A run of this host is judged by its owner's pid and start; one recorded without a start
+    (by an older taxipipe) by its pid alone."""
+    from taxipipe import tracking
+
+    experiment = registry.create_experiment("owners")
+    tags = {"runner": "simple", "partition": "green/2021-01", "taxipipe.host": socket.gethostname(),
+            "taxipipe.pid": str(sleeper.pid)}
+    reused = registry.create_run(experiment, tags={**tags, "taxipipe.started": "1"}).info.run_id
+    alive = registry.create_run(experiment, tags=tags).info.run_id
+    assert tracking.fail_abandoned_runs(registry, experiment, "green/2021-01", "simple") == [reused]
+    assert registry.get_run(alive).info.status == "RUNNING"
+
+
+def test_promotion_settles_pending_versions_by_what_the_alias_shows(registry) -> None:
+    """A deploy killed after its alias moved made a champion; one killed before did not."""
+    from taxipipe import tracking
+
+    registry.create_registered_model("settled")
+    after, before, new = (registry.create_model_version("settled", "runs:/0/model", tags={
+        tracking.PROMOTION_TAG: tracking.PENDING}).version for _ in range(3))
+    registry.set_registered_model_alias("settled", tracking.CHAMPION, after)
+    tracking.promote(registry, "settled", new)
+    promotion = {version: registry.get_model_version("settled", version).tags[tracking.PROMOTION_TAG]
+                 for version in (after, before, new)}
+    assert promotion == {after: tracking.CHAMPION, before: tracking.INTERRUPTED, new: tracking.CHAMPION}
+    assert str(tracking.champion_version(registry, "settled").version) == str(new)

@@ -297,3 +297,95 @@ def test_missing_alias_or_model_means_no_champion_and_other_errors_raise(tmp_pat
     unreachable = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(TrackingError, match="nothing was promoted"):
         tracking.champion_version(MlflowClient(unreachable, registry_uri=unreachable), "m")
+
+
+# the deployment record says only what the registry shows ----------------------------------
+
+KILLED_BEFORE_THE_ALIAS = """
+import sys
+import threading
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from taxipipe import steps
+from taxipipe.config import load_settings
+
+home, run_id = Path(sys.argv[1]), sys.argv[2]
+
+
+def wait_to_be_killed(self, *args, **kwargs):
+    print("tagged", flush=True)
+    threading.Event().wait()
+
+
+MlflowClient.set_registered_model_alias = wait_to_be_killed
+verdict = {"run_id": run_id, "rmse": 6.0, "promotable": True, "rule": "first", "reason": "no champion yet",
+           "champion_version": None, "champion_rmse": None}
+saved = {"run_id": run_id, "model_uri": f"runs:/{run_id}/model", "model_id": None}
+steps.deploy(steps.StepContext(load_settings(overrides={"home": str(home)})),
+             {"validate_model": verdict, "save": saved})
+"""
+
+
+def test_a_deploy_killed_before_the_alias_moves_leaves_a_record_that_claims_nothing(home: Path) -> None:
+    """SIGKILL after the version is tagged, before the alias moves, never retried: the record
+    says pending, not champion, and the next promotion settles it as the registry shows it."""
+    import json
+    import os
+    import signal
+
+    from taxipipe.config import load_settings
+    from taxipipe.steps import deploy
+
+    settings = load_settings(overrides={"home": str(home)})
+    client = tracking.client(settings)
+    experiment = tracking.experiment_id(settings, client, "simple")
+    run_ids = [client.create_run(experiment).info.run_id for _ in range(2)]
+    child = subprocess.Popen([sys.executable, "-c", KILLED_BEFORE_THE_ALIAS, str(home), run_ids[0]],
+                             stdout=subprocess.PIPE, text=True, env=child_env())
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "tagged\n", "deploy did not reach the alias"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+
+    killed = StepContext(settings).layout.deployment_record
+    left = json.loads(killed.read_text())
+    assert left["champion"] is False, f"the record claims a champion the registry does not show: {left}"
+    assert (left.get("promotion"), left["version"]) == (tracking.PENDING, 1), left
+    assert tracking.champion_version(client, MODEL) is None
+    assert client.get_model_version(MODEL, "1").tags[tracking.PROMOTION_TAG] == tracking.PENDING
+
+    later = load_settings(overrides={"home": str(home), "data": {"month": 2}})
+    verdict = {"run_id": run_ids[1], "rmse": 6.0, "promotable": True, "rule": "first", "reason": "no champion yet",
+               "champion_version": None, "champion_rmse": None}
+    saved = {"run_id": run_ids[1], "model_uri": f"runs:/{run_ids[1]}/model", "model_id": None}
+    deployed = deploy(StepContext(later), {"validate_model": verdict, "save": saved})
+    assert deployed["champion"] is True and str(tracking.champion_version(client, MODEL).version) == "2"
+    promoted = json.loads(StepContext(later).layout.deployment_record.read_text())
+    assert (promoted["champion"], promoted["promotion"], promoted["version"]) == (True, tracking.CHAMPION, 2)
+    settled = json.loads(killed.read_text())
+    assert (settled["champion"], settled["promotion"]) == (False, tracking.INTERRUPTED), settled
+    assert client.get_model_version(MODEL, "1").tags[tracking.PROMOTION_TAG] == tracking.INTERRUPTED
+    assert client.get_model_version(MODEL, "2").tags[tracking.PROMOTION_TAG] == tracking.CHAMPION
+    assert not list(killed.parent.glob(f".*.{os.getpid()}-*.part")), "a settled record was left half-way"
+
+
+def test_a_champion_missing_its_model_file_names_the_file_and_the_fix(champion_in_home: Path) -> None:
+    """The gate fails closed, and says which file of which version is missing and what to do."""
+    from taxipipe.config import load_settings
+    from taxipipe.errors import TrackingError
+    from taxipipe.steps import _score_version
+
+    settings = load_settings(overrides={"home": str(champion_in_home), "data": {"year": 2021, "month": 1}})
+    [pickled] = (champion_in_home / "mlflow" / "artifacts").rglob("python_model.pkl")
+    pickled.unlink()
+    tracking.client(settings)
+    with pytest.raises(TrackingError) as failed:
+        _score_version(StepContext(settings), "1")
+    sentence = str(failed.value)
+    assert str(pickled) in sentence and "champion v1" in sentence, sentence
+    assert "run again when the registry answers" not in sentence, sentence
+    assert "nothing was promoted" in sentence and "restore" in sentence, sentence

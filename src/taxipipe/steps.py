@@ -371,13 +371,31 @@ def _score_version(ctx: StepContext, version: str) -> float:
     try:
         champion = mlflow.pyfunc.load_model(uri, suppress_warnings=True).unwrap_python_model()
     except (MlflowException, OSError) as exc:
-        raise TrackingError(f"cannot load the champion {uri} to compare with it ({str(exc).splitlines()[0][:200]}); "
-                            "nothing was promoted, run again when the registry answers") from None
+        raise _unloadable(uri, version, exc) from None
     if not ctx.layout.validation_clean.exists():
         raise PipelineStateError(f"the validation month's rides ({ctx.layout.validation_clean}) are gone, so the "
                                  "champion cannot be scored; run the pipeline again from transform")
     rides = pd.read_parquet(ctx.layout.validation_clean)
     return rmse(rides[TARGET], champion.predict(None, rides[MODEL_COLUMNS]))
+
+
+def _unloadable(uri: str, version: str, exc: Exception) -> TrackingError:
+    """One sentence for a champion that cannot be loaded: a file missing from its artifacts
+    (named, with what to do), or a registry that did not answer."""
+    import re
+
+    from taxipipe.tracking import CHAMPION
+
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    named = re.search(r'"MLmodel" configuration file at "([^"]+)"', text)
+    missing = exc.filename if isinstance(exc, FileNotFoundError) else named.group(1) if named else None
+    if missing is None:
+        return TrackingError(f"cannot load the champion {uri} to compare with it ({text[:200]}); "
+                             "nothing was promoted, run again when the registry answers")
+    return TrackingError(f"the champion v{version} ({uri}) cannot be loaded to compare with it: its file {missing} "
+                         "is missing; nothing was promoted; restore that file from a backup of the artifact store, or "
+                         f"point the '{CHAMPION}' alias at a version whose files are whole (the model's page in "
+                         "`taxipipe ui`), then run again")
 
 
 def save(ctx: StepContext, upstream: Upstream) -> Record:
@@ -441,9 +459,10 @@ def deploy(ctx: StepContext, upstream: Upstream) -> Record:
     Under the registry's promotion lock (`tracking.promotion_lock`) the champion is looked up
     again: if it moved since `validate_model`, the model is judged again against the new one.
     A retry reuses the version an earlier attempt registered from the same run. The deployment
-    record is written before the alias moves (the last registry write); if anything fails, the
-    record is put back and a version this attempt registered is deleted, so a deploy that fails
-    has done nothing the user can see, and one that promoted has said so.
+    record is written before the alias moves (the last registry write), as pending, and settled
+    once the alias has moved; if anything fails before that, the record is put back and a
+    version this attempt registered (and the alias does not name) is deleted, so a deploy that
+    fails has done nothing the user can see, and one that promoted has said so.
     """
     from taxipipe import tracking
 
@@ -465,7 +484,9 @@ def deploy(ctx: StepContext, upstream: Upstream) -> Record:
         except BaseException:
             if earlier is None:
                 with suppress(Exception):
-                    client.delete_model_version(name, version)
+                    champion = tracking.champion_version(client, name)
+                    if champion is None or str(champion.version) != str(version):
+                        client.delete_model_version(name, version)
             raise
     promotable = record["champion"]
     outcome = (f"version {version} is now '{tracking.CHAMPION}' ({verdict['reason']})" if promotable
@@ -475,25 +496,59 @@ def deploy(ctx: StepContext, upstream: Upstream) -> Record:
 
 def _settle(ctx: StepContext, client: Any, version: str, verdict: Record, run_id: str) -> Record:
     """Write the deployment record, tag the version with the verdict, then move the alias if it
-    allows; if any of it fails, the record is put back as it was."""
+    allows; if any of it fails, the record is put back as it was.
+
+    A promotion is first recorded as pending (`"champion": false`); the settled record is
+    written beside it before the alias moves and renamed into place once it has moved, so a
+    kill in between leaves a record that claims nothing the registry does not show.
+    """
     from taxipipe import tracking
 
     settings, name, promotable = ctx.settings, ctx.settings.mlflow.model_name, verdict["promotable"]
-    record = {"model_name": name, "version": int(version), "champion": promotable,
+    path = ctx.layout.deployment_record
+    record = {"model_name": name, "version": int(version), "champion": False,
+              tracking.PROMOTION_TAG: tracking.PENDING if promotable else "rejected",
               "reason": verdict["reason"], "run_id": run_id, "rmse": verdict["rmse"],
               "partition": settings.partition.key, "runner": ctx.runner,
               "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    previous = _replace_record(ctx.layout.deployment_record, record)
+    previous = _replace_record(path, record)
+    moved = False
     try:
         for key, value in {"verdict": "promoted" if promotable else "not promoted", "reason": verdict["reason"],
-                           tracking.PROMOTION_TAG: tracking.PENDING if promotable else "rejected"}.items():
+                           tracking.PROMOTION_TAG: record[tracking.PROMOTION_TAG]}.items():
             client.set_model_version_tag(name, version, key, value)
         if promotable:
-            tracking.promote(client, name, version)
+            record = {**record, "champion": True, tracking.PROMOTION_TAG: tracking.CHAMPION}
+            with atomic_path(path) as settled:
+                settled.write_text(_record_text(record))
+                tracking.promote(client, name, version)
+                moved = True
     except BaseException:
-        _restore_record(ctx.layout.deployment_record, previous)
+        if not moved:
+            _restore_record(path, previous)
         raise
+    if promotable:
+        _settle_interrupted(path.parent, client, name, path)
     return record
+
+
+def _settle_interrupted(folder: Path, client: Any, name: str, promoted: Path) -> None:
+    """Give the home's other records still pending (deploys killed before their alias moved)
+    the promotion the registry now shows for their version (`tracking.promote` retagged it).
+
+    Best effort: a record it cannot settle stays pending, which claims nothing.
+    """
+    from taxipipe import tracking
+
+    for path in folder.glob("*.json"):
+        with suppress(Exception):
+            record = json.loads(path.read_text())
+            if path == promoted or record.get(tracking.PROMOTION_TAG) != tracking.PENDING or \
+                    record.get("model_name") != name:
+                continue
+            tags = client.get_model_version(name, str(record["version"])).tags
+            write_text_atomic(path, _record_text({**record, "champion": False,
+                                                  tracking.PROMOTION_TAG: tags.get(tracking.PROMOTION_TAG)}))
 
 
 def _verdict_now(ctx: StepContext, verdict: Record, current: Any | None, earlier: Any | None) -> Record:
@@ -515,8 +570,12 @@ def _verdict_now(ctx: StepContext, verdict: Record, current: Any | None, earlier
 def _replace_record(path: Path, record: Record) -> str | None:
     """Write the deployment record atomically; return what it held before (None: nothing)."""
     previous = path.read_text() if path.exists() else None
-    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+    write_text_atomic(path, _record_text(record))
     return previous
+
+
+def _record_text(record: Record) -> str:
+    return json.dumps(record, indent=2) + "\n"
 
 
 def _restore_record(path: Path, previous: str | None) -> None:

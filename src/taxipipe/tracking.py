@@ -426,17 +426,37 @@ def champion_version(mlflow_client: MlflowClient, model_name: str) -> Any | None
 
 
 def owner_tags() -> dict[str, str]:
-    """Tags naming the process that owns a run, so a later run can tell it was abandoned."""
+    """Tags naming the process that owns a run or a lock (host, pid and, where the system tells,
+    the process's start), so a later run can tell it was abandoned."""
     import socket
 
-    return {"taxipipe.host": socket.gethostname(), "taxipipe.pid": str(os.getpid())}
+    from taxipipe.safety.atomic import process_started
+
+    pid = str(os.getpid())
+    started = process_started(pid)
+    return {"taxipipe.host": socket.gethostname(), "taxipipe.pid": pid,
+            **({"taxipipe.started": started} if started else {})}
+
+
+def owner_gone(tags: dict[str, str]) -> str | None:
+    """Why the process of this host that `owner_tags` named is gone (None: it still runs).
+
+    A live pid whose start differs from the recorded one is another process that reuses it
+    (after a crash, or PID 1 of a new container); tags without a start are judged by the pid.
+    """
+    from taxipipe.safety.atomic import process_alive, process_started
+
+    pid, started = tags.get("taxipipe.pid", ""), tags.get("taxipipe.started")
+    if not process_alive(pid):
+        return f"its process (pid {pid or '?'}) is gone"
+    if started and process_started(pid) not in (None, started):
+        return f"pid {pid} is now another process"
+    return None
 
 
 def fail_abandoned_runs(mlflow_client: MlflowClient, experiment: str, partition: str, runner: str) -> list[str]:
     """Mark FAILED the runs of this partition and runner left RUNNING by a killed process."""
     import socket
-
-    from taxipipe.safety.atomic import process_alive
 
     abandoned = []
     here = socket.gethostname()
@@ -444,7 +464,7 @@ def fail_abandoned_runs(mlflow_client: MlflowClient, experiment: str, partition:
             [experiment], f"tags.partition = '{partition}' and tags.runner = '{runner}' and "
                           "attributes.status = 'RUNNING'"):
         tags = run.data.tags
-        if tags.get("taxipipe.host") == here and process_alive(tags.get("taxipipe.pid", "")):
+        if tags.get("taxipipe.host") == here and owner_gone(tags) is None:
             continue
         mlflow_client.set_terminated(run.info.run_id, "FAILED")
         abandoned.append(run.info.run_id)
@@ -464,7 +484,7 @@ def failed_on_error(mlflow_client: MlflowClient, run_id: str) -> Iterator[None]:
 
 #: Model-version tag: the months (partition keys, comma-separated) the version trained on.
 TRAINED_ON_TAG = "trained_on"
-#: How long a promotion lock held by a process on another host is trusted before it is broken.
+#: How long a promotion lock is trusted, whoever holds it, before it is broken.
 PROMOTION_LEASE_SECONDS = 600.0
 
 
@@ -505,13 +525,17 @@ def promotion_lock(mlflow_client: MlflowClient, model_name: str, owner: str,
     Runs that share a store but not a home (workers on several machines) each judge against
     the champion and then move the alias; holding this lock from the second lookup to the move
     makes that a compare-and-set. The lock is a registered model, `{model_name}.promotion-lock`:
-    creating one is atomic in every store MLflow has. A lock whose process died (same host) or
-    that is older than `PROMOTION_LEASE_SECONDS` is broken.
+    creating one is atomic in every store MLflow has. A lock is broken, saying why, when it is
+    older than `PROMOTION_LEASE_SECONDS` (whoever holds it), when its time is not readable, or
+    when its owner on this host is gone (`owner_gone`). On leaving, the lock is deleted only if
+    it is still this one (a lock broken for its age may be another process's by then).
     """
     import socket
     import time
 
     from mlflow.exceptions import MlflowException
+
+    from taxipipe import console
 
     name = f"{model_name}.promotion-lock"
     tags = {**owner_tags(), "owner": owner, "acquired_at": str(time.time())}
@@ -526,7 +550,9 @@ def promotion_lock(mlflow_client: MlflowClient, model_name: str, owner: str,
             if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
                 raise
         holder = _lock_holder(mlflow_client, name)
-        if holder is not None and _abandoned(holder, socket.gethostname()):
+        stale = _stale(holder, socket.gethostname()) if holder is not None else None
+        if stale is not None:
+            console.say(f"⚠️  the promotion lock of {model_name} ({_describe(holder)}) is stale: {stale}; breaking it")
             with suppress(MlflowException):
                 mlflow_client.delete_registered_model(name)
             continue
@@ -534,8 +560,6 @@ def promotion_lock(mlflow_client: MlflowClient, model_name: str, owner: str,
             raise TrackingError(f"another taxipipe run ({_describe(holder)}) has held the promotion lock of "
                                 f"{model_name} for over {wait_seconds:.0f} s; nothing was promoted, run again later")
         if not announced:
-            from taxipipe import console
-
             console.say(f"⏳ Waiting for another taxipipe run ({_describe(holder)}) to finish promoting {model_name}")
             announced = True
         time.sleep(0.2)
@@ -543,7 +567,8 @@ def promotion_lock(mlflow_client: MlflowClient, model_name: str, owner: str,
         yield
     finally:
         with suppress(MlflowException):
-            mlflow_client.delete_registered_model(name)
+            if _lock_holder(mlflow_client, name) == tags:
+                mlflow_client.delete_registered_model(name)
 
 
 def _lock_holder(mlflow_client: MlflowClient, name: str) -> dict[str, str] | None:
@@ -555,14 +580,21 @@ def _lock_holder(mlflow_client: MlflowClient, name: str) -> dict[str, str] | Non
         return None
 
 
-def _abandoned(holder: dict[str, str], host: str) -> bool:
+def _stale(holder: dict[str, str], host: str) -> str | None:
+    """Why the promotion lock `holder` describes may be broken (None: it holds)."""
+    import math
     import time
 
-    from taxipipe.safety.atomic import process_alive
-
-    if holder.get("taxipipe.host") == host:
-        return not process_alive(holder.get("taxipipe.pid", ""))
-    return time.time() - float(holder.get("acquired_at", "0")) > PROMOTION_LEASE_SECONDS
+    taken = holder.get("acquired_at", "")
+    try:
+        age = time.time() - float(taken)
+    except ValueError:
+        age = math.nan
+    if not math.isfinite(age) or age < -PROMOTION_LEASE_SECONDS:
+        return f"its acquired_at tag {taken!r} is not a time"
+    if age > PROMOTION_LEASE_SECONDS:
+        return f"it was taken {age:.0f} s ago, over the {PROMOTION_LEASE_SECONDS:.0f} s a promotion may take"
+    return owner_gone(holder) if holder.get("taxipipe.host") == host else None
 
 
 def _describe(holder: dict[str, str] | None) -> str:
@@ -572,14 +604,27 @@ def _describe(holder: dict[str, str] | None) -> str:
 
 
 def promote(mlflow_client: MlflowClient, model_name: str, version: str) -> None:
-    """Point `champion` at `version`, as the last registry write; first retag the versions an
-    interrupted deploy left pending."""
+    """Point `champion` at `version`, the last registry write a promotion needs, then tag it
+    champion.
+
+    First the versions an interrupted deploy left pending are settled: the one the alias names
+    (its deploy was killed after the alias moved) is tagged champion, the others interrupted.
+    The version keeps its pending tag until the alias has moved, so a kill before the move
+    leaves no version tagged champion that never was; a tag this process could not write after
+    the move is settled the same way by the next promotion.
+    """
+    from mlflow.exceptions import MlflowException
+
+    current = champion_version(mlflow_client, model_name)
     for stale in mlflow_client.search_model_versions(
             f"name = '{model_name}' and tags.{PROMOTION_TAG} = '{PENDING}'"):
         if str(stale.version) != str(version):
-            mlflow_client.set_model_version_tag(model_name, stale.version, PROMOTION_TAG, INTERRUPTED)
-    mlflow_client.set_model_version_tag(model_name, version, PROMOTION_TAG, CHAMPION)
+            became = current is not None and str(current.version) == str(stale.version)
+            mlflow_client.set_model_version_tag(model_name, stale.version, PROMOTION_TAG,
+                                                CHAMPION if became else INTERRUPTED)
     mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)
+    with suppress(MlflowException):
+        mlflow_client.set_model_version_tag(model_name, version, PROMOTION_TAG, CHAMPION)
 
 
 def register(mlflow_client: MlflowClient, name: str, model_uri: str, run_id: str, model_id: str | None,

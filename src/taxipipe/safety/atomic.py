@@ -95,6 +95,19 @@ def process_alive(pid: str) -> bool:
     return True
 
 
+def process_started(pid: str) -> str | None:
+    """When process `pid` started (clock ticks after boot, from /proc/PID/stat); None where unknown.
+
+    A pid and its start name one process: a pid the system later reuses has another start.
+    """
+    if not pid.isdigit():
+        return None
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def write_text_atomic(target: Path, text: str) -> None:
     """Write a small text file atomically."""
     with atomic_path(target) as tmp:

@@ -159,16 +159,19 @@ def parse_csv(body: bytes, limit: int) -> Arrays:
     except UnicodeDecodeError as exc:
         raise ScoringError(f"Invalid input. Ensure that input is a valid UTF-8 encoded string. Error: '{exc!r}'") \
             from None
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if not header or not set(header) & set(FIELDS):
-        raise RideError("csv", f"must start with a header row naming the columns {', '.join(FIELDS)}",
-                        header)
-    rides = []
-    for index, row in enumerate(itertools.islice(reader, limit + 1)):
-        if len(row) != len(header):
-            raise RideError(f"{ROWS}[{index}]", f"must have {len(header)} values, one per column", row)
-        rides.append({name: _cell(value) for name, value in zip(header, row) if value != ""})
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if not header or not set(header) & set(FIELDS):
+            raise RideError("csv", f"must start with a header row naming the columns {', '.join(FIELDS)}",
+                            header)
+        rides = []
+        for index, row in enumerate(itertools.islice(reader, limit + 1)):
+            if len(row) != len(header):
+                raise RideError(f"{ROWS}[{index}]", f"must have {len(header)} values, one per column", row)
+            rides.append({name: _cell(value) for name, value in zip(header, row) if value != ""})
+    except csv.Error as exc:
+        raise ScoringError(f"Invalid input. The CSV body cannot be read: {exc}") from None
     return parse_records(rides, limit, ROWS)
 
 

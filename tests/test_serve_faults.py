@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -71,6 +72,25 @@ def test_reload_to_a_version_whose_artifacts_are_gone_keeps_serving_and_says_why
             assert "taxipipe_serve_worker_model_version 1.0" in metrics
         assert service.post("/admin/reload").status_code == 200
         assert service.get("/health").json()["status"] == "ok"
+
+
+def test_a_champion_deleted_while_serving_is_stale_with_the_reason(champion_in_home: Path) -> None:
+    """The alias, then the whole registered model, deleted under a serving v1: `stale`, the reason, a failing lookup."""
+    settings = serve_settings(champion_in_home, reload_seconds=3600)
+    registry = tracking.client(settings)
+    with TestClient(create_app(settings)) as service:
+        assert service.get("/health").json()["status"] == "ok"
+        for delete in (lambda: registry.delete_registered_model_alias(NAME, tracking.CHAMPION),
+                       lambda: registry.delete_registered_model(NAME)):
+            delete()
+            reload = service.post("/admin/reload")
+            assert reload.status_code == 502 and "any more" in reload.json()["reload_error"]
+            health = service.get("/health").json()
+            assert health["status"] == "stale" and health["version"] == 1 and health["registry_version"] is None
+            assert health["warning"].startswith(f"no model carries the alias 'champion' of '{NAME}' any more")
+            assert health["warning"].endswith("still serving version 1 until a champion is set again")
+            assert "taxipipe_serve_champion_lookup_failing 1.0" in service.get("/metrics").text
+            assert service.post("/predict", json=RIDE).json()["model_version"] == 1
 
 
 def test_started_on_a_champion_whose_artifacts_are_gone_answers_503_with_the_reason(champion_home: Path) -> None:
@@ -318,6 +338,12 @@ def test_two_workers_reload_together_and_start_on_a_broken_store(champion_home: 
                 assert all("cannot be loaded" in worker["reload_error"] for worker in failed.json()["workers"])
                 assert http.post("/predict", json=RIDE).json()["model_version"] == int(copy)
             assert http.post("/admin/reload").status_code == 200
+            victim = http.get("/health").json()["workers"][0]["pid"]
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + 120
+            while f'pid="{victim}"' in (metrics := http.get("/metrics").text) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert f'pid="{victim}"' not in metrics, "the killed worker's series is still on /metrics"
     finally:
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=120)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -70,6 +72,25 @@ def test_reload_to_a_version_whose_artifacts_are_gone_keeps_serving_and_says_why
             assert "taxipipe_serve_worker_model_version 1.0" in metrics
         assert service.post("/admin/reload").status_code == 200
         assert service.get("/health").json()["status"] == "ok"
+
+
+def test_a_champion_deleted_while_serving_is_stale_with_the_reason(champion_in_home: Path) -> None:
+    """The alias, then the whole registered model, deleted under a serving v1: `stale`, the reason, a failing lookup."""
+    settings = serve_settings(champion_in_home, reload_seconds=3600)
+    registry = tracking.client(settings)
+    with TestClient(create_app(settings)) as service:
+        assert service.get("/health").json()["status"] == "ok"
+        for delete in (lambda: registry.delete_registered_model_alias(NAME, tracking.CHAMPION),
+                       lambda: registry.delete_registered_model(NAME)):
+            delete()
+            reload = service.post("/admin/reload")
+            assert reload.status_code == 502 and "any more" in reload.json()["reload_error"]
+            health = service.get("/health").json()
+            assert health["status"] == "stale" and health["version"] == 1 and health["registry_version"] is None
+            assert health["warning"].startswith(f"no model carries the alias 'champion' of '{NAME}' any more")
+            assert health["warning"].endswith("still serving version 1 until a champion is set again")
+            assert "taxipipe_serve_champion_lookup_failing 1.0" in service.get("/metrics").text
+            assert service.post("/predict", json=RIDE).json()["model_version"] == 1
 
 
 def test_started_on_a_champion_whose_artifacts_are_gone_answers_503_with_the_reason(champion_home: Path) -> None:
@@ -143,48 +164,147 @@ def test_admin_needs_a_token_beyond_loopback(champion_home: Path, tmp_path: Path
         assert service.post("/admin/reload").status_code == 200
 
 
-@pytest.mark.slow
-def test_hostile_clients_against_a_real_server(champion_home: Path) -> None:
-    """A 50 MB declared body is refused before it is sent; a slow body times out; dropped clients are no 500s."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = start_serve(champion_home, port, env={"TAXIPIPE_SERVE__BODY_TIMEOUT_SECONDS": "2"})
+@dataclass
+class Server:
+    process: subprocess.Popen
+    port: int
+    first_line: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+#: Short limits of the module's server, so the tests of them wait seconds, not the defaults' tens.
+HEADER_SECONDS, KEEP_ALIVE_SECONDS, BODY_SECONDS = 2, 1, 2
+
+
+@pytest.fixture(scope="module")
+def server(champion_home: Path) -> Iterator[Server]:
+    """One real `taxipipe serve --port 0` for the module's hostile clients; it must stop cleanly after them."""
+    process = start_serve(champion_home, 0, env={"TAXIPIPE_SERVE__BODY_TIMEOUT_SECONDS": str(BODY_SECONDS),
+                                                 "TAXIPIPE_SERVE__HEADER_TIMEOUT_SECONDS": str(HEADER_SECONDS),
+                                                 "TAXIPIPE_SERVE__KEEP_ALIVE_SECONDS": str(KEEP_ALIVE_SECONDS)})
     try:
-        wait_healthy(url, process)
-
-        def raw(head: str, body: bytes = b"") -> socket.socket:
-            connection = socket.create_connection(("127.0.0.1", port), timeout=60)
-            connection.sendall(head.encode() + body)
-            return connection
-
-        def answer(connection: socket.socket) -> bytes:
-            received = b""
-            while chunk := connection.recv(65536):
-                received += chunk
-            connection.close()
-            return received
-
-        post = "POST /predict/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n"
-        big = answer(raw(post.format(50_000_000)))  # nothing of the body is sent: the answer must not wait for it
-        assert big.startswith(b"HTTP/1.1 413") and b"the limit for serve.batch_limit rides" in big
-        started = time.monotonic()
-        slow = answer(raw(post.format(1000), b'{"rides": ['))
-        assert slow.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 30
-        for _ in range(20):
-            raw(post.format(1000), b'{"rides": [').close()
-        with httpx.Client(base_url=url, timeout=60) as http:
-            deadline = time.monotonic() + 60
-            while 'status="499"} 20.0' not in (metrics := http.get("/metrics").text) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert 'taxipipe_serve_requests_total{endpoint="/predict/batch",status="499"} 20.0' in metrics
-            assert 'status="500"' not in metrics
-            assert http.post("/predict", content=DEEP).status_code == 422
-            assert http.post("/predict", json=RIDE).status_code == 200
+        first_line = process.stdout.readline()
+        port = int(first_line.split(" on http://127.0.0.1:")[1].split()[0])
+        wait_healthy(f"http://127.0.0.1:{port}", process)
+        yield Server(process, port, first_line)
     finally:
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0
     assert "Traceback" not in stderr and "Exception" not in stderr, stderr
+
+
+def test_port_0_prints_the_port_it_got(server: Server) -> None:
+    assert server.port != 0 and f"on {server.url} (Ctrl-C stops it)" in server.first_line
+    assert httpx.get(f"{server.url}/health", timeout=60).json()["version"] == 1
+
+
+@pytest.mark.slow
+def test_hostile_clients_against_a_real_server(server: Server) -> None:
+    """A 50 MB declared body is refused before it is sent; a slow body times out; dropped clients are no 500s."""
+    port, url = server.port, server.url
+
+    def raw(head: str, body: bytes = b"") -> socket.socket:
+        connection = socket.create_connection(("127.0.0.1", port), timeout=60)
+        connection.sendall(head.encode() + body)
+        return connection
+
+    post = "POST /predict/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n"
+    big = _answer(raw(post.format(50_000_000)))  # nothing of the body is sent: the answer must not wait for it
+    assert big.startswith(b"HTTP/1.1 413") and b"the limit for serve.batch_limit rides" in big
+    started = time.monotonic()
+    slow = _answer(raw(post.format(1000), b'{"rides": ['))
+    assert slow.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 30
+    for _ in range(20):
+        raw(post.format(1000), b'{"rides": [').close()
+    with httpx.Client(base_url=url, timeout=60) as http:
+        deadline = time.monotonic() + 60
+        while 'status="499"} 20.0' not in (metrics := http.get("/metrics").text) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert 'taxipipe_serve_requests_total{endpoint="/predict/batch",status="499"} 20.0' in metrics
+        assert 'status="500"' not in metrics
+        assert http.post("/predict", content=DEEP).status_code == 422
+        assert http.post("/predict", json=RIDE).status_code == 200
+
+
+def _answer(connection: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    connection.close()
+    return received
+
+
+@pytest.mark.slow
+def test_slow_headers_and_silent_connections_are_closed_in_time(server: Server) -> None:
+    """200 clients that never finish their headers and 20 that send nothing are all closed by the
+    server within the limits, and /health answers meanwhile."""
+    import selectors
+
+    started = time.monotonic()
+    partial = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(200)]
+    for connection in partial:
+        connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    silent = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(20)]
+    health = time.monotonic()
+    assert httpx.get(f"{server.url}/health", timeout=60).status_code == 200
+    health = time.monotonic() - health
+    open_ = {connection: b"" for connection in partial + silent}
+    closed_after: dict[socket.socket, float] = {}
+    with selectors.DefaultSelector() as selector:
+        for connection in open_:
+            selector.register(connection, selectors.EVENT_READ)
+        deadline = started + HEADER_SECONDS + 30  # generous for a busy machine; unguarded, they stay open
+        while len(closed_after) < len(open_) and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=1):
+                chunk = key.fileobj.recv(65536)
+                open_[key.fileobj] += chunk
+                if not chunk:
+                    closed_after[key.fileobj] = time.monotonic() - started
+                    selector.unregister(key.fileobj)
+    for connection in open_:
+        connection.close()
+    assert len(closed_after) == len(open_), f"{len(open_) - len(closed_after)} connections still open"
+    assert all(open_[connection].startswith(b"HTTP/1.1 408") and b"serve.header_timeout_seconds" in open_[connection]
+               for connection in partial)
+    assert all(open_[connection] == b"" for connection in silent)
+    assert min(closed_after[connection] for connection in partial) >= HEADER_SECONDS * 0.9
+    assert min(closed_after[connection] for connection in silent) >= KEEP_ALIVE_SECONDS * 0.9
+    assert health < 5, f"/health took {health:.1f} s while 220 connections were held open"
+
+
+@pytest.mark.slow
+def test_a_parquet_bomb_is_refused_before_it_is_decoded(server: Server) -> None:
+    """274 KB of Parquet that decodes to 20 million rides: 413 from the footer, the server's memory unmoved."""
+    import psutil
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    million = pa.table({"PULocationID": pa.array([74] * 1_000_000), "DOLocationID": pa.array([168] * 1_000_000),
+                        "trip_distance": pa.array([2.5] * 1_000_000)})
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, million.schema, compression="zstd") as writer:
+        for _ in range(20):
+            writer.write_table(million)
+    bomb = sink.getvalue().to_pybytes()
+    assert len(bomb) < 1_000_000
+    process = psutil.Process(server.process.pid)
+    before = process.memory_info().rss
+    for _ in range(3):
+        answer = httpx.post(f"{server.url}/invocations", content=bomb, timeout=60,
+                            headers={"Content-Type": "application/vnd.apache.parquet"})
+        assert answer.status_code == 413, answer.text
+        assert answer.json()["message"].endswith("got 20,000,000")
+    growth = process.memory_info().rss - before
+    assert growth < BOMB_RSS_GROWTH, f"RSS grew by {growth / 2**20:.0f} MiB"
+
+
+#: The most the server's RSS may grow while refusing Parquet bombs (docs/serving.md says so).
+BOMB_RSS_GROWTH = 50 * 2**20
 
 
 @pytest.mark.slow
@@ -218,6 +338,12 @@ def test_two_workers_reload_together_and_start_on_a_broken_store(champion_home: 
                 assert all("cannot be loaded" in worker["reload_error"] for worker in failed.json()["workers"])
                 assert http.post("/predict", json=RIDE).json()["model_version"] == int(copy)
             assert http.post("/admin/reload").status_code == 200
+            victim = http.get("/health").json()["workers"][0]["pid"]
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + 120
+            while f'pid="{victim}"' in (metrics := http.get("/metrics").text) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert f'pid="{victim}"' not in metrics, "the killed worker's series is still on /metrics"
     finally:
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=120)

@@ -187,3 +187,43 @@ def test_same_answers_as_mlflow_models_serve(champion_home: Path, rides: pd.Data
             server.terminate()
         for server in servers:
             server.communicate(timeout=60)
+
+
+def test_a_csv_without_a_header_and_a_huge_number_get_the_right_words(client: TestClient) -> None:
+    headerless = client.post("/invocations", content="74,168,2.5\n75,1,1.0\n", headers=CSV)
+    assert headerless.status_code == 400 and headerless.json()["field"] == "csv"
+    assert headerless.json()["message"] == ("Invalid input. csv must start with a header row naming the columns "
+                                            "PULocationID, DOLocationID, trip_distance")
+    huge = '{"PULocationID": ' + "7" * 5000 + ', "DOLocationID": 168, "trip_distance": 2.5}'
+    answer = client.post("/predict", content=huge)
+    assert answer.status_code == 422 and answer.json()["detail"] == (
+        "body must not hold a whole number of more than 4,300 digits")
+    scoring = client.post("/invocations", content='{"inputs": [' + huge + "]}", headers=JSON)
+    assert scoring.status_code == 400 and scoring.json()["message"].endswith(
+        "Error: it must not hold a whole number of more than 4,300 digits")
+
+
+def test_csv_and_parquet_rows_are_counted_before_they_are_decoded(champion_home: Path) -> None:
+    """Rows past the limit are never read: a broken row there does not change the answer from 413."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with TestClient(create_app(serve_settings(champion_home, batch_limit=100))) as small:
+        csv = "PULocationID,DOLocationID,trip_distance\n" + "74,168,2.5\n" * 150 + "74,168\n"
+        answer = small.post("/invocations", content=csv, headers=CSV)
+        assert answer.status_code == 413 and answer.json()["message"] == (
+            "Invalid input. rows must hold at most 100 rides (serve.batch_limit); got 151")
+        assert small.post("/invocations", content=csv.replace("2.5\n", "2.5\r", 150), headers=CSV).status_code == 413
+        rides = pa.table({"PULocationID": [74] * 40, "DOLocationID": [168] * 40, "trip_distance": [2.5] * 40})
+        bodies = []
+        for table in (rides, rides.set_column(0, "PULocationID", pa.array(["74"] * 40))):
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink)
+            bodies.append(sink.getvalue().to_pybytes())
+        assert small.post("/invocations", content=bodies[0], headers=PARQUET).status_code == 200
+        text = small.post("/invocations", content=bodies[1], headers=PARQUET)
+        assert text.status_code == 400 and text.json()["message"] == (
+            "Invalid input. rows.PULocationID must be a column of integers or floating-point numbers")
+    with TestClient(create_app(serve_settings(champion_home, batch_limit=39))) as smaller:
+        answer = smaller.post("/invocations", content=bodies[1], headers=PARQUET)
+        assert answer.status_code == 413 and answer.json()["message"].endswith("got 40")

@@ -185,6 +185,8 @@ class ServeSettings(Section):
     reload_seconds: float = Field(default=30.0, gt=0, description="how often the champion alias is looked up")
     batch_limit: int = Field(default=10_000, ge=1, description="most rides one /predict/batch request may hold")
     body_timeout_seconds: float = Field(default=30.0, gt=0, description="time a client has to send a request body")
+    header_timeout_seconds: float = Field(default=10.0, gt=0, description="time a client has to send a request's headers")
+    keep_alive_seconds: float = Field(default=5.0, gt=0, description="time an idle connection is kept open")
     admin_token: SecretStr | None = Field(
         default=None, description="bearer token of /admin endpoints; required when serve.host is not loopback"
     )

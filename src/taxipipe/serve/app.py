@@ -143,8 +143,10 @@ def create_app(settings: Settings, shared: Path | None = None) -> FastAPI:
     async def read_json(request: Request) -> Any:
         try:
             return json.loads(await request.body())
-        except ValueError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise RideError("body", "must be valid JSON") from None
+        except ValueError:  # what else json.loads raises: a whole number past Python's digit limit
+            raise RideError("body", invocations.TOO_MANY_DIGITS) from None
         except RecursionError:
             raise RideError("body", "must not nest arrays or objects this deeply") from None
 
@@ -276,8 +278,9 @@ def serve(settings: Settings) -> int:
     options = settings.serve
     token = admin_token(settings)
     listener = bind(options.host, options.port)
+    port = listener.getsockname()[1]  # the one the system chose for --port 0
     print(f"🚕 serving models:/{settings.mlflow.model_name}@champion from {settings.tracking_uri()} on "
-          f"http://{options.host}:{options.port} (Ctrl-C stops it)", flush=True)
+          f"http://{options.host}:{port} (Ctrl-C stops it)", flush=True)
     warning = exposure_warning(settings)
     if warning:
         print(warning, flush=True)
@@ -311,15 +314,18 @@ def _run_uvicorn(settings: Settings, token: str | None, listener: socket.socket,
     import signal
 
     import uvicorn
-    from uvicorn.supervisors.multiprocess import Multiprocess
+
+    from taxipipe.serve import workers
+    from taxipipe.serve.connections import ServeConfig
 
     seen: list[int] = []
-    common = {"log_level": "warning", "access_log": False}
+    common = {"log_level": "warning", "access_log": False, "header_timeout": settings.serve.header_timeout_seconds,
+              "timeout_keep_alive": settings.serve.keep_alive_seconds}
     previous = {signum: signal.signal(signum, lambda signum, frame: seen.append(signum))
                 for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         if settings.serve.workers == 1:
-            server = uvicorn.Server(uvicorn.Config(create_app(settings), **common))
+            server = uvicorn.Server(ServeConfig(create_app(settings), **common))
             server.run(sockets=[listener])
         else:
             metrics_dir = shared / "metrics"
@@ -329,9 +335,9 @@ def _run_uvicorn(settings: Settings, token: str | None, listener: socket.socket,
             worker_settings = settings.model_dump(mode="json")
             worker_settings["serve"]["admin_token"] = token  # the dump masks it; a worker needs the token itself
             os.environ[SETTINGS_ENV] = json.dumps(worker_settings)
-            config = uvicorn.Config("taxipipe.serve.app:app_from_environment", factory=True,
-                                    workers=settings.serve.workers, **common)
-            supervisor = Multiprocess(config, sockets=[listener])
+            config = ServeConfig("taxipipe.serve.app:app_from_environment", factory=True,
+                                 workers=settings.serve.workers, **common)
+            supervisor = workers.supervisor(config, [listener])
             supervisor.handle_term = lambda: (seen.append(signal.SIGTERM), supervisor.should_exit.set())
             supervisor.handle_int = lambda: (seen.append(signal.SIGINT), supervisor.should_exit.set())
             supervisor.run()

@@ -40,8 +40,9 @@ class Loaded:
 class Champion:
     """Holds the current champion and replaces it when the registry's alias points elsewhere.
 
-    A lookup or a load that fails keeps what is being served; the reason is kept in
-    `problem` (and shown by `describe`) until a later refresh succeeds.
+    A lookup or a load that fails, or an alias deleted while a version is served, keeps what
+    is being served; the reason is kept in `problem` (and shown by `describe`) until a later
+    refresh succeeds.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -72,6 +73,11 @@ class Champion:
                 return False
             self.checked_at = time.time()
             self.registry_version = None if version is None else int(version.version)
+            if version is None and self.current is not None:
+                self.problem = (f"no model carries the alias '{tracking.CHAMPION}' of '{self.name}' any more (the "
+                                f"alias or the model was deleted from the registry); still serving version "
+                                f"{self.current.version} until a champion is set again")
+                return False
             if version is None or (self.current is not None and self.current.version == self.registry_version):
                 self.problem = None
                 return False
@@ -94,7 +100,7 @@ class Champion:
             return info
         info.update(version=loaded.version, run_id=loaded.run_id, loaded_at=loaded.loaded_at)
         if self.problem:
-            info["status"] = "stale" if self.registry_version not in (None, loaded.version) else "ok"
+            info["status"] = "stale" if self.registry_version != loaded.version else "ok"
             info["warning"] = self.problem
         return info
 

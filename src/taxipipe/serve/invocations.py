@@ -12,21 +12,28 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from taxipipe.serve.rides import RideError, parse_columns, parse_records
+from taxipipe.serve.edge import body_limit
+from taxipipe.serve.rides import (DISTANCE_FIELD, ZONE_FIELDS, RideError, check_count, parse_columns,
+                                  parse_records)
 
 if TYPE_CHECKING:
     import numpy as np
 
 ROWS = "rows"
+FIELDS = (*ZONE_FIELDS, DISTANCE_FIELD)
 FORMATS = ("dataframe_split", "dataframe_records", "inputs", "instances")
 REQUIRED_INPUT_FORMAT = ("The input must be a JSON dictionary with exactly one of the input fields "
                          "{'dataframe_split', 'dataframe_records', 'inputs', 'instances'}")
 PARQUET = "application/vnd.apache.parquet"
 CONTENT_TYPES = ["text/csv", "application/json", PARQUET]
+#: What json.loads refuses besides bad syntax: a whole number longer than Python converts.
+TOO_MANY_DIGITS = f"must not hold a whole number of more than {sys.get_int_max_str_digits():,} digits"
 Arrays = tuple["np.ndarray", "np.ndarray", "np.ndarray"]
 
 
@@ -86,7 +93,12 @@ def parse_json(body: bytes, limit: int) -> Arrays:
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError) as exc:
-        reason = "it is nested too deeply" if isinstance(exc, RecursionError) else repr(exc)
+        if isinstance(exc, RecursionError):
+            reason = "it is nested too deeply"
+        elif isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
+            reason = repr(exc)
+        else:
+            reason = f"it {TOO_MANY_DIGITS}"
         raise ScoringError(f"Invalid input. Ensure that input is a valid JSON formatted string. Error: {reason}") \
             from None
     if not isinstance(payload, dict):
@@ -134,36 +146,86 @@ def _tensor(key: str, data: Any, limit: int) -> Arrays:
 
 
 def parse_csv(body: bytes, limit: int) -> Arrays:
-    """A header row and one row per ride, as `DataFrame.to_csv` writes it (an unnamed index column is ignored)."""
+    """A header row and one row per ride, as `DataFrame.to_csv` writes it (an unnamed index column is ignored).
+
+    Rows are counted before any is decoded: a body of more than `limit` rides is refused
+    without building them.
+    """
+    lines = body.count(b"\n") + (not body.endswith(b"\n")) - 1
+    if lines > limit:
+        check_count(lines, limit, ROWS)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ScoringError(f"Invalid input. Ensure that input is a valid UTF-8 encoded string. Error: '{exc!r}'") \
             from None
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if not header:
-        raise RideError("csv", "must start with a header row naming the columns")
-    rides = []
-    for index, row in enumerate(reader):
-        if len(row) != len(header):
-            raise RideError(f"{ROWS}[{index}]", f"must have {len(header)} values, one per column", row)
-        rides.append({name: _cell(value) for name, value in zip(header, row) if value != ""})
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if not header or not set(header) & set(FIELDS):
+            raise RideError("csv", f"must start with a header row naming the columns {', '.join(FIELDS)}",
+                            header)
+        rides = []
+        for index, row in enumerate(itertools.islice(reader, limit + 1)):
+            if len(row) != len(header):
+                raise RideError(f"{ROWS}[{index}]", f"must have {len(header)} values, one per column", row)
+            rides.append({name: _cell(value) for name, value in zip(header, row) if value != ""})
+    except csv.Error as exc:
+        raise ScoringError(f"Invalid input. The CSV body cannot be read: {exc}") from None
     return parse_records(rides, limit, ROWS)
 
 
 def parse_parquet(body: bytes, limit: int) -> Arrays:
-    """A Parquet file (as `DataFrame.to_parquet` writes it) whose columns include the three fields."""
+    """A Parquet file (as `DataFrame.to_parquet` writes it) whose columns include the three fields.
+
+    Only the footer is read before the rides are counted and the three columns' sizes and
+    types checked, so a small file that decodes to millions of rows (a Parquet bomb) is
+    refused without being decoded: memory stays within what `limit` rides take.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(pa.BufferReader(body))
+        parquet = pq.ParquetFile(pa.BufferReader(body))
+        metadata = parquet.metadata
+        rows = max(metadata.num_rows, sum(metadata.row_group(group).num_rows for group in range(metadata.num_row_groups)))
+        check_count(rows, limit, ROWS)
+        present = [field for field in FIELDS if field in parquet.schema_arrow.names]
+        for field in FIELDS:
+            if field not in present:
+                raise RideError(f"{ROWS}[0].{field}", "is required")
+        _check_parquet_columns(parquet, limit)
+        table = parquet.read(columns=present)
     except (pa.ArrowException, OSError) as exc:
         raise ScoringError("Failed to parse input as a Pandas DataFrame. Ensure that the input is a valid Parquet "
                            f"Pandas DataFrame produced using the `pandas.DataFrame.to_parquet()` method. Error: "
                            f"'{exc}'") from None
     return parse_columns({name: table[name].to_pylist() for name in table.column_names}, limit, ROWS)
+
+
+def _check_parquet_columns(parquet: Any, limit: int) -> None:
+    """413 when the three columns would decode to more than a body may hold; 400 for a column not of numbers.
+
+    Numbers take a fixed size per row; text or lists could decode a few bytes to gigabytes
+    (one long value repeated through a dictionary), so they are refused from the schema.
+    """
+    import pyarrow as pa
+
+    schema = parquet.schema_arrow
+    for field in FIELDS:
+        kind = schema.field(field).type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)):
+            raise RideError(f"{ROWS}.{field}", "must be a column of integers or floating-point numbers", str(kind))
+    metadata = parquet.metadata
+    wanted = {index for index in range(metadata.num_columns) if metadata.schema.column(index).path in FIELDS}
+    decoded = sum(metadata.row_group(group).column(index).total_uncompressed_size
+                  for group in range(metadata.num_row_groups) for index in wanted)
+    most = body_limit(limit)
+    if decoded > most:
+        raise RideError(ROWS, f"must decode to at most {most:,} bytes (serve.batch_limit rides); the Parquet "
+                        f"file's columns hold {decoded:,}", status=413)
 
 
 def _cell(text: str) -> Any:

@@ -76,3 +76,23 @@ class Workers:
 
     def _file(self, pid: int) -> Path:
         return self.directory / f"worker-{pid}.json"
+
+
+def supervisor(config: Any, sockets: list[Any]) -> Any:
+    """uvicorn's supervisor of the workers, which also drops the live metrics of a worker that died.
+
+    uvicorn replaces a worker that was killed (or crashed); its files in
+    PROMETHEUS_MULTIPROC_DIR would keep its per-worker series on /metrics for ever, so they are
+    marked dead as it is replaced.
+    """
+    from prometheus_client import multiprocess
+    from uvicorn.supervisors.multiprocess import Multiprocess
+
+    class Supervisor(Multiprocess):
+        def keep_subprocess_alive(self) -> None:
+            before = {process.pid for process in self.processes}
+            super().keep_subprocess_alive()
+            for pid in before - {process.pid for process in self.processes}:
+                multiprocess.mark_process_dead(pid)
+
+    return Supervisor(config, sockets=sockets)

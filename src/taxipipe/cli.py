@@ -211,7 +211,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def add_compare(commands: Any) -> None:
     compare = command(commands, "compare", cmd_compare, "compare the runs each runner recorded in MLflow")
-    add_settings_flags(compare)
+    add_settings_flags(compare, only={"config", "home", "tracking_uri"})
     compare.add_argument("--all", action="store_true", help="every run, not only each runner's latest")
     compare.add_argument("--json", action="store_true", help="print JSON for machines")
     compare.add_argument("--plot", type=Path, metavar="FILE.png", help="draw RMSE and step times")

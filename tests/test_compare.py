@@ -68,9 +68,10 @@ def test_two_runners_agree_then_a_divergent_run_is_flagged(make_settings, home: 
     assert "RMSE differs" in flagged.stdout
 
 
-def test_empty_store_fails_the_check(home: Path) -> None:
-    result = run_cli("compare", "--home", str(home), "--check")
+def test_empty_store_fails_the_check(home: Path, tmp_path: Path) -> None:
+    result = run_cli("compare", "--home", str(home), "--check", "--plot", str(tmp_path / "none.png"))
     assert result.returncode == 1 and "no runs yet" in result.stdout
+    assert "plot written" not in result.stderr and not (tmp_path / "none.png").exists()
 
 
 def test_empty_home_is_left_alone_and_mlflow_is_not_loaded(home: Path) -> None:
@@ -220,8 +221,9 @@ def test_reused_steps_are_not_counted_and_the_hidden_champion_is_named(make_sett
     client.log_metric(deeper.info.run_id, "rmse", 6.1159)
     client.log_metric(deeper.info.run_id, walltime.WALL_METRIC, 3.0)
 
-    text, status = report(settings, latest_only=True, as_machine=False, plot_path=None, check=False, width=120)
-    assert status == 0
+    text, status, plotted = report(settings, latest_only=True, as_machine=False, plot_path=None, check=False,
+                                   width=120)
+    assert status == 0 and not plotted
     runs, times = blocks(text)
     assert len(runs) == len(times) == 2, "only the latest run is listed"
     assert runs[1].split()[-2:] == ["3.0", "0.5"], "wall 3.0 s, overhead 3.0 - 2.5 s"

@@ -201,10 +201,10 @@ def add_ui(commands: Any) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from taxipipe.compare import report
 
-    text, status = report(settings_from(args), latest_only=not args.all, as_machine=args.json,
-                          plot_path=args.plot, check=args.check)
+    text, status, plotted = report(settings_from(args), latest_only=not args.all, as_machine=args.json,
+                                   plot_path=args.plot, check=args.check)
     print(text, flush=True)
-    if args.plot is not None:
+    if plotted:
         print(f"🖼️  plot written to {args.plot}", file=sys.stderr)
     return status
 

@@ -406,8 +406,9 @@ def plot(rows: list[RunRow], path: Path, notes: Iterable[str] = ()) -> None:
 
 
 def report(settings: Settings, latest_only: bool, as_machine: bool, plot_path: Path | None,
-           check: bool, width: int | None = None) -> tuple[str, int]:
-    """The text (table or JSON) and the exit status of `taxipipe compare`.
+           check: bool, width: int | None = None) -> tuple[str, int, bool]:
+    """The text (table or JSON), the exit status of `taxipipe compare`, and whether it wrote
+    the plot (only when there are runs).
 
     Only `check` judges the runs: it adds the verdict and fails when runs disagree or none exist.
     The table fits `width` columns (default: the terminal's width).
@@ -429,4 +430,4 @@ def report(settings: Settings, latest_only: bool, as_machine: bool, plot_path: P
         notes = [*([champion] if champion else []), *(f"⚠️  {caution}" for caution in cautions)]
         text = "\n".join([table(rows, width, notes), *(["", *verdict] if check else [])])
     status = 1 if check and (problems or not rows) else 0
-    return text, status
+    return text, status, plot_path is not None and bool(rows)

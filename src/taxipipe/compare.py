@@ -367,8 +367,7 @@ def figure(rows: list[RunRow], notes: Iterable[str] = ()) -> Figure:
                       ha="right", va="center", color="white", fontsize="small")
     scores = {f"{row.rmse:.4f}" for row in rows}
     if len(rows) > 1 and len(scores) == 1:
-        left.text(0.5, 0.5, f"all {len(rows)} runs: RMSE {scores.pop()}", transform=left.transAxes,
-                  ha="center", va="center", fontsize="large", bbox={"facecolor": "white", "alpha": 0.9})
+        left.set_xlabel(f"all {len(rows)} runs: RMSE {scores.pop()}", fontweight="bold")
     starred = any(row.champion for row in rows)
     left.set(title="Validation RMSE (minutes)" + ("; ★ champion" if starred else ""), yticks=positions)
     left.set_yticklabels(labels)
@@ -389,7 +388,7 @@ def figure(rows: list[RunRow], notes: Iterable[str] = ()) -> Figure:
     right.set(title="Wall time: steps + engine overhead", xlabel="seconds")
     right.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     chart.tight_layout()
-    text = "\n".join(textwrap.fill(note, 160) for note in notes)
+    text = "\n".join(textwrap.fill(f"• {note}", 160, subsequent_indent="  ") for note in notes)
     if text:
         chart.text(0.0, 0.0, text, ha="left", va="top", fontsize="small", transform=chart.transFigure)
     return chart

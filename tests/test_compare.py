@@ -12,7 +12,7 @@ import pytest
 
 from taxipipe import tracking, walltime
 from taxipipe.compare import (RunRow, champion_elsewhere, collect, compact_window, display_width, figure, report,
-                              table, warnings)
+                              table, timing_warnings)
 from taxipipe.pipeline import STEPS
 from taxipipe.runners.simple import SimplePipeline
 from tests.conftest import run_cli
@@ -245,12 +245,12 @@ def test_reused_steps_are_not_counted_and_the_hidden_champion_is_named(make_sett
 
 
 def test_single_runs_whose_times_cannot_be_compared_are_flagged() -> None:
-    assert warnings(rows_of(FIVE)) == []
+    assert timing_warnings(rows_of(FIVE)) == []
     rows = rows_of(FIVE)
     rows[0].step_seconds = {**STEP_TIMES, "train": 22.4}
     rows[4].step_seconds = {**STEP_TIMES, "train": 3.2}
     rows[3].start_time = "2026-11-27 05:30"
-    found = warnings(rows)
+    found = timing_warnings(rows)
     assert any("train took 3.2 s in run #5 and 22.4 s in #1" in line for line in found)
     assert any("#1 and #4 started 3.5 h apart" in line for line in found)
     assert "benchmarks/bench_engines.py" in found[-1]

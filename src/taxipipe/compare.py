@@ -4,7 +4,7 @@ Every runner trains the same model on the same data and config, so runs that sha
 partition and the parameters must agree on RMSE; a difference beyond `RMSE_AGREEMENT` is a bug.
 Each row also says what the run cost: its wall time (`taxipipe.walltime`), the sum of the times
 of the steps that ran in that run (not those it reused, up to date or cached), and the
-difference, the overhead of the engine that ran the steps. Single runs are noisy: `warnings`
+difference, the overhead of the engine that ran the steps. Single runs are noisy: `timing_warnings`
 says when their times cannot be compared.
 """
 
@@ -169,7 +169,7 @@ def champion_elsewhere(settings: Settings, rows: list[RunRow]) -> str | None:
             f"RMSE {run.data.metrics.get('rmse', float('nan')):.4f}, started {started:%Y-%m-%d %H:%M} UTC")
 
 
-def warnings(rows: list[RunRow]) -> list[str]:
+def timing_warnings(rows: list[RunRow]) -> list[str]:
     """Why the times of these single runs cannot be compared, if they cannot.
 
     Runs started hours apart, or the same step on the same data and config taking far longer
@@ -415,7 +415,7 @@ def report(settings: Settings, latest_only: bool, as_machine: bool, plot_path: P
     rows = collect(settings, latest_only)
     problems = disagreements(rows)
     champion = champion_elsewhere(settings, rows) if rows else None
-    cautions = warnings(rows)
+    cautions = timing_warnings(rows)
     if plot_path is not None and rows:
         plot(rows, plot_path, [*([champion] if champion else []), *cautions])
     if as_machine:

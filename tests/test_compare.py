@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from taxipipe import tracking
-from taxipipe.compare import RunRow, compact_window, display_width, figure, table
+from taxipipe import tracking, walltime
+from taxipipe.compare import (RunRow, champion_elsewhere, collect, compact_window, display_width, figure, report,
+                              table, timing_warnings)
 from taxipipe.pipeline import STEPS
 from taxipipe.runners.simple import SimplePipeline
 from tests.conftest import run_cli
@@ -67,9 +68,10 @@ def test_two_runners_agree_then_a_divergent_run_is_flagged(make_settings, home: 
     assert "RMSE differs" in flagged.stdout
 
 
-def test_empty_store_fails_the_check(home: Path) -> None:
-    result = run_cli("compare", "--home", str(home), "--check")
+def test_empty_store_fails_the_check(home: Path, tmp_path: Path) -> None:
+    result = run_cli("compare", "--home", str(home), "--check", "--plot", str(tmp_path / "none.png"))
     assert result.returncode == 1 and "no runs yet" in result.stdout
+    assert "plot written" not in result.stderr and not (tmp_path / "none.png").exists()
 
 
 def test_empty_home_is_left_alone_and_mlflow_is_not_loaded(home: Path) -> None:
@@ -196,3 +198,80 @@ def test_plot_labels_do_not_overlap_and_bars_split_steps_from_overhead() -> None
     assert [patch.get_width() for patch in overhead] == [row.overhead_seconds for row in rows]
     ends = [patch.get_x() + patch.get_width() for patch in overhead]
     assert ends == pytest.approx([row.wall_seconds for row in rows])
+
+
+def test_reused_steps_are_not_counted_and_the_hidden_champion_is_named(make_settings, tmp_path: Path) -> None:
+    settings = make_settings()
+    client = tracking.client(settings)
+    experiment = tracking.experiment_id(settings, client, "make")
+    tags = {"runner": "make", "window": "green/2021-01", "model_kind": "xgboost", "feature_mode": "categorical"}
+    earlier_times = {"extract": 4.0, "features": 3.0, "train": 5.0}
+    champion = client.create_run(experiment, tags=tags)
+    for name, seconds in earlier_times.items():
+        client.log_metric(champion.info.run_id, f"step_seconds.{name}", seconds)
+    client.log_metric(champion.info.run_id, "rmse", 6.0507)
+    client.log_metric(champion.info.run_id, walltime.WALL_METRIC, 12.5)
+    client.create_registered_model(settings.mlflow.model_name)
+    version = client.create_model_version(settings.mlflow.model_name, str(tmp_path), champion.info.run_id)
+    client.set_registered_model_alias(settings.mlflow.model_name, tracking.CHAMPION, version.version)
+
+    deeper = client.create_run(experiment, tags={**tags, walltime.REUSED_TAG: "extract,features"})
+    for name, seconds in {**earlier_times, "train": 2.5}.items():  # train logs its upstream's old times too
+        client.log_metric(deeper.info.run_id, f"step_seconds.{name}", seconds)
+    client.log_metric(deeper.info.run_id, "rmse", 6.1159)
+    client.log_metric(deeper.info.run_id, walltime.WALL_METRIC, 3.0)
+
+    text, status, plotted = report(settings, latest_only=True, as_machine=False, plot_path=None, check=False,
+                                   width=120)
+    assert status == 0 and not plotted
+    runs, times = blocks(text)
+    assert len(runs) == len(times) == 2, "only the latest run is listed"
+    assert runs[1].split()[-2:] == ["3.0", "0.5"], "wall 3.0 s, overhead 3.0 - 2.5 s"
+    assert times[1].split()[2:] == ["reused", "reused", "2.5", "2.5"]
+    assert f"the champion ({settings.mlflow.model_name} version 1) is an earlier run" in text
+    assert champion.info.run_id[:8] in text and "--all" in text
+    assert "no champion" not in text and "🏆" not in text
+
+    machine = json.loads(report(settings, True, True, None, False)[0])
+    assert machine["runs"][0]["reused_steps"] == ["extract", "features"]
+    assert machine["runs"][0]["step_seconds"] == {"train": 2.5} and machine["runs"][0]["overhead_seconds"] == 0.5
+    assert champion.info.run_id[:8] in machine["champion_elsewhere"]
+
+    chart = figure(collect(settings), [champion_elsewhere(settings, collect(settings))])
+    assert "★" not in chart.axes[0].get_title(), "no bar carries the star the title would promise"
+    assert any(champion.info.run_id[:8] in text.get_text() for text in chart.texts)
+    every = report(settings, latest_only=False, as_machine=False, plot_path=None, check=False, width=120)[0]
+    assert "the champion (" not in every and "🏆" in every
+
+
+def test_single_runs_whose_times_cannot_be_compared_are_flagged() -> None:
+    assert timing_warnings(rows_of(FIVE)) == []
+    rows = rows_of(FIVE)
+    rows[0].step_seconds = {**STEP_TIMES, "train": 22.4}
+    rows[4].step_seconds = {**STEP_TIMES, "train": 3.2}
+    rows[3].start_time = "2026-11-27 05:30"
+    found = timing_warnings(rows)
+    assert any("train took 3.2 s in run #5 and 22.4 s in #1" in line for line in found)
+    assert any("#1 and #4 started 3.5 h apart" in line for line in found)
+    assert "benchmarks/bench_engines.py" in found[-1]
+    text = table(rows, 100, [f"⚠️  {line}" for line in found])
+    assert max(display_width(line) for line in text.splitlines()) <= 100
+    assert "train took 3.2 s" in " ".join(text.split())
+
+
+def test_equal_rmse_is_said_on_the_rmse_panel() -> None:
+    chart = figure(rows_of(FIVE, champion=2))
+    assert chart.axes[0].get_xlabel() == "all 5 runs: RMSE 6.0507"
+    assert not figure(rows_of(["simple", "make"]) + [RunRow(**{**vars(rows_of(["dagster"])[0]), "rmse": 6.1})]
+                      ).axes[0].get_xlabel()
+    assert chart.axes[0].get_title().endswith("★ champion")
+
+
+def test_compare_offers_only_the_flags_it_uses() -> None:
+    from taxipipe.cli import build_parser
+
+    parser = build_parser()
+    compare = parser._subparsers._group_actions[0].choices["compare"]
+    flags = {option for action in compare._actions for option in action.option_strings}
+    assert {"--home", "--config", "--tracking-uri", "--all", "--json", "--plot", "--check"} <= flags
+    assert not flags & {"--year", "--month", "--model", "--color", "--url-template", "--engine"}

@@ -115,3 +115,32 @@ def test_every_block_runs(doc: Path, tmp_path: Path, tlc_server: TlcServer, tlc_
         assert result.returncode == 0, (
             f"{block.where} ({block.language}) failed with status {result.returncode}:\n{block.code}\n"
             f"--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}")
+
+
+def test_blocks_that_do_not_run_still_parse() -> None:
+    """A `not-tested` block is at least valid shell or Python, so a reader can paste it."""
+    for path in DOCS:
+        for block in blocks(path):
+            if block.not_tested is None:
+                continue
+            if block.language == "python":
+                compile(block.code, block.where, "exec")
+            else:
+                result = subprocess.run(["bash", "-n", "-c", block.code], capture_output=True, text=True, timeout=60)
+                assert result.returncode == 0, f"{block.where} does not parse:\n{block.code}\n{result.stderr}"
+
+
+def curl_requests(code: str) -> set[str]:
+    """The curl commands of a shell block that ask `taxipipe serve` (port 9696), one line each."""
+    joined = code.replace("\\\n", " ")
+    return {" ".join(line.split()) for line in joined.splitlines()
+            if line.lstrip().startswith("curl ") and "127.0.0.1:9696" in line}
+
+
+def test_requests_to_paste_are_the_ones_a_tested_block_sends() -> None:
+    """README's and first-hour's requests to a running server are sent by docs/serving.md's block."""
+    sent = {request for path in DOCS for block in runnable_blocks(path) for request in curl_requests(block.code)}
+    pasted = {(block.where, request) for path in DOCS for block in blocks(path)
+              if block.not_tested is not None for request in curl_requests(block.code)}
+    assert {where.split(":")[0] for where, _ in pasted} >= {"README.md", "docs/first-hour.md"}
+    assert [(where, request) for where, request in pasted if request not in sent] == []

@@ -172,6 +172,12 @@ def test_changing_max_depth_reruns_exactly_train_to_deploy(built_home: Path, mak
     assert all(after[name] == before[name] for name in [*EXTRACTS, "validate_data", "transform", "features"])
     assert make("--config", str(config)).ran == []
 
+    (row,) = json.loads(run_cli("compare", "--home", str(built_home), "--json").stdout)["runs"]  # the latest
+    assert row["run_id"] == rebuilt.run_id
+    assert row["reused_steps"] == ["extract", "validate_data", "transform", "features"]
+    assert set(row["step_seconds"]) == {"train", "validate_model", "save", "deploy"}
+    assert row["overhead_seconds"] == round(row["wall_seconds"] - row["steps_seconds"], 3) > 0
+
 
 @pytest.mark.slow
 def test_touching_a_raw_file_reruns_nothing(built_home: Path, make: Callable[..., Build]) -> None:

@@ -204,6 +204,8 @@ def test_reruns_resume_at_train_and_reuse_unchanged_steps(prefect_server: dict[s
     assert outcomes(retrained.stdout) == {
         **dict.fromkeys(EXTRACTS, "ran"), "validate_data": "cached", "transform": "cached", "features": "cached",
         **dict.fromkeys((*AFTER_FEATURES, "cleanup"), "ran")}
+    latest = runs_of(home)[0]  # newest first: the retrained run counts only the steps it ran
+    assert latest.data.tags["taxipipe.reused_steps"] == "validate_data,transform,features"
     assert len(runs_of(home)) == 2
     assert not list(home.glob("partitions/*/*/*"))
 

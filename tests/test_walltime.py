@@ -22,3 +22,16 @@ def test_wall_time_goes_to_this_runs_train_only(make_settings) -> None:
     assert client.get_run(fresh.info.run_id).data.metrics[walltime.WALL_METRIC] == seconds
 
     assert walltime.record(settings, {"validate_data": {"seconds": 1.0}}, started) is None
+
+
+def test_steps_an_earlier_run_did_are_tagged_reused(make_settings) -> None:
+    settings = make_settings()
+    client = tracking.client(settings)
+    train = client.create_run(tracking.experiment_id(settings, client, "make"))
+    started = train.info.start_time / 1000 - 1.0
+    records = {"extract[2021-01]": {"finished_at": started - 60}, "extract[2021-02]": {"finished_at": started + 0.1},
+               "validate_data": {"finished_at": started - 59}, "transform": {},  # recorded before finished_at
+               "features": {"finished_at": started + 0.5},
+               "train": {"run_id": train.info.run_id, "finished_at": started + 0.9}}
+    assert walltime.record(settings, records, started) is not None
+    assert client.get_run(train.info.run_id).data.tags[walltime.REUSED_TAG] == "extract,validate_data,transform"

@@ -203,17 +203,17 @@ def add_ui(commands: Any) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from taxipipe.compare import report
 
-    text, status = report(settings_from(args), latest_only=not args.all, as_machine=args.json,
-                          plot_path=args.plot, check=args.check)
+    text, status, plotted = report(settings_from(args), latest_only=not args.all, as_machine=args.json,
+                                   plot_path=args.plot, check=args.check)
     print(text, flush=True)
-    if args.plot is not None:
+    if plotted:
         print(f"🖼️  plot written to {args.plot}", file=sys.stderr)
     return status
 
 
 def add_compare(commands: Any) -> None:
     compare = command(commands, "compare", cmd_compare, "compare the runs each runner recorded in MLflow")
-    add_settings_flags(compare)
+    add_settings_flags(compare, only={"config", "home", "tracking_uri"})
     compare.add_argument("--all", action="store_true", help="every run, not only each runner's latest")
     compare.add_argument("--json", action="store_true", help="print JSON for machines")
     compare.add_argument("--plot", type=Path, metavar="FILE.png", help="draw RMSE and step times")

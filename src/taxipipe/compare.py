@@ -2,8 +2,10 @@
 
 Every runner trains the same model on the same data and config, so runs that share the data
 partition and the parameters must agree on RMSE; a difference beyond `RMSE_AGREEMENT` is a bug.
-Each row also says what the run cost: its wall time (`taxipipe.walltime`), the sum of its step
-times, and the difference, the overhead of the engine that ran the steps.
+Each row also says what the run cost: its wall time (`taxipipe.walltime`), the sum of the times
+of the steps that ran in that run (not those it reused, up to date or cached), and the
+difference, the overhead of the engine that ran the steps. Single runs are noisy: `timing_warnings`
+says when their times cannot be compared.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from taxipipe import tracking
 from taxipipe.config import Settings
 from taxipipe.models.base import RMSE_AGREEMENT
-from taxipipe.walltime import WALL_METRIC
+from taxipipe.walltime import REUSED_TAG, WALL_METRIC
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -33,6 +35,12 @@ SHORT_FEATURES = {"categorical": "cat", "onehot": "1hot"}
 SHORT_COMPUTE = {"memory": "mem", "external": "ext"}
 #: The width of the tables when the output is no terminal and COLUMNS is unset.
 DEFAULT_WIDTH = 100
+#: A step whose time differs between two runs of the same data and config by more than this
+#: factor and `NOISE_SECONDS` ran on a machine busier in one run than in the other.
+NOISE_FACTOR = 1.5
+NOISE_SECONDS = 1.0
+#: Runs started further apart than this ran in different machine states.
+APART_HOURS = 1.0
 
 
 @dataclass
@@ -44,13 +52,14 @@ class RunRow:
     compute: str  # memory, external or dask
     rmse: float
     wall_seconds: float | None  # the whole run as its user waited for it (None: not recorded)
-    steps_seconds: float  # the sum of the step times
+    steps_seconds: float  # the sum of the times of the steps that ran in this run
     overhead_seconds: float | None  # wall minus steps: what the engine added
     step_seconds: dict[str, float]
     run_id: str
     start_time: str
     champion: bool
     config_key: str = field(repr=False)
+    reused_steps: list[str] = field(default_factory=list)  # up to date or cached: an earlier run's work
 
 
 @dataclass(frozen=True)
@@ -111,7 +120,9 @@ def collect(settings: Settings, latest_only: bool = True) -> list[RunRow]:
         if latest_only and identity in seen:
             continue
         seen.add(identity)
-        steps = {k[len(STEP_METRIC):]: v for k, v in metrics.items() if k.startswith(STEP_METRIC)}
+        reused = [step for step in tags.get(REUSED_TAG, "").split(",") if step]
+        steps = {k[len(STEP_METRIC):]: v for k, v in metrics.items()
+                 if k.startswith(STEP_METRIC) and k[len(STEP_METRIC):] not in reused}
         total, wall = round(sum(steps.values()), 3), metrics.get(WALL_METRIC)
         rows.append(RunRow(
             runner=runner, partition=identity[1], kind=identity[2], feature_mode=identity[3],
@@ -120,7 +131,7 @@ def collect(settings: Settings, latest_only: bool = True) -> list[RunRow]:
             step_seconds=steps, run_id=run.info.run_id,
             start_time=datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M"),
             champion=run.info.run_id == champion_run,
-            config_key=json.dumps(sorted(run.data.params.items())),
+            config_key=json.dumps(sorted(run.data.params.items())), reused_steps=reused,
         ))
     return sorted(rows, key=lambda row: (row.partition, row.kind, row.feature_mode, row.runner))
 
@@ -139,12 +150,69 @@ def disagreements(rows: list[RunRow]) -> list[Disagreement]:
     return found
 
 
-def table(rows: list[RunRow], width: int = DEFAULT_WIDTH) -> str:
-    """The runs, then each run's step times in pipeline order (blank: not run), `width` wide."""
+def champion_elsewhere(settings: Settings, rows: list[RunRow]) -> str | None:
+    """Where the champion is when none of `rows` holds it (None when one does)."""
+    if any(row.champion for row in rows):
+        return None
+    name = settings.mlflow.model_name
+    client = tracking.client(settings)
+    version = tracking.champion_version(client, name)
+    if version is None:
+        return f"no champion yet: no version of model {name} holds the alias '{tracking.CHAMPION}'"
+    run = client.get_run(version.run_id)
+    tags, started = run.data.tags, datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc)
+    experiment = client.get_experiment(run.info.experiment_id).name
+    where = ("an earlier run that `taxipipe compare --all` lists" if experiment_pattern(settings).match(experiment)
+             else f"a run of experiment {experiment}")
+    return (f"the champion ({name} version {version.version}) is {where}: run {run.info.run_id[:8]}, "
+            f"{tags.get('runner', '?')}, {tags.get('window', tags.get('partition', '?'))}, "
+            f"RMSE {run.data.metrics.get('rmse', float('nan')):.4f}, started {started:%Y-%m-%d %H:%M} UTC")
+
+
+def timing_warnings(rows: list[RunRow]) -> list[str]:
+    """Why the times of these single runs cannot be compared, if they cannot.
+
+    Runs started hours apart, or the same step on the same data and config taking far longer
+    in one run than in another, mean the machine's load differed between the runs: the wall
+    times then rank the load, not the engines. Step times above the wall time come from a run
+    recorded before reused steps were tagged.
+    """
+    found: list[str] = []
+    started = [datetime.strptime(row.start_time, "%Y-%m-%d %H:%M") for row in rows]
+    if len(rows) > 1 and (max(started) - min(started)).total_seconds() > APART_HOURS * 3600:
+        first, last = started.index(min(started)) + 1, started.index(max(started)) + 1
+        hours = (max(started) - min(started)).total_seconds() / 3600
+        found.append(f"runs #{first} and #{last} started {hours:.1f} h apart, in different machine states: "
+                     "their times do not compare")
+    groups: dict[tuple[str, str], list[int]] = {}
+    for number, row in enumerate(rows, 1):
+        groups.setdefault((row.config_key, row.compute), []).append(number)
+    for members in groups.values():
+        spreads = []
+        for step in {name for number in members for name in rows[number - 1].step_seconds}:
+            timed = sorted((rows[n - 1].step_seconds[step], n) for n in members if step in rows[n - 1].step_seconds)
+            (fast, quick), (slow, slowest) = timed[0], timed[-1]
+            if slow > NOISE_FACTOR * fast and slow - fast > NOISE_SECONDS:
+                spreads.append((slow - fast, step, fast, quick, slow, slowest))
+        if spreads:
+            _, step, fast, quick, slow, slowest = max(spreads)
+            found.append(f"{step} took {fast:.1f} s in run #{quick} and {slow:.1f} s in #{slowest} on the same data "
+                         "and config: the machine was busier during one of them, so the wall times rank the "
+                         "load, not the engines")
+    found += [f"run #{number}'s step times exceed its wall time: they include steps an earlier run did"
+              for number, row in enumerate(rows, 1) if (row.overhead_seconds or 0.0) < 0]
+    if found:
+        found.append("to rank the engines, measure them in one session, several times each: "
+                     "benchmarks/bench_engines.py (docs/engines.md)")
+    return found
+
+
+def table(rows: list[RunRow], width: int = DEFAULT_WIDTH, notes: Iterable[str] = ()) -> str:
+    """The runs, then each run's step times in pipeline order (blank: not run; `reused`: an
+    earlier run's), `width` wide, then the `notes`, wrapped."""
     from taxipipe.pipeline import STEP_NAMES
 
     colors = {row.partition.split("/")[0] for row in rows}
-    champion = next((row for row in rows if row.champion), None)
     runs = [
         Column("#", "#", lambda n, row: str(n), numeric=True),
         Column("runner", "runner", lambda n, row: row.runner),
@@ -163,23 +231,26 @@ def table(rows: list[RunRow], width: int = DEFAULT_WIDTH) -> str:
         Column("run id", "run id", lambda n, row: row.run_id[:8], optional=True),
         Column("started (UTC)", "started", lambda n, row: row.start_time, optional=True),
     ]
-    steps = [name for name in STEP_NAMES if any(name in row.step_seconds for row in rows)]
-    steps += sorted({name for row in rows for name in row.step_seconds} - set(steps))
-    times = [runs[0], runs[1], *(Column(name, SHORT_STEPS.get(name, name), _step_time(name), numeric=True)
-                                 for name in steps),
+    shown = {name for row in rows for name in [*row.step_seconds, *row.reused_steps]}
+    steps = [name for name in STEP_NAMES if name in shown] + sorted(shown - set(STEP_NAMES))
+    times = [runs[0], runs[1], *(Column(name, SHORT_STEPS.get(name, name), _step_time(name),
+                                        _step_time(name, "r"), numeric=True) for name in steps),
              Column("steps s", "steps", lambda n, row: f"{row.steps_seconds:.1f}", numeric=True)]
-    lines = [*fit(runs, rows, width), "", "step seconds; wall s = steps s + overhead s (ovh)", *fit(times, rows, width)]
-    if champion is None:
-        lines += ["", "no champion yet among these runs"]
-    return "\n".join(lines)
+    legend = "step seconds; wall s = steps s + overhead s (ovh)"
+    if any(row.reused_steps for row in rows):
+        legend += "; reused (r): up to date or cached, an earlier run's work, not counted"
+    lines = [*fit(runs, rows, width), "", *textwrap.wrap(legend, width), *fit(times, rows, width)]
+    wrapped = [textwrap.fill(note, width, subsequent_indent="    ") for note in notes]
+    return "\n".join([*lines, *(["", *wrapped] if wrapped else [])])
 
 
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def _step_time(name: str) -> Callable[[int, RunRow], str]:
-    return lambda n, row: f"{row.step_seconds[name]:.1f}" if name in row.step_seconds else ""
+def _step_time(name: str, reused: str = "reused") -> Callable[[int, RunRow], str]:
+    return lambda n, row: (f"{row.step_seconds[name]:.1f}" if name in row.step_seconds
+                           else reused if name in row.reused_steps else "")
 
 
 def compact_window(label: str, drop_color: bool) -> str:
@@ -268,14 +339,16 @@ def _render(cells: list[list[str]], columns: list[Column], blocks: list[list[int
     return lines
 
 
-def as_json(rows: list[RunRow], problems: list[Disagreement]) -> str:
+def as_json(rows: list[RunRow], problems: list[Disagreement], champion: str | None, cautions: list[str]) -> str:
     runs = [{k: v for k, v in asdict(row).items() if k != "config_key"} for row in rows]
-    return json.dumps({"runs": runs, "disagreements": [asdict(p) for p in problems]}, indent=2)
+    return json.dumps({"runs": runs, "disagreements": [asdict(p) for p in problems],
+                       "champion_elsewhere": champion, "warnings": cautions}, indent=2)
 
 
-def figure(rows: list[RunRow]) -> Figure:
+def figure(rows: list[RunRow], notes: Iterable[str] = ()) -> Figure:
     """One horizontal bar per run, a label per line: RMSE on the left; on the right the wall
-    time split into the steps and the engine's overhead. The champion's label is starred."""
+    time split into the steps and the engine's overhead. The champion's label is starred;
+    equal RMSEs are said in words; the `notes` go under the chart."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -292,7 +365,11 @@ def figure(rows: list[RunRow]) -> Figure:
     for position, row in zip(positions, rows):
         left.annotate(f"{row.rmse:.4f}", (row.rmse, position), xytext=(-3, 0), textcoords="offset points",
                       ha="right", va="center", color="white", fontsize="small")
-    left.set(title="Validation RMSE (minutes); ★ champion", yticks=positions)
+    scores = {f"{row.rmse:.4f}" for row in rows}
+    if len(rows) > 1 and len(scores) == 1:
+        left.set_xlabel(f"all {len(rows)} runs: RMSE {scores.pop()}", fontweight="bold")
+    starred = any(row.champion for row in rows)
+    left.set(title="Validation RMSE (minutes)" + ("; ★ champion" if starred else ""), yticks=positions)
     left.set_yticklabels(labels)
     left.invert_yaxis()
     for tick, row in zip(left.get_yticklabels(), rows):
@@ -311,38 +388,45 @@ def figure(rows: list[RunRow]) -> Figure:
     right.set(title="Wall time: steps + engine overhead", xlabel="seconds")
     right.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     chart.tight_layout()
+    text = "\n".join(textwrap.fill(f"• {note}", 160, subsequent_indent="  ") for note in notes)
+    if text:
+        chart.text(0.0, 0.0, text, ha="left", va="top", fontsize="small", transform=chart.transFigure)
     return chart
 
 
-def plot(rows: list[RunRow], path: Path) -> None:
+def plot(rows: list[RunRow], path: Path, notes: Iterable[str] = ()) -> None:
     """Write `figure` as a PNG."""
     import matplotlib.pyplot as plt
 
-    chart = figure(rows)
+    chart = figure(rows, notes)
     path.parent.mkdir(parents=True, exist_ok=True)
     chart.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(chart)
 
 
 def report(settings: Settings, latest_only: bool, as_machine: bool, plot_path: Path | None,
-           check: bool, width: int | None = None) -> tuple[str, int]:
-    """The text (table or JSON) and the exit status of `taxipipe compare`.
+           check: bool, width: int | None = None) -> tuple[str, int, bool]:
+    """The text (table or JSON), the exit status of `taxipipe compare`, and whether it wrote
+    the plot (only when there are runs).
 
     Only `check` judges the runs: it adds the verdict and fails when runs disagree or none exist.
     The table fits `width` columns (default: the terminal's width).
     """
     rows = collect(settings, latest_only)
     problems = disagreements(rows)
+    champion = champion_elsewhere(settings, rows) if rows else None
+    cautions = timing_warnings(rows)
     if plot_path is not None and rows:
-        plot(rows, plot_path)
+        plot(rows, plot_path, [*([champion] if champion else []), *cautions])
     if as_machine:
-        text = as_json(rows, problems)
+        text = as_json(rows, problems, champion, cautions)
     elif not rows:
         text = f"no runs yet in {settings.tracking_uri()} (experiments {settings.mlflow.experiment_name})"
     else:
-        verdict = [textwrap.fill("⚠️  " + p.describe(), width or terminal_width(), subsequent_indent="    ")
-                   for p in problems] or [
+        width = width or terminal_width()
+        verdict = [textwrap.fill("⚠️  " + p.describe(), width, subsequent_indent="    ") for p in problems] or [
             f"✅ runs on the same data and config agree on RMSE (within {RMSE_AGREEMENT:g})"]
-        text = "\n".join([table(rows, width or terminal_width()), *(["", *verdict] if check else [])])
+        notes = [*([champion] if champion else []), *(f"⚠️  {caution}" for caution in cautions)]
+        text = "\n".join([table(rows, width, notes), *(["", *verdict] if check else [])])
     status = 1 if check and (problems or not rows) else 0
-    return text, status
+    return text, status, plot_path is not None and bool(rows)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Collection
 
 from taxipipe.features import FEATURE_SETS
 from taxipipe.models import KIND_NAMES
@@ -26,24 +26,28 @@ def add_output_flags(parser: argparse.ArgumentParser, default: Any) -> None:
                        help="show only errors (and the --json record)")
 
 
-def add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags every pipeline command shares; each overrides one setting."""
+def add_settings_flags(parser: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
+    """The flags every pipeline command shares, or `only` those named (`--home` -> "home"); each
+    overrides one setting."""
     group = parser.add_argument_group("settings (override config file and TAXIPIPE_* env)")
-    group.add_argument("--config", type=Path, help="TOML or YAML config file (or $TAXIPIPE_CONFIG)")
-    group.add_argument("--home", help="home directory for data, state and the MLflow store")
-    group.add_argument("--color", choices=["green", "yellow"], help="taxi colour")
-    group.add_argument("--year", type=int, help="training year")
-    group.add_argument("--month", type=int, help="training month (validation is the next one)")
-    group.add_argument("--model", choices=KIND_NAMES, help="model kind (default xgboost)")
-    group.add_argument("--features", choices=sorted(FEATURE_SETS), help="feature encoding")
-    group.add_argument("--preset", choices=["zoomcamp"], help="named model parameter preset")
-    group.add_argument("--tracking-uri", help="MLflow tracking URI (default: a SQLite store in the home)")
-    group.add_argument("--url-template", help="URL, file:// URL or path template of TLC months")
-    group.add_argument("--train-months", type=int, metavar="N",
-                       help="train on the N months ending at --year/--month (default 1)")
-    group.add_argument("--engine", choices=["local", "dask"], help="where training runs (default local)")
-    group.add_argument("--scheduler", metavar="tcp://HOST:PORT",
-                       help="Dask scheduler for --engine dask (default: a local cluster)")
+
+    def flag(name: str, **kwargs: Any) -> None:
+        if only is None or name.lstrip("-").replace("-", "_") in only:
+            group.add_argument(name, **kwargs)
+
+    flag("--config", type=Path, help="TOML or YAML config file (or $TAXIPIPE_CONFIG)")
+    flag("--home", help="home directory for data, state and the MLflow store")
+    flag("--color", choices=["green", "yellow"], help="taxi colour")
+    flag("--year", type=int, help="training year")
+    flag("--month", type=int, help="training month (validation is the next one)")
+    flag("--model", choices=KIND_NAMES, help="model kind (default xgboost)")
+    flag("--features", choices=sorted(FEATURE_SETS), help="feature encoding")
+    flag("--preset", choices=["zoomcamp"], help="named model parameter preset")
+    flag("--tracking-uri", help="MLflow tracking URI (default: a SQLite store in the home)")
+    flag("--url-template", help="URL, file:// URL or path template of TLC months")
+    flag("--train-months", type=int, metavar="N", help="train on the N months ending at --year/--month (default 1)")
+    flag("--engine", choices=["local", "dask"], help="where training runs (default local)")
+    flag("--scheduler", metavar="tcp://HOST:PORT", help="Dask scheduler for --engine dask (default: a local cluster)")
 
 
 FLAG_KEYS = {

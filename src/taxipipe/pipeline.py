@@ -190,9 +190,9 @@ def run_step(step: Step, ctx: StepContext, upstream: Upstream,
              hooks: Sequence[AfterStep] | None = None) -> Record:
     """Run one node, time it, then call the after-step hooks (MLflow step times by default).
 
-    The record gains `seconds` and `timings`: the times of this step and of every step
-    upstream of it, by step name (a per-month step counts its slowest month, as the months
-    may run at once). A hook that fails after the step succeeded is a warning: the step did
+    The record gains `seconds`, `finished_at` (epoch seconds) and `timings`: the times of this
+    step and of every step upstream of it, by step name (a per-month step counts its slowest
+    month, as the months may run at once). A hook that fails after the step succeeded is a warning: the step did
     its work, so it is not reported as failed. A full disk or a read-only home becomes a StorageError of one sentence,
     an MLflow failure a TrackingError. A process's first step probes the tracking server, so
     an unreachable one fails the run before its downloads, under every runner.
@@ -232,6 +232,7 @@ def _timed(step: Step, ctx: StepContext, upstream: Upstream, hooks: Sequence[Aft
     started = time.perf_counter()
     record = step.run(ctx, upstream)
     record["seconds"] = round(time.perf_counter() - started, 3)
+    record["finished_at"] = round(time.time(), 3)
     timings: dict[str, float] = {}
     for previous in upstream.values():
         for name, seconds in previous.get("timings", {}).items():

@@ -28,7 +28,7 @@ Record = dict[str, Any]
 Upstream = Mapping[str, Record]
 ROLES = ("train", "validation")
 #: Record fields that say how a run went rather than what it produced (ignored when comparing).
-VOLATILE_FIELDS = frozenset({"seconds", "timings", "summary", "downloaded", "deployed_at"})
+VOLATILE_FIELDS = frozenset({"seconds", "finished_at", "timings", "summary", "downloaded", "deployed_at"})
 #: The libraries the steps import as they run (about 4 s of CPU in a fresh interpreter). Engines
 #: that fork a process per step import them once in the process they fork from: Dagster's
 #: executor (`runners/dagster.py`) and the stack's Airflow scheduler (`stack/airflow_scheduler.py`).

@@ -9,6 +9,7 @@ leftovers of writers that are gone.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -47,8 +48,21 @@ def atomic_path(target: Path) -> Iterator[Path]:
         if tmp.exists():
             tmp.chmod(FILE_MODE)
         os.replace(tmp, target)
+    except OSError as exc:
+        _name_target(exc, tmp, target)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _name_target(exc: OSError, tmp: Path, target: Path) -> None:
+    """Make an error name `target` where it names the temporary file, or where a full disk
+    stopped a write that named no file: the user knows the real name, not the temporary one."""
+    if exc.filename is None and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        exc.filename = str(target)
+    for slot in ("filename", "filename2"):
+        if getattr(exc, slot) in (str(tmp), tmp):
+            setattr(exc, slot, str(target))
 
 
 def remove_stale_parts(home: Path) -> list[Path]:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pandera.pandas as pa
 
+
 @dataclass
 class RuleResult:
     rule: str

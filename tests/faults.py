@@ -75,6 +75,12 @@ def served_folder(server: TlcServer, folder: str, files: dict[str, pa.Table | Pa
     return f"http://127.0.0.1:{server.port}/{folder}/{{color}}_tripdata_{{year}}-{{month:02d}}.parquet"
 
 
+def store_flags(store_home: Path, home: Path, template: str, month: int, year: int = 2021) -> list[str]:
+    """CLI flags for a command on `home` with the MLflow store (and so the champion) of `store_home`."""
+    return ["--home", str(home), "--tracking-uri", f"sqlite:///{store_home / 'mlflow' / 'mlflow.db'}",
+            "--url-template", template, "--year", str(year), "--month", str(month)]
+
+
 def models(home_or_uri: Path | str) -> Any:
     from mlflow import MlflowClient
 

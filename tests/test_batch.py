@@ -100,3 +100,54 @@ def test_a_month_without_rides_gives_an_empty_file_with_every_column(champion_ho
     assert (result.rows, table.num_rows, result.rmse) == (0, 0, None)
     assert table.column_names == ["ride_index", "pickup_datetime", "PULocationID", "DOLocationID",
                                   "trip_distance", "predicted_minutes", "actual_minutes", "model_version"]
+
+
+# one rule for a valid ride; a full disk names the home's file --------------------------------
+
+def test_predict_sets_aside_the_rides_serving_refuses_and_fails_past_the_tolerated_share(
+        champion_home: Path, tlc_server: TlcServer, tlc_dir: Path, tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from tests.faults import one_sentence_failure, served_folder, store_flags
+
+    trips = pq.read_table(tlc_dir / "green_tripdata_2021-02.parquet").slice(0, 5000)
+    pickup = trips["PULocationID"].to_pylist()
+    pickup[1], pickup[2] = None, 10**9
+    dropoff = trips["DOLocationID"].to_pylist()
+    dropoff[3] = 300
+    distance = trips["trip_distance"].to_pylist()
+    distance[4] = 1e39
+    for name, values in (("PULocationID", pickup), ("DOLocationID", dropoff), ("trip_distance", distance)):
+        index = trips.schema.get_field_index(name)
+        trips = trips.set_column(index, name, pa.array(values, trips.schema.field(index).type))
+    template = served_folder(tlc_server, "refused-rides", {"green_tripdata_2021-02.parquet": trips})
+    flags = store_flags(champion_home, tmp_path / "home", template, 2)
+
+    refused = run_cli("predict", *flags)
+    one_sentence_failure(refused, "green 2021-02: 4 of 5,000 rides break the ride rules", "PULocationID not null: 1",
+                         "PULocationID in 1..265: 1", "DOLocationID in 1..265: 1",
+                         "trip_distance at most 1,000,000 miles: 1", "validation.max_invalid_row_share")
+    written = tmp_path / "home" / "predictions" / "green" / "2021-02.parquet"
+    assert not written.exists()
+
+    scored = run_cli("predict", *flags, env={"TAXIPIPE_VALIDATION__MAX_INVALID_ROW_SHARE": "0.001"})
+    assert scored.returncode == 0, scored.stderr
+    assert "4,996 rides of green 2021-02 scored" in scored.stdout
+    assert "set aside 4 of 5,000 rides that break the ride rules (PULocationID not null: 1" in scored.stdout
+    kept = pq.read_table(written)
+    assert kept["ride_index"].to_pylist() == [0, *range(5, 5000)]
+    assert np.isfinite(kept["predicted_minutes"].to_numpy()).all()
+
+
+def test_predict_on_a_full_home_names_the_homes_file_not_the_mirrors(
+        champion_home: Path, tlc_dir: Path, tmp_path: Path) -> None:
+    from tests.faults import ROOT, one_sentence_failure, read_only, small_disk, store_flags
+
+    home = tmp_path / "home"
+    template = str(tlc_dir / "{color}_tripdata_{year}-{month:02d}.parquet")
+    with small_disk(home, 64) if ROOT else read_only(home / "downloads"):
+        failed = run_cli("predict", *store_flags(champion_home, home, template, 3))
+    line = one_sentence_failure(failed, str(home / "downloads"))
+    assert str(tlc_dir) not in line, line
+    if ROOT:
+        assert f"no room to write {home / 'downloads' / 'green_tripdata_2021-03.parquet'} (" in line, line

@@ -279,3 +279,76 @@ def test_the_monitor_dag_skips_with_its_reason_until_there_is_a_champion(tmp_pat
     assert outcome == {"state": "success", "tasks": dict.fromkeys(("monitor", "drifted", "retrain"), "skipped")}
     assert "no champion of nyc-taxi-duration yet: nothing to monitor until a pipeline run promotes one" \
         in result.stdout + result.stderr
+
+
+# one rule for a valid ride; a monitor stopped by a full disk -----------------------------------
+
+def _crafted_month(tlc_server: TlcServer, tlc_dir: Path, folder: str, month: int, null_pickups: int = 0) -> str:
+    """A URL template serving green 2021-01 and, as 2021-`month`, the first 5,000 rides of 2021-02
+    with `null_pickups` null PULocationIDs."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.faults import served_folder
+
+    trips = pq.read_table(tlc_dir / "green_tripdata_2021-02.parquet").slice(0, 5000)
+    index = trips.schema.get_field_index("PULocationID")
+    pickup = [None] * null_pickups + trips["PULocationID"].to_pylist()[null_pickups:]
+    trips = trips.set_column(index, "PULocationID", pa.array(pickup, trips.schema.field(index).type))
+    reference = "green_tripdata_2021-01.parquet"
+    return served_folder(tlc_server, folder, {reference: tlc_dir / reference,
+                                              f"green_tripdata_2021-{month:02d}.parquet": trips})
+
+
+def test_monitor_sets_aside_a_null_zone_and_fails_past_the_tolerated_share(
+        champion_home: Path, tlc_server: TlcServer, tlc_dir: Path, tmp_path: Path) -> None:
+    from taxipipe.serve.batch import load_champion
+    from taxipipe.serve.monitor import compare
+    from tests.faults import one_sentence_failure, store_flags
+
+    template = _crafted_month(tlc_server, tlc_dir, "null-zone", 6, 1)
+    flags = store_flags(champion_home, tmp_path / "home", template, 6)
+    one_sentence_failure(run_cli("monitor", *flags), "green 2021-06: 1 of 5,000 rides break the ride rules",
+                         "PULocationID not null: 1", "validation.max_invalid_row_share")
+    settings = load_settings(overrides={
+        "home": str(tmp_path / "home"), "data": {"year": 2021, "month": 6, "url_template": template},
+        "mlflow": {"tracking_uri": f"sqlite:///{champion_home / 'mlflow' / 'mlflow.db'}"},
+        "validation": {"max_invalid_row_share": 0.001}})
+    report = compare(settings, load_champion(settings))
+    assert (report.set_aside.rides, report.set_aside.rows) == (1, 5000)
+    assert "set aside 1 of 5,000 rides that break the ride rules (PULocationID not null: 1)" in report.table()
+    assert report.metrics()["set_aside_rows"] == 1
+
+
+@pytest.mark.slow
+def test_a_monitor_stopped_by_a_full_disk_ends_its_run_failed_and_a_later_one_closes_a_leftover(
+        champion_home: Path, tlc_server: TlcServer, tlc_dir: Path, tmp_path: Path) -> None:
+    from taxipipe import tracking
+    from taxipipe.serve.monitor import RUNNER_TAG, start_run
+    from tests.faults import ROOT, one_sentence_failure, read_only, small_disk, store_flags
+
+    home = tmp_path / "home"
+    flags = store_flags(champion_home, home, _crafted_month(tlc_server, tlc_dir, "full-reports", 7), 7)
+    with small_disk(home / "reports", 16) if ROOT else read_only(home / "reports"):
+        failed = run_cli("monitor", *flags)
+    one_sentence_failure(failed, str(home / "reports" / "monitor_green_2021-07.html"))
+    settings = load_settings(overrides={"home": str(home), "mlflow": {
+        "tracking_uri": f"sqlite:///{champion_home / 'mlflow' / 'mlflow.db'}"}})
+    client = tracking.client(settings)
+    experiment = client.get_experiment_by_name("monitoring").experiment_id
+    month_runs = f"tags.partition = 'green/2021-07' and tags.runner = '{RUNNER_TAG}'"
+    [stopped] = client.search_runs([experiment], month_runs)
+    assert stopped.info.status == "FAILED"
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover = client.create_run(experiment, tags={"partition": "green/2021-07", "runner": RUNNER_TAG,
+                                                   "taxipipe.host": os.uname().nodename,
+                                                   "taxipipe.pid": str(dead.pid)}).info.run_id
+    report = MonitorReport(partition=Partition("green", 2021, 7), reference=(Partition("green", 2021, 1),),
+                           model_name="m", model_version=1, champion_run_id="r", rows=1, reference_rows=1,
+                           drifts=[], rmse=6.0, champion_rmse=6.0, max_rmse_increase=1.0)
+    started = start_run(settings, report)
+    assert client.get_run(leftover).info.status == "FAILED"
+    assert client.get_run(started).info.status == "RUNNING"
+    client.set_terminated(started)

@@ -70,3 +70,23 @@ def test_month_without_usable_rides_fails_and_leaves_the_cache(home: Path, tlc_s
     assert not (downloads / "green_tripdata_2021-01.parquet").exists()
     assert not (downloads / "green_tripdata_2021-01.parquet.source").exists()
     assert (downloads / "green_tripdata_2021-02.parquet").exists()
+
+
+# one rule for a valid ride: the quality report, batch scoring and monitoring count alike -----
+
+def test_the_ride_rules_and_the_quality_rules_count_the_same_rides(tlc_dir: Path) -> None:
+    from taxipipe.ride_rules import MAX_MILES, SetAside
+
+    frame = sample(tlc_dir)
+    frame.loc[0, "trip_distance"] = 1e39
+    frame.loc[1, "trip_distance"] = float("inf")
+    frame.loc[2, "trip_distance"] = MAX_MILES
+    frame.loc[3, "trip_distance"] = float("nan")
+    frame.loc[4:5, "DOLocationID"] = 300
+    failed = {rule.rule: rule.failed_rows for rule in check_trips(frame, "bad", 0.9, 0.0).failures()}
+    assert failed == {"trip_distance at most 1,000,000 miles": 2, "trip_distance not null": 1,
+                      "DOLocationID in 1..265": 2}
+    set_aside = SetAside()
+    valid, kept = set_aside.split(pa.Table.from_pandas(frame, preserve_index=False))
+    assert set_aside.broken == failed and set_aside.rides == 5 and valid.num_rows == 195
+    assert kept[2] and not kept[:2].any()

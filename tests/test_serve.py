@@ -68,6 +68,8 @@ def test_predictions_equal_mlflow_pyfunc(client: TestClient, champion_home: Path
     ({**RIDE, "DOLocationID": 266}, "DOLocationID", "must be a zone id in 1..265"),
     ({**RIDE, "trip_distance": -0.1}, "trip_distance", "must not be negative"),
     ({**RIDE, "trip_distance": None}, "trip_distance", "must be a number"),
+    ({**RIDE, "trip_distance": 1e39}, "trip_distance", "must be at most 1,000,000 miles"),
+    ({**RIDE, "trip_distance": 1e300}, "trip_distance", "must be at most 1,000,000 miles"),
     ([RIDE], "body", "must be a JSON object"),
 ])
 def test_bad_ride_is_422_naming_field_and_rule(client: TestClient, body: Any, field: str, rule: str) -> None:
@@ -84,6 +86,69 @@ def test_non_finite_and_unparsable_bodies_are_422(client: TestClient) -> None:
     assert client.post("/predict", content=text.replace("Infinity", "NaN")).json()["rule"] == "must be a finite number"
     broken = client.post("/predict", content="{not json")
     assert broken.status_code == 422 and broken.json()["rule"] == "must be valid JSON"
+
+
+def test_a_distance_beyond_the_bound_is_refused_on_every_endpoint_and_the_bound_is_served(
+        client: TestClient) -> None:
+    from taxipipe.ride_rules import MAX_MILES
+
+    far = {**RIDE, "trip_distance": 1e39}
+    batch = client.post("/predict/batch", json={"rides": [RIDE, far]})
+    assert batch.status_code == 422 and batch.json()["field"] == "rides[1].trip_distance"
+    for body in ({"dataframe_records": [RIDE, far]},
+                 {"dataframe_split": {"columns": list(RIDE), "data": [list(RIDE.values()), list(far.values())]}}):
+        answer = client.post("/invocations", json=body)
+        assert answer.status_code == 400 and answer.json()["field"] == "rows[1].trip_distance", answer.text
+    longest = client.post("/predict", json={**RIDE, "trip_distance": MAX_MILES})
+    assert longest.status_code == 200 and np.isfinite(longest.json()["duration_minutes"])
+
+
+def test_serving_refuses_exactly_the_rides_batch_scoring_and_monitoring_set_aside() -> None:
+    import pyarrow as pa
+
+    from taxipipe.ride_rules import MAX_MILES, SetAside
+    from taxipipe.serve.rides import RideError, parse_ride
+
+    rides = [RIDE, {**RIDE, "PULocationID": None}, {**RIDE, "PULocationID": 10**9}, {**RIDE, "DOLocationID": 300},
+             {**RIDE, "DOLocationID": 0}, {**RIDE, "trip_distance": -0.5}, {**RIDE, "trip_distance": 1e39},
+             {**RIDE, "trip_distance": float("inf")}, {**RIDE, "trip_distance": None},
+             {**RIDE, "trip_distance": MAX_MILES}, {**RIDE, "trip_distance": 0.0}]
+    served = []
+    for ride in rides:
+        try:
+            parse_ride(ride)
+            served.append(True)
+        except RideError:
+            served.append(False)
+    table = pa.table({"PULocationID": pa.array([r["PULocationID"] for r in rides], pa.int64()),
+                      "DOLocationID": pa.array([r["DOLocationID"] for r in rides], pa.int32()),
+                      "trip_distance": pa.array([r["trip_distance"] for r in rides], pa.float64())})
+    set_aside = SetAside()
+    _, kept = set_aside.split(table)
+    assert kept.tolist() == served == [True] + [False] * 8 + [True, True]
+    assert set_aside.rides == 8
+
+
+@pytest.mark.parametrize("kind, features", [("xgboost", "categorical"), ("linear", "onehot"),
+                                            ("random_forest", "onehot")])
+def test_every_model_kind_answers_a_finite_duration_up_to_the_longest_distance(
+        tlc_dir: Path, kind: str, features: str) -> None:
+    from taxipipe.features import MODEL_COLUMNS, TARGET, Encoder, add_duration
+    from taxipipe.models.registry import get_kind
+    from taxipipe.ride_rules import MAX_MILES
+    from taxipipe.tlc import read_trips
+
+    rides = add_duration(read_trips(tlc_dir / "green_tripdata_2021-01.parquet", "green")).slice(0, 3000).to_pandas()
+    params = {} if kind == "linear" else {"n_estimators": 3}
+    model = load_settings(overrides={"model": {"kind": kind, "features": features, "early_stopping_rounds": 2,
+                                               "params": params}}).model
+    encoder = Encoder.fit(features, rides)
+    matrices = (encoder.transform(rides), rides[TARGET].to_numpy())
+    fitted = get_kind(kind).train(model, encoder, matrices, matrices, ()).model
+    distances = np.array([0.0, 2.5, MAX_MILES])
+    zones = rides[MODEL_COLUMNS[0]].to_numpy()[:3]
+    minutes = fitted.predict(encoder.encode(zones, zones, distances))
+    assert np.all(np.isfinite(minutes)), minutes
 
 
 def test_whole_floats_and_extra_fields_are_accepted(client: TestClient) -> None:

@@ -81,7 +81,7 @@ def storage_error(exc: BaseException, where: object = "the home directory") -> S
         current = current.__cause__ or current.__context__
     for error in chain:
         if isinstance(error, OSError) and error.errno in _FULL_ERRNOS | _LOCKED_ERRNOS:
-            path = error.filename
+            path = error.filename2 or error.filename  # a copy's or a move's second name is the one written
             if not path or (isinstance(where, Path) and not str(path).startswith(str(where))):
                 path = where
             if error.errno in _FULL_ERRNOS:

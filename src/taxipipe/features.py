@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from taxipipe.errors import ConfigError
+from taxipipe.ride_rules import table_columns, valid
 from taxipipe.tlc import DROPOFF, PICKUP
 
 if TYPE_CHECKING:
@@ -34,15 +35,16 @@ PAIR_KEY_BASE = 100_000
 
 
 def add_duration(trips: pa.Table) -> pa.Table:
-    """Keep rides of 1..60 minutes; return the model columns plus `duration` in minutes."""
+    """Keep the valid rides (`ride_rules`) of 1..60 minutes; return the model columns plus `duration` in minutes."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     elapsed = pc.subtract(trips[DROPOFF], trips[PICKUP]).cast(pa.int64())
     minutes = pc.divide(pc.divide(elapsed.cast(pa.float64()), 1e6), 60.0)
     keep = pc.and_(pc.greater_equal(minutes, MIN_MINUTES), pc.less_equal(minutes, MAX_MINUTES))
+    keep = pc.and_(pc.fill_null(keep, False), pa.array(valid(*table_columns(trips))))
     table = trips.select(MODEL_COLUMNS).append_column(TARGET, minutes)
-    return table.filter(pc.fill_null(keep, False))
+    return table.filter(keep)
 
 
 class FeatureSet:

@@ -9,13 +9,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from taxipipe.ride_rules import AT_MOST, MAX_MILES, MAX_ZONE, MIN_ZONE, NOT_NEGATIVE, ZONE_RULE
 from taxipipe.tlc import DROPOFF, PICKUP
 
 if TYPE_CHECKING:
     import pandas as pd
     import pandera.pandas as pa
-
-LOCATION_RANGE = (1, 265)
 
 
 @dataclass
@@ -53,19 +52,19 @@ class QualityReport:
 
 
 def trip_schema(min_positive_duration_share: float) -> pa.DataFrameSchema:
-    """The rules: non-empty, datetimes present, zones in range, distance not negative,
-    and enough rows with the dropoff after the pickup."""
+    """The rules: non-empty, datetimes present, zones and distance those of a valid ride
+    (`ride_rules`), and enough rows with the dropoff after the pickup."""
     import pandera.pandas as pa
 
-    low, high = LOCATION_RANGE
-    zone = pa.Check.in_range(low, high, name=f"in {low}..{high}")
+    zone = pa.Check.in_range(MIN_ZONE, MAX_ZONE, name=ZONE_RULE)
     return pa.DataFrameSchema(
         {
             PICKUP: pa.Column("datetime64[us]", nullable=False),
             DROPOFF: pa.Column("datetime64[us]", nullable=False),
             "PULocationID": pa.Column("int32", zone, nullable=False),
             "DOLocationID": pa.Column("int32", zone, nullable=False),
-            "trip_distance": pa.Column("float64", pa.Check.ge(0, name="not negative"), nullable=True),
+            "trip_distance": pa.Column("float64", [pa.Check.ge(0, name=NOT_NEGATIVE),
+                                                    pa.Check.le(MAX_MILES, name=AT_MOST)], nullable=False),
         },
         checks=[
             pa.Check(lambda df: len(df) > 0, name="non-empty"),

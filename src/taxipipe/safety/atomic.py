@@ -11,6 +11,7 @@ before the file exists, and a command leaving on an interruption removes what is
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from contextlib import contextmanager
@@ -51,6 +52,9 @@ def atomic_path(target: Path) -> Iterator[Path]:
         if tmp.exists():
             tmp.chmod(FILE_MODE)
         os.replace(tmp, target)
+    except OSError as exc:
+        _name_target(exc, tmp, target)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
         _UNFINISHED.discard(tmp)
@@ -67,6 +71,16 @@ def unfinished_writes_removed() -> Iterator[None]:
         for tmp in list(_UNFINISHED):
             tmp.unlink(missing_ok=True)
             _UNFINISHED.discard(tmp)
+
+
+def _name_target(exc: OSError, tmp: Path, target: Path) -> None:
+    """Make an error name `target` where it names the temporary file, or where a full disk
+    stopped a write that named no file: the user knows the real name, not the temporary one."""
+    if exc.filename is None and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        exc.filename = str(target)
+    for slot in ("filename", "filename2"):
+        if getattr(exc, slot) in (str(tmp), tmp):
+            setattr(exc, slot, str(target))
 
 
 def remove_stale_parts(home: Path) -> list[Path]:

@@ -1,7 +1,9 @@
 """`taxipipe predict`: score every ride of a month with the champion, one row group at a time.
 
 The month is read in record batches and each batch's predictions are appended to the
-output, so a 3M-row month needs the memory of one batch, not of the month.
+output, so a 3M-row month needs the memory of one batch, not of the month. Rides that break
+the rules of a valid ride (`ride_rules`, the ones serving refuses) are set aside and counted;
+the month fails when a rule's share passes validation.max_invalid_row_share.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from taxipipe.config import Settings
 from taxipipe.errors import NoChampionError
 from taxipipe.partition import Partition
+from taxipipe.ride_rules import SetAside
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -33,12 +36,14 @@ class BatchResult:
     model_version: int
     rmse: float | None
     rmse_rows: int
+    set_aside: SetAside
 
     def summary(self) -> str:
         score = (f"RMSE {self.rmse:.4f} on the {self.rmse_rows:,} rides of 1..60 minutes"
                  if self.rmse is not None else "no rides of 1..60 minutes to compute an RMSE on")
+        aside = f"\n   ⚠️  {self.set_aside.summary()}" if self.set_aside.rides else ""
         return (f"🧮 {self.rows:,} rides of {self.partition.color} {self.partition.label} scored with "
-                f"{self.model_name} v{self.model_version} in {self.seconds:.1f} s: {score}\n   -> {self.path}")
+                f"{self.model_name} v{self.model_version} in {self.seconds:.1f} s: {score}{aside}\n   -> {self.path}")
 
 
 def predictions_path(settings: Settings, partition: Partition) -> Path:
@@ -86,10 +91,11 @@ def score_month(settings: Settings) -> BatchResult:
     target = predictions_path(settings, partition)
     rows = rmse_rows = 0
     squared = 0.0
+    set_aside = SetAside()
     with atomic_path(target) as tmp:
         writer: pq.ParquetWriter | None = None
         for batch in trips.iter_batches(batch_size=BATCH_ROWS, columns=list(trip_columns(partition.color))):
-            scored, errors = _score(batch, partition.color, source.name, champion, rows)
+            scored, errors = _score(batch, partition.color, source.name, champion, set_aside)
             if writer is None:
                 writer = pq.ParquetWriter(tmp, scored.schema)
             writer.write_table(scored)
@@ -100,15 +106,18 @@ def score_month(settings: Settings) -> BatchResult:
             columns = trips.schema_arrow
             empty = pa.RecordBatch.from_pylist([], schema=pa.schema([columns.field(name) for name in
                                                                      trip_columns(partition.color)]))
-            writer = pq.ParquetWriter(tmp, _score(empty, partition.color, source.name, champion, 0)[0].schema)
+            schema = _score(empty, partition.color, source.name, champion, SetAside())[0].schema
+            writer = pq.ParquetWriter(tmp, schema)
         writer.close()
+        set_aside.check(settings.validation.max_invalid_row_share, f"{partition.color} {partition.label}")
     rmse = float(np.sqrt(squared / rmse_rows)) if rmse_rows else None
     return BatchResult(partition, target, rows, time.perf_counter() - started, champion.name,
-                       champion.version, rmse, rmse_rows)
+                       champion.version, rmse, rmse_rows, set_aside)
 
 
-def _score(batch: pa.RecordBatch, color: str, source: str, champion: Any, first_index: int) -> tuple[pa.Table, Any]:
-    """The predictions table of one batch, and the errors of its rides of 1..60 minutes."""
+def _score(batch: pa.RecordBatch, color: str, source: str, champion: Any, set_aside: SetAside) -> tuple[pa.Table, Any]:
+    """The predictions table of one batch's valid rides (the others go to `set_aside`), and the
+    errors of its rides of 1..60 minutes."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -116,7 +125,8 @@ def _score(batch: pa.RecordBatch, color: str, source: str, champion: Any, first_
     from taxipipe.features import MAX_MINUTES, MIN_MINUTES
     from taxipipe.tlc import DROPOFF, PICKUP, normalise_trips
 
-    trips = normalise_trips(pa.Table.from_batches([batch]), color, source)
+    first_index = set_aside.rows
+    trips, kept = set_aside.split(normalise_trips(pa.Table.from_batches([batch]), color, source))
     columns = {name: trips[name].to_numpy() for name in ("PULocationID", "DOLocationID", "trip_distance")}
     predicted = champion.predict(columns["PULocationID"], columns["DOLocationID"], columns["trip_distance"])
     elapsed = pc.subtract(trips[DROPOFF], trips[PICKUP]).cast(pa.int64())
@@ -124,7 +134,7 @@ def _score(batch: pa.RecordBatch, color: str, source: str, champion: Any, first_
     actual_values = actual.to_numpy(zero_copy_only=False)
     in_range = (actual_values >= MIN_MINUTES) & (actual_values <= MAX_MINUTES)
     table = pa.table({
-        "ride_index": pa.array(np.arange(first_index, first_index + trips.num_rows, dtype=np.int64)),
+        "ride_index": pa.array(np.arange(first_index, first_index + len(kept), dtype=np.int64)[kept]),
         PICKUP: trips[PICKUP],
         "PULocationID": trips["PULocationID"],
         "DOLocationID": trips["DOLocationID"],

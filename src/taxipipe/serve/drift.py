@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taxipipe.partition import Partition
+from taxipipe.ride_rules import SetAside
 from taxipipe.window import window_key, window_label
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ class MonitorReport:
     report_path: Path | None = None
     run_id: str | None = None
     seconds: float = 0.0
+    set_aside: SetAside = field(default_factory=SetAside)
     distributions: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -157,7 +159,7 @@ class MonitorReport:
 
     def metrics(self) -> dict[str, float]:
         values: dict[str, float] = {"rmse": self.rmse, "rows": self.rows, "reference_rows": self.reference_rows,
-                                    "drifted": float(self.drifted)}
+                                    "set_aside_rows": self.set_aside.rides, "drifted": float(self.drifted)}
         if self.champion_rmse is not None:
             values.update(champion_rmse=self.champion_rmse, rmse_increase=self.rmse_increase)
         for drift in self.drifts:
@@ -172,13 +174,14 @@ class MonitorReport:
         return {"partition": self.partition.key, "reference": window_key(self.reference),
                 "model_version": self.model_version, "drifted": self.drifted, "reasons": self.reasons,
                 "rmse": self.rmse, "champion_rmse": self.champion_rmse, "run_id": self.run_id,
+                "set_aside": self.set_aside.broken,
                 "report": str(self.report_path) if self.report_path else None,
                 "psi": {d.column: d.psi for d in self.drifts}}
 
     def table(self) -> str:
         lines = [f"🔎 {self.partition.color} {self.partition.label} ({self.rows:,} rides) against "
                  f"{self.model_name} v{self.model_version}'s training data {window_label(self.reference)} "
-                 f"({self.reference_rows:,} rides)", "",
+                 f"({self.reference_rows:,} rides)", *self._set_aside_lines(), "",
                  f"{'column':<18} {'PSI':>7} {'limit':>6} {'KS':>7} {'Wasserst.':>9} {'JS':>7}  drift"]
         for d in self.drifts:
             cells = [_cell(d.ks), _cell(d.wasserstein, 9), _cell(d.jensen_shannon)]
@@ -194,6 +197,9 @@ class MonitorReport:
         if self.report_path:
             lines.append(f"   report {self.report_path} (MLflow run {self.run_id} in '{EXPERIMENT}')")
         return "\n".join(lines)
+
+    def _set_aside_lines(self) -> list[str]:
+        return [f"   ⚠️  {self.set_aside.summary()}"] if self.set_aside.rides else []
 
 
 def _cell(value: float | None, width: int = 7) -> str:

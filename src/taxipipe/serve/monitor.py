@@ -4,7 +4,9 @@ For each feature (PULocationID, DOLocationID, trip_distance) and for the predict
 month is compared with the champion's training data, every month of its training window
 (rides of 1..60 minutes in both), by the statistics of `drift` (PSI against
 monitor.max_feature_psi and max_prediction_psi), and its RMSE on the month's actual durations
-with the RMSE the champion was registered with (monitor.max_rmse_increase minutes). The
+with the RMSE the champion was registered with (monitor.max_rmse_increase minutes). Rides that
+break the rules of a valid ride (`ride_rules`) are set aside and counted; the month fails when
+a rule's share passes validation.max_invalid_row_share. The
 verdict goes to the console, an HTML report (`drift_report`), the MLflow experiment
 `monitoring` and a Prometheus text file that `taxipipe serve` adds to /metrics.
 
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING
 from taxipipe.config import Settings
 from taxipipe.errors import DataQualityError
 from taxipipe.partition import Partition
+from taxipipe.ride_rules import SetAside
 from taxipipe.serve.drift import EXPERIMENT, NUMERIC, ZONES, MonitorReport, numeric_drift, zone_drift
 from taxipipe.serve.drift_report import render_html
 from taxipipe.window import training_window, window_key
@@ -31,16 +34,26 @@ if TYPE_CHECKING:
     from taxipipe.serve.champion import Loaded
 
 VERDICT_FILE = "taxipipe_monitor.prom"
+#: The `runner` tag of monitor runs: a later monitor of the month finds the runs a stopped one left.
+RUNNER_TAG = "monitor"
 
 
-def clean_rides(settings: Settings, partition: Partition) -> dict[str, np.ndarray]:
-    """The month's rides of 1..60 minutes as arrays (fetched into the download cache if needed)."""
+def month_rides(settings: Settings, partition: Partition) -> tuple[dict[str, np.ndarray], SetAside]:
+    """The month's valid rides of 1..60 minutes as arrays (fetched into the download cache if
+    needed), and the rides set aside for breaking a ride rule."""
     from taxipipe.features import MODEL_COLUMNS, TARGET, add_duration
     from taxipipe.serve.batch import month_file
     from taxipipe.tlc import read_trips
 
-    table = add_duration(read_trips(month_file(settings, partition), partition.color))
-    return {name: table[name].to_numpy() for name in (*MODEL_COLUMNS, TARGET)}
+    set_aside = SetAside()
+    valid, _ = set_aside.split(read_trips(month_file(settings, partition), partition.color))
+    table = add_duration(valid)
+    return {name: table[name].to_numpy() for name in (*MODEL_COLUMNS, TARGET)}, set_aside
+
+
+def clean_rides(settings: Settings, partition: Partition) -> dict[str, np.ndarray]:
+    """The month's valid rides of 1..60 minutes as arrays."""
+    return month_rides(settings, partition)[0]
 
 
 def training_data(settings: Settings, champion: Loaded) -> tuple[tuple[Partition, ...], float | None]:
@@ -69,7 +82,8 @@ def compare(settings: Settings, champion: Loaded) -> MonitorReport:
 
     limits = settings.monitor
     partition = settings.partition
-    current = clean_rides(settings, partition)
+    current, set_aside = month_rides(settings, partition)
+    set_aside.check(settings.validation.max_invalid_row_share, f"{partition.color} {partition.label}")
     if not len(current["duration"]):
         raise DataQualityError(f"{partition.color} {partition.label} has no rides of 1..60 minutes to monitor; "
                                f"pick a month with rides")
@@ -90,7 +104,7 @@ def compare(settings: Settings, champion: Loaded) -> MonitorReport:
         model_version=champion.version, champion_run_id=champion.run_id, rows=len(current["duration"]),
         reference_rows=len(reference["duration"]),
         drifts=drifts, rmse=rmse(current["duration"], current["predicted_minutes"]), champion_rmse=champion_rmse,
-        max_rmse_increase=limits.max_rmse_increase)
+        max_rmse_increase=limits.max_rmse_increase, set_aside=set_aside)
     report.distributions = {column: (reference[column], current[column]) for column in (*ZONES, *NUMERIC)}
     return report
 
@@ -98,6 +112,7 @@ def compare(settings: Settings, champion: Loaded) -> MonitorReport:
 def monitor_month(settings: Settings) -> MonitorReport:
     """Compare the configured month with the champion's training data; write the HTML report
     under {home}/reports/ and log the metrics to the MLflow experiment `monitoring`."""
+    from taxipipe import tracking
     from taxipipe.safety.atomic import write_text_atomic
     from taxipipe.serve.batch import load_champion
     from taxipipe.serve.zones import zone_names
@@ -106,11 +121,15 @@ def monitor_month(settings: Settings) -> MonitorReport:
     report = compare(settings, load_champion(settings))
     partition = report.partition
     report.report_path = settings.home / "reports" / f"monitor_{partition.color}_{partition.label}.html"
-    report.run_id = log_to_mlflow(settings, report)
-    report.seconds = time.perf_counter() - started
-    write_text_atomic(report.report_path, render_html(report, EXPERIMENT, zone_names(settings, partition)))
-    _log_artifact(settings, report)
-    write_verdict(verdict_path(settings), report)
+    client = tracking.client(settings)
+    report.run_id = start_run(settings, report)
+    with tracking.failed_on_error(client, report.run_id):
+        log_to_mlflow(settings, report)
+        report.seconds = time.perf_counter() - started
+        write_text_atomic(report.report_path, render_html(report, EXPERIMENT, zone_names(settings, partition)))
+        client.log_artifact(report.run_id, str(report.report_path))
+        write_verdict(verdict_path(settings), report)
+    client.set_terminated(report.run_id)
     return report
 
 
@@ -149,30 +168,33 @@ def write_verdict(path: Path, report: MonitorReport) -> None:
     write_to_textfile(str(path), registry)
 
 
-def log_to_mlflow(settings: Settings, report: MonitorReport) -> str:
-    """One run in the `monitoring` experiment: the month, the champion, every statistic."""
-    from mlflow.entities import Metric, Param, RunTag
-
+def start_run(settings: Settings, report: MonitorReport) -> str:
+    """The month's run in the `monitoring` experiment, after ending FAILED the month's runs that
+    a monitor stopped by a crash or a full disk left RUNNING."""
     from taxipipe import tracking
 
     client = tracking.client(settings)
     experiment = tracking.named_experiment(settings, client, EXPERIMENT)
     partition = report.partition
+    tracking.fail_abandoned_runs(client, experiment, partition.key, RUNNER_TAG)
     run = client.create_run(experiment, run_name=f"monitor-{partition.color}-{partition.label}",
-                            tags={"partition": partition.key, "reference_partition": window_key(report.reference)})
+                            tags={"partition": partition.key, "reference_partition": window_key(report.reference),
+                                  "runner": RUNNER_TAG, **tracking.owner_tags()})
+    return run.info.run_id
+
+
+def log_to_mlflow(settings: Settings, report: MonitorReport) -> None:
+    """The month, the champion and every statistic, on the report's run."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    from taxipipe import tracking
+
+    client = tracking.client(settings)
+    partition = report.partition
     now = int(time.time() * 1000)
     params = {"color": partition.color, "year": partition.year, "month": partition.month,
               "model_name": report.model_name, "model_version": report.model_version,
               "champion_run_id": report.champion_run_id, "reference": window_key(report.reference)}
-    client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in report.metrics().items()],
+    client.log_batch(report.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in report.metrics().items()],
                      params=[Param(k, str(v)) for k, v in params.items()],
                      tags=[RunTag("drift.reasons", "; ".join(report.reasons) or "none")])
-    return run.info.run_id
-
-
-def _log_artifact(settings: Settings, report: MonitorReport) -> None:
-    from taxipipe import tracking
-
-    client = tracking.client(settings)
-    client.log_artifact(report.run_id, str(report.report_path))
-    client.set_terminated(report.run_id)

@@ -1,4 +1,5 @@
-"""Raw rides from JSON to three arrays, each value checked before it reaches the model.
+"""Raw rides from JSON to three arrays, each value checked before it reaches the model by the
+rules of a valid ride (`taxipipe.ride_rules`), which batch scoring and monitoring use too.
 
 A plain loop over the parsed JSON is several times faster than a pydantic model per ride
 and names the first bad value exactly: its field, the rule it breaks and its index.
@@ -10,12 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from taxipipe.ride_rules import DISTANCE_FIELD, MAX_MILES, MAX_ZONE, MIN_ZONE, ZONE_FIELDS, valid
+
 if TYPE_CHECKING:
     import numpy as np
-
-ZONE_FIELDS = ("PULocationID", "DOLocationID")
-DISTANCE_FIELD = "trip_distance"
-MIN_ZONE, MAX_ZONE = 1, 265
 
 
 @dataclass
@@ -77,6 +76,8 @@ def _distance(ride: dict[str, Any], where: str) -> float:
         raise RideError(where + DISTANCE_FIELD, "must be a finite number", value)
     if value < 0:
         raise RideError(where + DISTANCE_FIELD, "must not be negative", value)
+    if value > MAX_MILES:
+        raise RideError(where + DISTANCE_FIELD, f"must be at most {MAX_MILES:,.0f} miles", value)
     return value
 
 
@@ -146,8 +147,7 @@ def _checked_columns(pickup: list[Any], dropoff: list[Any], distance: list[Any])
         miles = np.array(distance, dtype=np.float64)
     except OverflowError:
         return None
-    zones_ok = np.all((zones >= MIN_ZONE) & (zones <= MAX_ZONE) & (zones == np.floor(zones)))
-    if not (zones_ok and np.all(np.isfinite(miles) & (miles >= 0))):
+    if not np.all(valid(zones[0], zones[1], miles)):
         return None
     codes = zones.astype(np.int64)
     return codes[0], codes[1], miles

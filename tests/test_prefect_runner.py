@@ -21,7 +21,7 @@ import requests
 import yaml
 
 from tests import forked
-from tests.conftest import REPO, TlcServer, cli_data_flags, free_port
+from tests.conftest import REPO, TlcServer, cli_data_flags, free_port, run_on_terminal
 from taxipipe.runners.prefect_local import DEPLOYMENT_NAME, MONTHLY_CRON, local_environment
 
 EXAMPLE = REPO / "examples" / "prefect_pipeline.py"
@@ -133,6 +133,19 @@ def test_failed_data_rules_stop_the_flow_naming_them(prefect_server: dict[str, s
     reason = failure_reason(result.stderr)
     assert reason.startswith("task 'validate_data' failed: data quality rules failed")
     assert "green_tripdata_2031-01.parquet: PULocationID in 1..265: 50 of 76,518 rows" in reason
+
+
+def test_prefect_on_a_terminal_announces_and_sends_no_usage_data(tmp_path: Path) -> None:
+    """Prefect's client shows its telemetry notice on a terminal (first import under a home) unless
+    DO_NOT_TRACK is set; outside CI, as a learner runs it."""
+    from prefect._internal.analytics.ci_detection import CI_ENV_VARS
+
+    env = {k: v for k, v in clean_environment().items() if k not in CI_ENV_VARS and k != "DO_NOT_TRACK"}
+    code = ("import sys; from pathlib import Path; from taxipipe.runners.prefect_local import configure; "
+            "configure(Path(sys.argv[1])); import prefect; print('imported')")
+    status, output = run_on_terminal([sys.executable, "-c", code, str(tmp_path)], env=env, timeout=120)
+    assert status == 0 and output.strip() == "imported", output
+    assert not (tmp_path / "prefect" / ".sdk_telemetry").exists()
 
 
 @pytest.fixture(scope="module")

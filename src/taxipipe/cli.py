@@ -176,11 +176,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if tracking.sqlite_file(uri) is not None:
         tracking.prepare_store(uri)
     address = f"http://127.0.0.1:{args.port}{tracking.UI_START_PAGE}"
-    print(f"📈 MLflow UI on {address} (store {uri}); Ctrl-C stops it", flush=True)
+    print(f"📈 MLflow UI on {address} (store {uri}), for this machine only; Ctrl-C stops it", flush=True)
+    # the hosts it answers, named, so that MLflow states them instead of advising flags `ui` lacks
+    hosts = f"127.0.0.1:{args.port},localhost:{args.port}"
     command_line = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
                     "--registry-store-uri", uri, "--default-artifact-root",
                     tracking.artifact_root(uri) or (settings.home / "mlflow" / "artifacts").as_uri(),
-                    "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
+                    "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1", "--allowed-hosts", hosts]
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if not console.verbose():
         # no line per request, no library warnings (-v shows both)

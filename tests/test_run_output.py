@@ -85,6 +85,27 @@ def assert_run_tells_its_story(client, run, tlc_dir: Path, tlc_server, tmp_path:
     assert experiment.tags[tracking.EXPERIMENT_KIND[0]] == tracking.EXPERIMENT_KIND[1]
 
 
+def test_a_month_read_from_a_relative_path_is_recorded_by_its_absolute_url(
+        make_settings, tlc_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative url_template (`../data/...`) means nothing outside the run's directory: the
+    dataset's source is the file's absolute file:// URL."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    (tmp_path / "data").symlink_to(tlc_dir)
+    settings = make_settings(data={"url_template": "../data/{color}_tripdata_{year}-{month:02d}.parquet"})
+    downloads = settings.home / "downloads"
+    downloads.mkdir(parents=True)
+    (downloads / "green_tripdata_2021-01.parquet").symlink_to(tlc_dir / "green_tripdata_2021-01.parquet")
+    client = tracking.client(settings)
+    run_id = client.create_run(client.create_experiment("sources")).info.run_id
+
+    tracking.log_datasets(client, run_id, settings)
+
+    [month] = client.get_run(run_id).inputs.dataset_inputs
+    assert json.loads(month.dataset.source) == {"uri": (tlc_dir / "green_tripdata_2021-01.parquet").resolve().as_uri()}
+
+
 def test_quiet_run_failure_still_says_what_went_wrong(home: Path, tlc_server) -> None:
     result = run_cli("run", "-q", "--json", *cli_data_flags(home, tlc_server, year=2030, month=1),
                      env={"TAXIPIPE_DATA__DOWNLOAD_BACKOFF_SECONDS": "0.01"})

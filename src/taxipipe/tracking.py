@@ -300,8 +300,8 @@ def named_experiment(settings: Settings, mlflow_client: MlflowClient, name: str)
 def log_datasets(mlflow_client: MlflowClient, run_id: str, settings: Settings) -> None:
     """The run's training months and validation month as MLflow dataset inputs.
 
-    Each month is a dataset named `green 2021-01` whose source is the URL (or path) it was
-    downloaded from and whose digest is the start of its file's sha256; the input's context
+    Each month is a dataset named `green 2021-01` whose source is the URL it was downloaded
+    from (a path becomes an absolute file:// URL, which means the same file anywhere) and whose digest is the start of its file's sha256; the input's context
     (training or validation) says what the run did with it. The file's parquet schema and row
     count go with it, so the run's Datasets panel, and a model's lineage, reach the data. A
     month whose download a cleanup already removed is left out.
@@ -319,7 +319,10 @@ def log_datasets(mlflow_client: MlflowClient, run_id: str, settings: Settings) -
         for month in months:
             if not downloads.download(month).exists():
                 continue
-            described = _describe_file(downloads.download(month), source_url(settings.data.url_template, month))
+            source = source_url(settings.data.url_template, month)
+            if not urlparse(source).scheme:
+                source = Path(source).resolve().as_uri()
+            described = _describe_file(downloads.download(month), source)
             inputs.append(DatasetInput(Dataset(name=f"{month.color} {month.label}", **described),
                                        tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
     mlflow_client.log_inputs(run_id, datasets=inputs)

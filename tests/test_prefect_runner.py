@@ -51,6 +51,13 @@ def outcomes(stdout: str) -> dict[str, str]:
     return {name: OUTCOMES[how] for name, how in STEP_LINE.findall(stdout)}
 
 
+def task_run_names(server: dict[str, str], **where: dict) -> list[str]:
+    """The names of the task runs the Prefect server at `server` holds that match `where`."""
+    answer = requests.post(f"{server['PREFECT_API_URL']}/task_runs/filter", json=where, timeout=30)
+    answer.raise_for_status()
+    return [task_run["name"] for task_run in answer.json()]
+
+
 def failure_reason(stderr: str) -> str:
     """The one line the example prints when the flow fails, without its marker."""
     [line] = [line for line in stderr.splitlines() if line.startswith("❌ ")]
@@ -85,6 +92,9 @@ def test_flow_retries_a_503_and_gives_the_simple_runners_rmse(prefect_server: di
     assert run.data.metrics["rmse"] == pytest.approx(simple_rmse, abs=1e-6)
     assert run.data.tags["runner"] == "prefect"
     assert re.fullmatch(r"[0-9a-f-]{36}", run.data.tags["prefect_flow_run_id"])
+    # task runs are named as the other runners name the nodes, not `validate_data-fbe`
+    assert sorted(task_run_names(prefect_server, flow_runs={"id": {"any_": [run.data.tags["prefect_flow_run_id"]]}})) \
+        == sorted((*EXTRACTS, "validate_data", "transform", "features", *AFTER_FEATURES))
     assert f"Final model RMSE: {simple_rmse:.4f}" in result.stdout
     assert any((home / "prefect" / "results").iterdir())
 
@@ -165,7 +175,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
             try:
                 if requests.get(f"{api}/health", timeout=2).ok:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a busy machine answers late
                 pass
             assert server.poll() is None and time.monotonic() < deadline, "prefect server did not start"
             time.sleep(0.5)
@@ -274,6 +284,8 @@ def test_a_backfill_trains_two_months_at_once_on_a_two_worker_dask_cluster(prefe
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(run.data.tags["partition"] for run in runs) == ["green/2023-02", "green/2023-03"]
     assert {run.data.tags["prefect_task_runner"] for run in runs} == {"dask"}
+    months = ["train-month[2023-02]", "train-month[2023-03]"]
+    assert sorted(task_run_names(prefect_server, task_runs={"name": {"any_": months}})) == months
     assert all(3 < run.data.metrics["rmse"] < 8 for run in runs)
 
 

@@ -28,11 +28,14 @@ def test_the_job_is_the_graph() -> None:
 
 
 def test_partitions_are_training_months_the_newest_surely_published() -> None:
-    from taxipipe.runners.dagster import PARTITIONS
+    from taxipipe.runners.dagster import PARTITIONS, job_for
     from taxipipe.runners.dagster_definitions import defs, monthly
 
     newest = scheduled_training_month("green", datetime.now(timezone.utc))
     assert PARTITIONS.get_last_partition_key() == f"{newest.label}-01"
+    # the TLC's green records start in 2013-08 (yellow's in 2009-01): no partition before them
+    assert PARTITIONS.get_first_partition_key() == "2013-08-01"
+    assert job_for("yellow").partitions_def.get_first_partition_key() == "2009-01-01"
     assert monthly.cron_schedule == "0 6 15 * *"
     assert defs.get_job_def("taxi_duration_pipeline").partitions_def == PARTITIONS
 

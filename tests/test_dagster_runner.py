@@ -64,3 +64,15 @@ def test_launched_runs_fork_each_op_from_a_server_that_imported_the_libraries() 
     assert taxi_duration_pipeline.executor_def.name == "multiprocess_forkserver"
     for module in STEP_IMPORTS:
         importlib.import_module(module)
+
+
+
+def test_an_op_prints_its_line_as_its_step_ends(make_settings, capsys: pytest.CaptureFixture[str]) -> None:
+    """Piped output keeps its order: each op prints its task line when its step ends, so a line
+    written meanwhile (training progress on stderr) is not printed before every task line."""
+    from taxipipe.runners.dagster import _run
+
+    _run(month_node("extract", Partition("green", 2021, 1)), StepContext(make_settings()), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2] == "   green/2021-01 downloaded (1,333,519 bytes)"
+    assert lines[-1].startswith("✅ Task 'extract[2021-01]' completed in "), lines

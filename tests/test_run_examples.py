@@ -72,6 +72,9 @@ def test_run_all_trains_every_runner_on_the_window_and_they_agree(home: Path, tl
     assert "✅ Comparison of the runners succeeded" in result.stdout
     assert "✅ Task 'extract[2023-04]' completed" in result.stdout
     assert result.stdout.count("2023-01..2023-03 (validation 2023-04)") >= 5
+    # every runner's header names its target: the whole graph, or make's and Prefect's default deploy
+    assert [line for line in result.stdout.splitlines() if line.startswith("🎯 Target: ")] == [
+        "🎯 Target: cleanup", "🎯 Target: cleanup", "🎯 Target: deploy", "🎯 Target: deploy", "🎯 Target: cleanup"]
     assert f"{REPO}/docs/engines.md" in result.stdout.splitlines()[-1]
 
     plot = tmp_path / "runners.png"

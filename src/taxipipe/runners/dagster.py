@@ -40,6 +40,7 @@ from dagster import (
     op,
 )
 
+from taxipipe import console
 from taxipipe.config import Settings, load_settings, merge
 from taxipipe.errors import PERMANENT_ERRORS
 from taxipipe.safety.home_lock import hold_home
@@ -82,11 +83,14 @@ def step_context(context: OpExecutionContext) -> StepContext:
 
 
 def _run(step: Step, ctx: StepContext, upstream: dict[str, Record]) -> Record:
-    """Run one node; an error no retry can fix fails the op at once."""
+    """Run one node and print its line as it ends (in order with whatever the step printed);
+    an error no retry can fix fails the op at once."""
     try:
-        return run_step(step, ctx, upstream)
+        record = run_step(step, ctx, upstream)
     except PERMANENT_ERRORS as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
+    console.task_done(step.name, record["seconds"], record.get("summary"))
+    return record
 
 
 @op(out=DynamicOut(str), required_resource_keys={"taxipipe"})
@@ -161,8 +165,6 @@ def run_in_process(settings: Settings) -> ExecuteInProcessResult:
     Dagster's console logger shows its event lines (`dagster - DEBUG - ... STEP_START`) only
     under -v; by default only its warnings and errors. Its run storage keeps every event.
     """
-    from taxipipe import console
-
     use_dagster_home(settings.home)
     resource = TaxipipeSettings(overrides=json.dumps(settings.model_dump(mode="json")))
     owner = f"Dagster in-process run, {settings.partition}"

@@ -34,6 +34,10 @@ def test_menu_through_stdin(home: Path, tlc_server: TlcServer, tmp_path: Path) -
     out = result.stdout
     assert out.count("Choose [0-10]:") == 3
     assert "✅ Configuration succeeded" in out and "data.year" in out
+    # settings whose default depends on the machine show what the code will use, not a blank
+    shown = {line.split()[0]: line.split()[2:] for line in out.splitlines()
+             if line.startswith(("compute.memory_gb ", "stack.project_dir "))}
+    assert shown["stack.project_dir"][0] == str(REPO) and float(shown["compute.memory_gb"][0]) > 0, shown
     assert "✅ all 9 steps work on 5,000-row samples" in out and "✅ Component check succeeded" in out
     assert "👋 Bye" in out
 

@@ -149,12 +149,28 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({key: {"value": value, "origin": origin} for key, value, origin in rows}, indent=2))
         return 0
+    derived = derived_defaults(settings_from(args))
     key_width = max(len(key) for key, _, _ in rows)
     origin_width = max(len(origin) for _, _, origin in rows)
     print(f"{'KEY':<{key_width}}  {'ORIGIN':<{origin_width}}  VALUE")
     for key, value, origin in rows:
-        print(f"{key:<{key_width}}  {origin:<{origin_width}}  {'' if value is None else value}")
+        shown = derived.get(key, "") if value is None else value
+        print(f"{key:<{key_width}}  {origin:<{origin_width}}  {shown}")
     return 0
+
+
+def derived_defaults(settings: Any) -> dict[str, str]:
+    """What the code uses when a setting whose default depends on the machine is left unset."""
+    from taxipipe.compute import GB, memory_limit_bytes
+    from taxipipe.errors import StackError
+    from taxipipe.stack.services import project_dir
+
+    try:
+        project = f"{project_dir(settings)} (the checkout holding the package)"
+    except StackError:
+        project = "none: the package is not run from a checkout; set it for `taxipipe stack`"
+    return {"compute.memory_gb": f"{memory_limit_bytes(settings) / GB:.1f} (half the memory available now)",
+            "stack.project_dir": project}
 
 
 def add_config(commands: Any) -> None:

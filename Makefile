@@ -97,7 +97,7 @@ mlflow-ui: env
 prefect-server: env
 	@home=$$($(HOME_OF)) && mkdir -p $$home/prefect && \
 	PREFECT_HOME=$$home/prefect PREFECT_SERVER_MEMO_STORE_PATH=$$home/prefect/memo_store.toml \
-	PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY=false \
+	PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY=false DO_NOT_TRACK=1 \
 	exec $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 # Airflow's state lives in HOME/airflow (HOME: the taxipipe home, ~/.taxipipe by default);

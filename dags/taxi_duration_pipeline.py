@@ -6,7 +6,7 @@ month before that: the run of 2021-05-01 trains on 2021-01 and validates on 2021
 trigger; `settings` takes any other setting as nested tables, e.g.
 `{"data": {"url_template": "..."}, "model": {"preset": "zoomcamp"}}`.
 
-Every task is one call into taxipipe's steps; XCom carries only their small records
+Every task is one call into taxipipe's steps, which prints the task's line as it ends; XCom carries only their small records
 (paths, row counts, metrics, the MLflow run id). Task functions have no return annotation
 on purpose: TaskFlow reads `-> dict` as `multiple_outputs=True` and would push every key
 of a record as its own XCom.
@@ -28,8 +28,8 @@ from airflow.sdk import (
 
 from taxipipe.errors import PERMANENT_ERRORS
 from taxipipe.partition import Partition
-from taxipipe.pipeline import BY_NAME, month_node, per_month_records, run_step
-from taxipipe.runners.airflow import DAG_ID, step_context
+from taxipipe.pipeline import BY_NAME, month_node, per_month_records
+from taxipipe.runners.airflow import DAG_ID, run_node, step_context
 from taxipipe.steps import Record
 
 default_args = {
@@ -75,40 +75,40 @@ def taxi_duration_pipeline() -> None:
     def extract(month: str):
         """Download one month into the download cache the partitions share."""
         ctx = step_context()
-        return run_step(month_node("extract", Partition.parse(ctx.settings.data.color, month)), ctx, {})
+        return run_node(month_node("extract", Partition.parse(ctx.settings.data.color, month)), {}, ctx)
 
     @task
     def validate_data(downloads: list[Record]):
         # downloads[:] reads Airflow's lazy XCom sequence in one request
-        return run_step(BY_NAME["validate_data"], step_context(), per_month_records("extract", downloads[:]))
+        return run_node(BY_NAME["validate_data"], per_month_records("extract", downloads[:]))
 
     @task
     def transform(checked: Record):
-        return run_step(BY_NAME["transform"], step_context(), {"validate_data": checked})
+        return run_node(BY_NAME["transform"], {"validate_data": checked})
 
     @task
     def features(transformed: Record):
-        return run_step(BY_NAME["features"], step_context(), {"transform": transformed})
+        return run_node(BY_NAME["features"], {"transform": transformed})
 
     @task(retries=1)
     def train(encoded: Record):
-        return run_step(BY_NAME["train"], step_context(), {"features": encoded})
+        return run_node(BY_NAME["train"], {"features": encoded})
 
     @task
     def validate_model(trained: Record):
-        return run_step(BY_NAME["validate_model"], step_context(), {"train": trained})
+        return run_node(BY_NAME["validate_model"], {"train": trained})
 
     @task
     def save(trained: Record, verdict: Record):
-        return run_step(BY_NAME["save"], step_context(), {"train": trained, "validate_model": verdict})
+        return run_node(BY_NAME["save"], {"train": trained, "validate_model": verdict})
 
     @task
     def deploy(verdict: Record, saved: Record):
-        return run_step(BY_NAME["deploy"], step_context(), {"validate_model": verdict, "save": saved})
+        return run_node(BY_NAME["deploy"], {"validate_model": verdict, "save": saved})
 
     @task
     def cleanup(deployed: Record):
-        return run_step(BY_NAME["cleanup"], step_context(), {"deploy": deployed})
+        return run_node(BY_NAME["cleanup"], {"deploy": deployed})
 
     downloads = extract.expand(month=months())
     trained = train(features(transform(validate_data(downloads))))

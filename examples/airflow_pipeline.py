@@ -16,7 +16,7 @@ from pathlib import Path
 from taxipipe import console, walltime
 from taxipipe.flags import add_output_flags, add_settings_flags, settings_from
 from taxipipe.errors import TaxipipeError
-from taxipipe.pipeline import graph
+from taxipipe.pipeline import STEPS
 from taxipipe.runners import airflow as airflow_runner
 
 DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
@@ -43,17 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         console.pipeline_failed(INSTALL_HINT)
         return 1
 
-    console.header(airflow_runner.RUNNER, settings)
+    console.header(airflow_runner.RUNNER, settings, target=STEPS[-1].name)
     try:
         airflow_runner.migrate_once(airflow_home)
         outcome = airflow_runner.run_in_process(settings, DAGS_FOLDER)
     except TaxipipeError as exc:
         console.pipeline_failed(str(exc))
         return 1
-    for step in graph(settings):
-        record = outcome.records.get(step.name)
-        if record is not None:
-            console.task_done(step.name, record["seconds"], record.get("summary"))
     for task_id in outcome.failed:
         console.task_failed(task_id, "the task log above says why")
     if outcome.state != "success":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from taxipipe import console
 from taxipipe.flags import add_settings_flags, settings_from
 from taxipipe.errors import TaxipipeError
 from taxipipe.pipeline import STEPS, graph, run_step
@@ -31,6 +32,7 @@ def sample_months(settings, rows: int, mirror: Path) -> None:
 
 
 def main() -> int:
+    console.keep_order()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5000, help="rows of each month to check on")
     add_settings_flags(parser)

@@ -17,19 +17,16 @@ from taxipipe import console, walltime
 from taxipipe.flags import add_output_flags, add_settings_flags, settings_from
 from taxipipe.config import Settings
 from taxipipe.errors import TaxipipeError
-from taxipipe.pipeline import STEPS, graph
+from taxipipe.pipeline import STEPS
 
 
 def run(settings: Settings, started: float) -> int:
-    """Run the job on the partition of `settings`; print the common lines; record the wall time
-    since `started`; the exit status."""
+    """Run the job on the partition of `settings` (each op prints its line as it ends); print
+    the common lines; record the wall time since `started`; the exit status."""
     from taxipipe.runners import dagster as dagster_runner
 
     console.header(dagster_runner.RUNNER, settings, target=STEPS[-1].name)
     records, failed = dagster_runner.outcome(dagster_runner.run_in_process(settings))
-    for step in graph(settings):
-        if step.name in records:
-            console.task_done(step.name, records[step.name]["seconds"], records[step.name].get("summary"))
     for name, reason in failed.items():
         console.task_failed(name, reason)
     if failed:

@@ -29,6 +29,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    console.keep_order()
     args = parse_args(argv)
     try:
         run = prefect_local.flow_arguments(args)

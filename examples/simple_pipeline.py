@@ -9,12 +9,14 @@ Same flags as `taxipipe run`; the steps themselves live in the taxipipe package.
 import argparse
 import sys
 
+from taxipipe import console
 from taxipipe.flags import add_settings_flags, settings_from
 from taxipipe.errors import StepFailed, TaxipipeError
 from taxipipe.runners.simple import SimplePipeline
 
 
 def main() -> int:
+    console.keep_order()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_settings_flags(parser)
     args = parser.parse_args()

@@ -153,6 +153,20 @@ def test_the_dag_loads_with_the_pipeline_graph_and_retries(tmp_path: Path):
     assert tasks["extract"]["retries"] > tasks["validate_data"]["retries"] > tasks["train"]["retries"] >= 1
 
 
+def test_a_task_prints_its_line_as_its_step_ends(make_settings, capsys: pytest.CaptureFixture[str]):
+    """Piped output keeps its order: each task prints its line when its step ends, so training
+    progress on stderr is not printed before every task line (as when the example printed them
+    after the run)."""
+    from taxipipe.pipeline import month_node
+    from taxipipe.runners.airflow import run_node
+    from taxipipe.steps import StepContext
+
+    run_node(month_node("extract", Partition("green", 2021, 1)), {}, StepContext(make_settings()))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2] == "   green/2021-01 downloaded (1,333,519 bytes)"
+    assert lines[-1].startswith("✅ Task 'extract[2021-01]' completed in "), lines
+
+
 @pytest.mark.slow
 def test_a_503_heals_on_its_retry_and_a_missing_month_fails_the_run_at_once(airflow_env: dict[str, str],
                                                                              tlc_server: Any, tmp_path: Path):
@@ -169,6 +183,7 @@ def test_a_503_heals_on_its_retry_and_a_missing_month_fails_the_run_at_once(airf
     assert tlc_server.hits(served) - before[served] == 2
     assert "HTTP 503" in log and "new_state=up_for_retry" in log
     assert (tmp_path / "home" / "downloads" / served).is_file()
+    assert "✅ Task 'extract[2021-05]' completed in " in log, "a task prints its line as it ends"
     assert tlc_server.hits(missing) - before[missing] == 1
     assert "DagRun failed" in log
     assert "there is no TLC file" in log and "HTTP 404" in log

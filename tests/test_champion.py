@@ -389,3 +389,27 @@ def test_a_champion_missing_its_model_file_names_the_file_and_the_fix(champion_i
     assert str(pickled) in sentence and "champion v1" in sentence, sentence
     assert "run again when the registry answers" not in sentence, sentence
     assert "nothing was promoted" in sentence and "restore" in sentence, sentence
+
+
+def test_the_registry_says_what_the_model_is_and_which_version_each_champion_gave_way_to(tmp_path: Path) -> None:
+    """A learner reading the registry: the model's description names the alias and the rule, and
+    a former champion's `promotion` tag says which version replaced it (it said `champion`)."""
+    from taxipipe.config import load_settings
+
+    client = tracking.client(load_settings(overrides={"home": str(tmp_path)}))
+    experiment = client.create_experiment("registry-story")
+    client.create_registered_model("described-later")
+    versions = []
+    for name in (MODEL, MODEL, "described-later"):
+        source = client.create_run(experiment).info.run_id
+        versions.append(tracking.register(client, name, f"runs:/{source}/model", source, None, tags={}))
+    first, second, _ = versions
+    tracking.promote(client, MODEL, first)
+    tracking.promote(client, MODEL, second)
+    tracking.promote(client, MODEL, second)
+
+    assert client.get_model_version(MODEL, first).tags[tracking.PROMOTION_TAG] == f"replaced by v{second}"
+    assert client.get_model_version(MODEL, second).tags[tracking.PROMOTION_TAG] == "champion"
+    description = client.get_registered_model(MODEL).description
+    assert f"`models:/{MODEL}@champion`" in description and "docs/champion.md" in description
+    assert client.get_registered_model("described-later").description == tracking.model_description("described-later")

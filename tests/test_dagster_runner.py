@@ -28,11 +28,14 @@ def test_the_job_is_the_graph() -> None:
 
 
 def test_partitions_are_training_months_the_newest_surely_published() -> None:
-    from taxipipe.runners.dagster import PARTITIONS
+    from taxipipe.runners.dagster import PARTITIONS, job_for
     from taxipipe.runners.dagster_definitions import defs, monthly
 
     newest = scheduled_training_month("green", datetime.now(timezone.utc))
     assert PARTITIONS.get_last_partition_key() == f"{newest.label}-01"
+    # the TLC's green records start in 2013-08 (yellow's in 2009-01): no partition before them
+    assert PARTITIONS.get_first_partition_key() == "2013-08-01"
+    assert job_for("yellow").partitions_def.get_first_partition_key() == "2009-01-01"
     assert monthly.cron_schedule == "0 6 15 * *"
     assert defs.get_job_def("taxi_duration_pipeline").partitions_def == PARTITIONS
 
@@ -61,3 +64,15 @@ def test_launched_runs_fork_each_op_from_a_server_that_imported_the_libraries() 
     assert taxi_duration_pipeline.executor_def.name == "multiprocess_forkserver"
     for module in STEP_IMPORTS:
         importlib.import_module(module)
+
+
+
+def test_an_op_prints_its_line_as_its_step_ends(make_settings, capsys: pytest.CaptureFixture[str]) -> None:
+    """Piped output keeps its order: each op prints its task line when its step ends, so a line
+    written meanwhile (training progress on stderr) is not printed before every task line."""
+    from taxipipe.runners.dagster import _run
+
+    _run(month_node("extract", Partition("green", 2021, 1)), StepContext(make_settings()), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2] == "   green/2021-01 downloaded (1,333,519 bytes)"
+    assert lines[-1].startswith("✅ Task 'extract[2021-01]' completed in "), lines

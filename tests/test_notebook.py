@@ -24,6 +24,8 @@ def test_notebook_runs_top_to_bottom(home: Path, tlc_server: TlcServer, monkeypa
 
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
+    stderr = [output.text for output in outputs if output.get("name") == "stderr"]
+    assert not [text for text in stderr if "Warning" in text], stderr  # e.g. TqdmWarning: IProgress not found
     text = "\n".join(output.get("text", "") for output in outputs if output.output_type == "stream")
     rmse = float(re.search(r"^RMSE: ([\d.]+)$", text, re.M).group(1))
     assert 5.0 < rmse < 6.2

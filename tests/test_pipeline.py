@@ -22,7 +22,7 @@ def test_cli_run_onehot_matches_reference_and_tracks_everything(home: Path, tlc_
     result = run_cli("run", *cli_data_flags(home, tlc_server), "--features", "onehot")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "🚀 Starting ML Pipeline (simple runner)" and not any("Target" in line for line in lines)
+    assert lines[:2] == ["🚀 Starting ML Pipeline (simple runner)", "🎯 Target: cleanup"]
     assert "📅 Data: green 2021-01 (validation 2021-02)" in lines
     for step in ("extract[2021-01]", "extract[2021-02]", "validate_data", "transform", "features", "train",
                  "validate_model", "save", "deploy", "cleanup"):

@@ -21,7 +21,7 @@ import requests
 import yaml
 
 from tests import forked
-from tests.conftest import REPO, TlcServer, cli_data_flags, free_port
+from tests.conftest import REPO, TlcServer, cli_data_flags, free_port, run_on_terminal
 from taxipipe.runners.prefect_local import DEPLOYMENT_NAME, MONTHLY_CRON, local_environment
 
 EXAMPLE = REPO / "examples" / "prefect_pipeline.py"
@@ -49,6 +49,13 @@ def run_example(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def outcomes(stdout: str) -> dict[str, str]:
     """Each step's outcome as the console printed it: ran, cached or failed."""
     return {name: OUTCOMES[how] for name, how in STEP_LINE.findall(stdout)}
+
+
+def task_run_names(server: dict[str, str], **where: dict) -> list[str]:
+    """The names of the task runs the Prefect server at `server` holds that match `where`."""
+    answer = requests.post(f"{server['PREFECT_API_URL']}/task_runs/filter", json=where, timeout=30)
+    answer.raise_for_status()
+    return [task_run["name"] for task_run in answer.json()]
 
 
 def failure_reason(stderr: str) -> str:
@@ -85,6 +92,9 @@ def test_flow_retries_a_503_and_gives_the_simple_runners_rmse(prefect_server: di
     assert run.data.metrics["rmse"] == pytest.approx(simple_rmse, abs=1e-6)
     assert run.data.tags["runner"] == "prefect"
     assert re.fullmatch(r"[0-9a-f-]{36}", run.data.tags["prefect_flow_run_id"])
+    # task runs are named as the other runners name the nodes, not `validate_data-fbe`
+    assert sorted(task_run_names(prefect_server, flow_runs={"id": {"any_": [run.data.tags["prefect_flow_run_id"]]}})) \
+        == sorted((*EXTRACTS, "validate_data", "transform", "features", *AFTER_FEATURES))
     assert f"Final model RMSE: {simple_rmse:.4f}" in result.stdout
     assert any((home / "prefect" / "results").iterdir())
 
@@ -135,6 +145,19 @@ def test_failed_data_rules_stop_the_flow_naming_them(prefect_server: dict[str, s
     assert "green_tripdata_2031-01.parquet: PULocationID in 1..265: 50 of 76,518 rows" in reason
 
 
+def test_prefect_on_a_terminal_announces_and_sends_no_usage_data(tmp_path: Path) -> None:
+    """Prefect's client shows its telemetry notice on a terminal (first import under a home) unless
+    DO_NOT_TRACK is set; outside CI, as a learner runs it."""
+    from prefect._internal.analytics.ci_detection import CI_ENV_VARS
+
+    env = {k: v for k, v in clean_environment().items() if k not in CI_ENV_VARS and k != "DO_NOT_TRACK"}
+    code = ("import sys; from pathlib import Path; from taxipipe.runners.prefect_local import configure; "
+            "configure(Path(sys.argv[1])); import prefect; print('imported')")
+    status, output = run_on_terminal([sys.executable, "-c", code, str(tmp_path)], env=env, timeout=120)
+    assert status == 0 and output.strip() == "imported", output
+    assert not (tmp_path / "prefect" / ".sdk_telemetry").exists()
+
+
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     """`prefect server start` on 127.0.0.1 with its state in a temporary PREFECT_HOME."""
@@ -152,7 +175,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
             try:
                 if requests.get(f"{api}/health", timeout=2).ok:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a busy machine answers late
                 pass
             assert server.poll() is None and time.monotonic() < deadline, "prefect server did not start"
             time.sleep(0.5)
@@ -263,6 +286,8 @@ def test_a_backfill_trains_two_months_at_once_on_a_two_worker_dask_cluster(prefe
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(run.data.tags["partition"] for run in runs) == ["green/2023-02", "green/2023-03"]
     assert {run.data.tags["prefect_task_runner"] for run in runs} == {"dask"}
+    months = ["train-month[2023-02]", "train-month[2023-03]"]
+    assert sorted(task_run_names(prefect_server, task_runs={"name": {"any_": months}})) == months
     assert all(3 < run.data.metrics["rmse"] < 8 for run in runs)
 
 

@@ -34,6 +34,10 @@ def test_menu_through_stdin(home: Path, tlc_server: TlcServer, tmp_path: Path) -
     out = result.stdout
     assert out.count("Choose [0-10]:") == 3
     assert "✅ Configuration succeeded" in out and "data.year" in out
+    # settings whose default depends on the machine show what the code will use, not a blank
+    shown = {line.split()[0]: line.split()[2:] for line in out.splitlines()
+             if line.startswith(("compute.memory_gb ", "stack.project_dir "))}
+    assert shown["stack.project_dir"][0] == str(REPO) and float(shown["compute.memory_gb"][0]) > 0, shown
     assert "✅ all 9 steps work on 5,000-row samples" in out and "✅ Component check succeeded" in out
     assert "👋 Bye" in out
 
@@ -72,6 +76,9 @@ def test_run_all_trains_every_runner_on_the_window_and_they_agree(home: Path, tl
     assert "✅ Comparison of the runners succeeded" in result.stdout
     assert "✅ Task 'extract[2023-04]' completed" in result.stdout
     assert result.stdout.count("2023-01..2023-03 (validation 2023-04)") >= 5
+    # every runner's header names its target: the whole graph, or make's and Prefect's default deploy
+    assert [line for line in result.stdout.splitlines() if line.startswith("🎯 Target: ")] == [
+        "🎯 Target: cleanup", "🎯 Target: cleanup", "🎯 Target: deploy", "🎯 Target: deploy", "🎯 Target: cleanup"]
     assert f"{REPO}/docs/engines.md" in result.stdout.splitlines()[-1]
 
     plot = tmp_path / "runners.png"

@@ -31,6 +31,7 @@ def test_a_run_reads_cleanly_and_json_is_one_line_then_verbose_shows_the_rest(
     assert record["version"] == 1 and record["champion"] is True and record["model_name"] == "nyc-taxi-duration"
     assert set(record["step_seconds"]) >= {"extract", "train", "deploy", "cleanup"}
     assert "🎉 Pipeline completed successfully!" in quiet.stderr and "✅ Task 'train' completed" in quiet.stderr
+    assert "🎯 Target: cleanup" in quiet.stderr.splitlines()[:3], "every runner's header names its target"
     assert not [phrase for phrase in NOISE if phrase in quiet.stderr], quiet.stderr
     assert re.fullmatch(rf"xgboost RMSE {record['rmse']:.4f} on 2021-02, trained on 2021-01 "
                         rf"\(memory; MLflow run {record['run_id']}\)", train_line(quiet.stderr))
@@ -83,6 +84,42 @@ def assert_run_tells_its_story(client, run, tlc_dir: Path, tlc_server, tmp_path:
     assert Image.open(plot).text["Title"] == f"green 2021-02: xgboost trained on 2021-01, RMSE {rmse:.4f}"
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags[tracking.EXPERIMENT_KIND[0]] == tracking.EXPERIMENT_KIND[1]
+
+
+def test_a_month_read_from_a_relative_path_is_recorded_by_its_absolute_url(
+        make_settings, tlc_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative url_template (`../data/...`) means nothing outside the run's directory: the
+    dataset's source is the file's absolute file:// URL."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    (tmp_path / "data").symlink_to(tlc_dir)
+    settings = make_settings(data={"url_template": "../data/{color}_tripdata_{year}-{month:02d}.parquet"})
+    downloads = settings.home / "downloads"
+    downloads.mkdir(parents=True)
+    (downloads / "green_tripdata_2021-01.parquet").symlink_to(tlc_dir / "green_tripdata_2021-01.parquet")
+    client = tracking.client(settings)
+    run_id = client.create_run(client.create_experiment("sources")).info.run_id
+
+    tracking.log_datasets(client, run_id, settings)
+
+    [month] = client.get_run(run_id).inputs.dataset_inputs
+    assert json.loads(month.dataset.source) == {"uri": (tlc_dir / "green_tripdata_2021-01.parquet").resolve().as_uri()}
+
+
+def test_stdout_and_stderr_keep_their_order_through_one_pipe() -> None:
+    """`taxipipe ... 2>&1 | tee`: a library's unflushed stdout line comes out before the stderr
+    line written after it (a pipe block-buffers stdout unless it is line-buffered)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    code = ("import sys; from taxipipe import console; console.configure(); "
+            "sys.stdout.write('first\\n'); sys.stderr.write('second\\n'); sys.stdout.write('third\\n')")
+    result = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, timeout=60)
+    assert result.stdout.splitlines() == ["first", "second", "third"]
 
 
 def test_quiet_run_failure_still_says_what_went_wrong(home: Path, tlc_server) -> None:

@@ -33,6 +33,8 @@ def ui_server(tmp_path: Path):
     assert f"MLflow UI on {url}/#/experiments?workflowType=machine_learning" in output
     # the runs' requests leave no access-log lines, and no library warns on the console
     assert "HTTP/1.1" not in output and "Warning" not in output, output[-2000:]
+    # MLflow names the hosts it answers instead of advising --host 0.0.0.0, a flag `ui` lacks
+    assert "0.0.0.0" not in output and "--allowed-hosts" not in output, output[-2000:]
 
 
 @pytest.mark.slow
@@ -41,6 +43,7 @@ def test_pipeline_through_a_tracking_server(ui_server, home: Path, tlc_server: T
     result = run_cli("run", *cli_data_flags(home, tlc_server), "--tracking-uri", url)
     assert result.returncode == 0, result.stderr
     run_id = final_run_id(result.stdout)
+    assert "View run" not in result.stdout and "View experiment" not in result.stdout, result.stdout
 
     from mlflow import MlflowClient
 
@@ -50,5 +53,6 @@ def test_pipeline_through_a_tracking_server(ui_server, home: Path, tlc_server: T
     assert sorted(item.dataset.name for item in run.inputs.dataset_inputs) == ["green 2021-01", "green 2021-02"]
     champion = client.get_model_version_by_alias("nyc-taxi-duration", "champion")
     assert champion.run_id == run_id
+    assert client.get_registered_model("nyc-taxi-duration").description.startswith("NYC taxi trip duration")
     assert (server_home / "mlflow" / "mlflow.db").exists()
     assert not (home / "mlflow").exists()

@@ -151,12 +151,28 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({key: {"value": value, "origin": origin} for key, value, origin in rows}, indent=2))
         return 0
+    derived = derived_defaults(settings_from(args))
     key_width = max(len(key) for key, _, _ in rows)
     origin_width = max(len(origin) for _, _, origin in rows)
     print(f"{'KEY':<{key_width}}  {'ORIGIN':<{origin_width}}  VALUE")
     for key, value, origin in rows:
-        print(f"{key:<{key_width}}  {origin:<{origin_width}}  {'' if value is None else value}")
+        shown = derived.get(key, "") if value is None else value
+        print(f"{key:<{key_width}}  {origin:<{origin_width}}  {shown}")
     return 0
+
+
+def derived_defaults(settings: Any) -> dict[str, str]:
+    """What the code uses when a setting whose default depends on the machine is left unset."""
+    from taxipipe.compute import GB, memory_limit_bytes
+    from taxipipe.errors import StackError
+    from taxipipe.stack.services import project_dir
+
+    try:
+        project = f"{project_dir(settings)} (the checkout holding the package)"
+    except StackError:
+        project = "none: the package is not run from a checkout; set it for `taxipipe stack`"
+    return {"compute.memory_gb": f"{memory_limit_bytes(settings) / GB:.1f} (half the memory available now)",
+            "stack.project_dir": project}
 
 
 def add_config(commands: Any) -> None:
@@ -178,11 +194,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if tracking.sqlite_file(uri) is not None:
         tracking.prepare_store(uri)
     address = f"http://127.0.0.1:{args.port}{tracking.UI_START_PAGE}"
-    print(f"📈 MLflow UI on {address} (store {uri}); Ctrl-C stops it", flush=True)
+    print(f"📈 MLflow UI on {address} (store {uri}), for this machine only; Ctrl-C stops it", flush=True)
+    # the hosts it answers, named, so that MLflow states them instead of advising flags `ui` lacks
+    hosts = f"127.0.0.1:{args.port},localhost:{args.port}"
     command_line = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
                     "--registry-store-uri", uri, "--default-artifact-root",
                     tracking.artifact_root(uri) or (settings.home / "mlflow" / "artifacts").as_uri(),
-                    "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
+                    "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1", "--allowed-hosts", hosts]
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if not console.verbose():
         # no line per request, no library warnings (-v shows both)

@@ -28,6 +28,7 @@ def configure(verbosity: int = 0, human_to_stderr: bool = False) -> None:
     does, print none either); `-v` shows them, and taxipipe's own debug lines (training metrics).
     """
     global _human_stream
+    keep_order()
     _human_stream = sys.stderr if human_to_stderr else None
     level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
     handler = logging.StreamHandler()
@@ -47,6 +48,15 @@ def configure(verbosity: int = 0, human_to_stderr: bool = False) -> None:
         warnings.simplefilter("ignore")
 
 
+def keep_order() -> None:
+    """Line-buffer stdout and stderr, so that through a pipe (`2>&1 | tee`, CI logs) the lines of
+    taxipipe and of the libraries that write to stdout without flushing come out in order."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)  # absent where a kernel or test replaced it
+        if reconfigure is not None:
+            reconfigure(line_buffering=True)
+
+
 def quiet() -> bool:
     """True under -q: the run's lines and progress are not shown."""
     return LOGGER.level > logging.INFO
@@ -64,7 +74,8 @@ def say(line: str = "") -> None:
 
 def header(runner: str, settings: Settings, target: str | None = None, force: bool | None = None,
            dry_run: bool = False) -> None:
-    """Title, target (for runners that build one) and the data months the run will use."""
+    """Title, target (the last step the run reaches; every runner names it) and the data months
+    the run will use."""
     from taxipipe.window import window_label
 
     partition = settings.partition

@@ -2,7 +2,8 @@
 
 One place for what the runners on this machine and the servers of `taxipipe stack` share:
 Prefect's database and results under PREFECT_HOME, offline (prefect 3.7.7 puts its memo store
-and result storage in ~/.prefect whatever PREFECT_HOME says, so their paths are set too), and
+and result storage in ~/.prefect whatever PREFECT_HOME says, so their paths are set too, and its
+client reads only DO_NOT_TRACK before it announces and sends usage data from a terminal), and
 Airflow's home and DAG folder without the example DAGs.
 """
 
@@ -19,6 +20,7 @@ def prefect_environment(prefect_home: Path) -> dict[str, str]:
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(prefect_home / "storage"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
+        "DO_NOT_TRACK": "1",
     }
 
 

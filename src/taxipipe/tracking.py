@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 logger = logging.getLogger(__name__)
 #: Model-version tag saying what deploy made of it: pending (being promoted), champion, rejected,
-#: or interrupted (registered, but the process died before it could become champion).
+#: interrupted (registered, but the process died before it could become champion), or replaced.
 PROMOTION_TAG, PENDING, INTERRUPTED = "promotion", "pending", "interrupted before it became champion"
+#: The start of the promotion tag of a former champion: `replaced by v7`.
+REPLACED = "replaced by"
 #: Tag of the default experiment: the artifact root the store's paths point at.
 ROOT_TAG = "taxipipe.artifact_root"
 #: The experiment tag MLflow 3's UI reads and writes for an experiment's kind (GenAI or machine learning).
@@ -59,7 +61,8 @@ def client(settings: Settings) -> MlflowClient:
 
     Served models carry explicit pip requirements, so MLflow is told not to copy the
     project's uv files into them, not to draw download progress bars, to log errors only
-    (MLFLOW_LOGGING_LEVEL, or `-v` on the command line, shows more) and to send no telemetry.
+    (MLFLOW_LOGGING_LEVEL, or `-v` on the command line, shows more), to send no telemetry and
+    not to print a run's links when it ends against a tracking server (the run's lines name it).
     A tracking server's errors are retried 4 times within about 15 s (MLflow's own default is
     7 times within about 4 minutes); the runners that retry steps retry on top of that, and
     MLFLOW_HTTP_REQUEST_MAX_RETRIES / _BACKOFF_FACTOR in the environment win. Database errors it re-raises are not also logged with their traceback: the step
@@ -83,6 +86,7 @@ def finish_warm_up() -> None:
 def _open(settings: Settings) -> MlflowClient:
     for name, value in (("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"), ("MLFLOW_LOG_UV_FILES", "false"),
                         ("MLFLOW_LOGGING_LEVEL", "ERROR"), ("MLFLOW_DISABLE_TELEMETRY", "true"),
+                        ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true"),
                         ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")):
         os.environ.setdefault(name, value)
     import mlflow
@@ -296,8 +300,8 @@ def named_experiment(settings: Settings, mlflow_client: MlflowClient, name: str)
 def log_datasets(mlflow_client: MlflowClient, run_id: str, settings: Settings) -> None:
     """The run's training months and validation month as MLflow dataset inputs.
 
-    Each month is a dataset named `green 2021-01` whose source is the URL (or path) it was
-    downloaded from and whose digest is the start of its file's sha256; the input's context
+    Each month is a dataset named `green 2021-01` whose source is the URL it was downloaded
+    from (a path becomes an absolute file:// URL, which means the same file anywhere) and whose digest is the start of its file's sha256; the input's context
     (training or validation) says what the run did with it. The file's parquet schema and row
     count go with it, so the run's Datasets panel, and a model's lineage, reach the data. A
     month whose download a cleanup already removed is left out.
@@ -315,7 +319,10 @@ def log_datasets(mlflow_client: MlflowClient, run_id: str, settings: Settings) -
         for month in months:
             if not downloads.download(month).exists():
                 continue
-            described = _describe_file(downloads.download(month), source_url(settings.data.url_template, month))
+            source = source_url(settings.data.url_template, month)
+            if not urlparse(source).scheme:
+                source = Path(source).resolve().as_uri()
+            described = _describe_file(downloads.download(month), source)
             inputs.append(DatasetInput(Dataset(name=f"{month.color} {month.label}", **described),
                                        tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
     mlflow_client.log_inputs(run_id, datasets=inputs)
@@ -605,7 +612,7 @@ def _describe(holder: dict[str, str] | None) -> str:
 
 def promote(mlflow_client: MlflowClient, model_name: str, version: str) -> None:
     """Point `champion` at `version`, the last registry write a promotion needs, then tag it
-    champion.
+    champion and the champion it replaced `replaced by vN`.
 
     First the versions an interrupted deploy left pending are settled: the one the alias names
     (its deploy was killed after the alias moved) is tagged champion, the others interrupted.
@@ -625,11 +632,24 @@ def promote(mlflow_client: MlflowClient, model_name: str, version: str) -> None:
     mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)
     with suppress(MlflowException):
         mlflow_client.set_model_version_tag(model_name, version, PROMOTION_TAG, CHAMPION)
+        if current is not None and str(current.version) != str(version):
+            mlflow_client.set_model_version_tag(model_name, current.version, PROMOTION_TAG,
+                                                f"{REPLACED} v{version}")
+
+
+def model_description(model_name: str) -> str:
+    """What the registered model is and how its champion is chosen (the registry's description)."""
+    return (f"NYC taxi trip duration in minutes (rides of 1 to 60 minutes), predicted from the pickup and "
+            f"drop-off zones and the trip distance. Every run registers a version; use "
+            f"`models:/{model_name}@{CHAMPION}`. A version takes the '{CHAMPION}' alias only when its RMSE on "
+            f"the month after its training months is within the configured bounds and lower than the "
+            f"champion's on that month (docs/champion.md). Each version's `{PROMOTION_TAG}` tag says what it "
+            f"became: {CHAMPION}, rejected, or {REPLACED} a later version.")
 
 
 def register(mlflow_client: MlflowClient, name: str, model_uri: str, run_id: str, model_id: str | None,
              tags: dict[str, str]) -> str:
-    """A new version of registered model `name` (created on first use); its version number.
+    """A new version of registered model `name` (created on first use, described); its version number.
 
     The client's calls print nothing, unlike `mlflow.register_model`; the news is logged (-v).
     """
@@ -637,11 +657,13 @@ def register(mlflow_client: MlflowClient, name: str, model_uri: str, run_id: str
     from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS, ErrorCode
 
     try:
-        mlflow_client.create_registered_model(name)
+        mlflow_client.create_registered_model(name, description=model_description(name))
         logger.debug(f"registered model '{name}'")
     except MlflowException as exc:
         if exc.error_code not in (ErrorCode.Name(RESOURCE_ALREADY_EXISTS), ErrorCode.Name(ALREADY_EXISTS)):
             raise
+        if not mlflow_client.get_registered_model(name).description:
+            mlflow_client.update_registered_model(name, description=model_description(name))
     version = mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id).version
     logger.debug(f"created version {version} of model '{name}'")
     return version

@@ -17,12 +17,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
+from taxipipe import console
 from taxipipe.config import Settings, load_settings, merge
 from taxipipe.engine_env import airflow_environment
 from taxipipe.errors import ConfigError
 from taxipipe.partition import PUBLICATION_LAG_MONTHS, Partition, scheduled_training_month
-from taxipipe.pipeline import per_month_records
-from taxipipe.steps import Record, StepContext
+from taxipipe.pipeline import Step, per_month_records, run_step
+from taxipipe.steps import Record, StepContext, Upstream
 
 if TYPE_CHECKING:
     from airflow.models.dagrun import DagRun
@@ -65,6 +66,14 @@ def step_context() -> StepContext:
     return StepContext(settings_for(context["params"], logical_date), runner=RUNNER, tags={
         "airflow.dag_id": ti.dag_id, "airflow.run_id": ti.run_id, "airflow.try_number": str(ti.try_number),
     })
+
+
+def run_node(step: Step, upstream: Upstream, ctx: StepContext | None = None) -> Record:
+    """Run one node in the running task (`ctx`: its `step_context`) and print its line as it
+    ends, so the run's lines keep their order with what the step printed meanwhile."""
+    record = run_step(step, ctx or step_context(), upstream)
+    console.task_done(step.name, record["seconds"], record.get("summary"))
+    return record
 
 
 def use_airflow_home(airflow_home: Path, dags_folder: Path) -> None:

@@ -4,8 +4,9 @@ The job is built from `taxipipe.pipeline.STEPS`: the per-month step (extract) is
 the months the run reads (a dynamic output of the op `months`, collected for validate_data),
 every other op takes its upstream steps' records as inputs named after them. A partition is
 a training month (`MonthlyPartitionsDefinition`), so a backfill over months is Dagster's own;
-the newest partition is the newest month whose validation month the TLC has surely
-published (`PUBLICATION_LAG_MONTHS`). Ops retry with exponential backoff, except on the
+the partitions start at the colour's first published month (`FIRST_MONTHS`, the colour of the
+settings Dagster loads the job with) and end at the newest month whose validation month the
+TLC has surely published (`PUBLICATION_LAG_MONTHS`). Ops retry with exponential backoff, except on the
 errors no retry can fix (`errors.PERMANENT_ERRORS`): those fail the op at once. The MLflow
 run is tagged with the Dagster run id. A launched run forks each op from a server that has
 imported the pipeline's libraries once (`EXECUTOR`). Dagster loads
@@ -28,6 +29,7 @@ from dagster import (
     ExecuteInProcessResult,
     Failure,
     In,
+    JobDefinition,
     Jitter,
     MonthlyPartitionsDefinition,
     OpDefinition,
@@ -38,6 +40,7 @@ from dagster import (
     op,
 )
 
+from taxipipe import console
 from taxipipe.config import Settings, load_settings, merge
 from taxipipe.errors import PERMANENT_ERRORS
 from taxipipe.safety.home_lock import hold_home
@@ -47,7 +50,8 @@ from taxipipe.steps import STEP_LIBRARIES, Record, StepContext
 
 RUNNER = "dagster"
 JOB_NAME = "taxi_duration_pipeline"
-PARTITIONS = MonthlyPartitionsDefinition(start_date="2009-01-01", end_offset=-PUBLICATION_LAG_MONTHS)
+#: The first month of each colour's trip records the TLC publishes.
+FIRST_MONTHS = {"green": "2013-08-01", "yellow": "2009-01-01"}
 RETRY = RetryPolicy(max_retries=2, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 DOWNLOAD_RETRY = RetryPolicy(max_retries=5, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 #: What every step would otherwise import in a fresh interpreter of its own (about 4 s of CPU each).
@@ -79,11 +83,14 @@ def step_context(context: OpExecutionContext) -> StepContext:
 
 
 def _run(step: Step, ctx: StepContext, upstream: dict[str, Record]) -> Record:
-    """Run one node; an error no retry can fix fails the op at once."""
+    """Run one node and print its line as it ends (in order with whatever the step printed);
+    an error no retry can fix fails the op at once."""
     try:
-        return run_step(step, ctx, upstream)
+        record = run_step(step, ctx, upstream)
     except PERMANENT_ERRORS as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
+    console.task_done(step.name, record["seconds"], record.get("summary"))
+    return record
 
 
 @op(out=DynamicOut(str), required_resource_keys={"taxipipe"})
@@ -115,15 +122,30 @@ def step_op(step: Step) -> OpDefinition:
 OPS = {step.name: step_op(step) for step in STEPS}
 
 
-@job(name=JOB_NAME, partitions_def=PARTITIONS, resource_defs={"taxipipe": TaxipipeSettings()}, executor_def=EXECUTOR,
-     description="NYC taxi trip duration: train on a month, validate on the next, register in MLflow.")
-def taxi_duration_pipeline() -> None:
-    outputs: dict[str, Any] = {}
-    for step in STEPS:
-        if step.per_month:
-            outputs[step.name] = months().map(OPS[step.name]).collect()
-        else:
-            outputs[step.name] = OPS[step.name](**{name: outputs[name] for name in step.upstream})
+def partitions(color: str) -> MonthlyPartitionsDefinition:
+    """The training months of `color`: its first published month to the newest surely published."""
+    return MonthlyPartitionsDefinition(start_date=FIRST_MONTHS[color], end_offset=-PUBLICATION_LAG_MONTHS)
+
+
+def job_for(color: str) -> JobDefinition:
+    """The job, partitioned over the training months of `color`."""
+    @job(name=JOB_NAME, partitions_def=partitions(color), resource_defs={"taxipipe": TaxipipeSettings()},
+         executor_def=EXECUTOR,
+         description="NYC taxi trip duration: train on a month, validate on the next, register in MLflow.")
+    def taxi_duration_pipeline() -> None:
+        outputs: dict[str, Any] = {}
+        for step in STEPS:
+            if step.per_month:
+                outputs[step.name] = months().map(OPS[step.name]).collect()
+            else:
+                outputs[step.name] = OPS[step.name](**{name: outputs[name] for name in step.upstream})
+
+    return taxi_duration_pipeline
+
+
+#: The job Dagster loads: partitioned by the colour of the settings (config file, TAXIPIPE_* env).
+taxi_duration_pipeline = job_for(load_settings().data.color)
+PARTITIONS = taxi_duration_pipeline.partitions_def
 
 
 def use_dagster_home(home: Path) -> Path:
@@ -143,13 +165,11 @@ def run_in_process(settings: Settings) -> ExecuteInProcessResult:
     Dagster's console logger shows its event lines (`dagster - DEBUG - ... STEP_START`) only
     under -v; by default only its warnings and errors. Its run storage keeps every event.
     """
-    from taxipipe import console
-
     use_dagster_home(settings.home)
     resource = TaxipipeSettings(overrides=json.dumps(settings.model_dump(mode="json")))
     owner = f"Dagster in-process run, {settings.partition}"
     with hold_home(settings.home, owner, wait=True), DagsterInstance.get() as instance:
-        return taxi_duration_pipeline.execute_in_process(
+        return job_for(settings.data.color).execute_in_process(
             partition_key=f"{settings.partition.label}-01", resources={"taxipipe": resource},
             instance=instance, raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "DEBUG" if console.verbose() else "WARNING"}}}})

@@ -28,7 +28,7 @@ from taxipipe.steps import Record, StepContext
 from taxipipe.window import window_key
 
 
-@task(name="train-month", task_run_name="train-{month}", cache_policy=NO_CACHE)
+@task(name="train-month", task_run_name="train-month[{month}]", cache_policy=NO_CACHE)
 def train_month(settings: Settings, month: str) -> Record:
     """The nine steps of one month, in the Dask worker that picked the task."""
     context = StepContext(settings, runner=RUNNER, tags={"prefect_task_runner": "dask"})

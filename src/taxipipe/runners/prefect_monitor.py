@@ -21,13 +21,13 @@ from taxipipe.runners import monitor_retrain as jobs
 RUNNER = "prefect-monitor"
 
 
-@task(name="monitor", cache_policy=NO_CACHE)
+@task(name="monitor", task_run_name="monitor", cache_policy=NO_CACHE)
 def monitor(settings: Settings) -> jobs.Record:
     """Drift and RMSE of the month against the champion's training month."""
     return jobs.check_month(settings)
 
 
-@task(name="retrain", cache_policy=NO_CACHE)
+@task(name="retrain", task_run_name="retrain", cache_policy=NO_CACHE)
 def retrain(settings: Settings) -> jobs.Record:
     """Train on the month before the monitored one; the gate decides the champion."""
     return jobs.retrain(settings, RUNNER)

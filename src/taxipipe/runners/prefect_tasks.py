@@ -1,7 +1,8 @@
 """The pipeline's Prefect 3 tasks: one per step of the graph, each one call into the steps.
 
 A task takes its upstream steps' records as keyword arguments named after them (the
-per-month extract takes one month). Tasks hand each other the steps' small records, never
+per-month extract takes one month). A task run is named as the other runners name the node
+(`extract[2021-01]`, `train`), not with Prefect's random suffix. Tasks hand each other the steps' small records, never
 data: the data stays in files under the project home. Every task except extract and cleanup
 is cached across flow runs (see `prefect_policies`); extract and train retry with backoff
 when the error is one a retry can fix.
@@ -45,43 +46,43 @@ def extract(settings: Settings, month: str) -> Record:
     return run_step(month_node("extract", Partition.parse(settings.data.color, month)), _context(settings), {})
 
 
-@task(name="validate_data", **CACHED)
+@task(name="validate_data", task_run_name="validate_data", **CACHED)
 def validate_data(settings: Settings, extract: list[Record]) -> Record:
     return _run("validate_data", settings, extract=extract)
 
 
-@task(name="transform", **CACHED)
+@task(name="transform", task_run_name="transform", **CACHED)
 def transform(settings: Settings, validate_data: Record) -> Record:
     return _run("transform", settings, validate_data=validate_data)
 
 
-@task(name="features", **CACHED)
+@task(name="features", task_run_name="features", **CACHED)
 def features(settings: Settings, transform: Record) -> Record:
     return _run("features", settings, transform=transform)
 
 
-@task(name="train", retries=1, retry_delay_seconds=exponential_backoff(backoff_factor=5),
+@task(name="train", task_run_name="train", retries=1, retry_delay_seconds=exponential_backoff(backoff_factor=5),
       retry_jitter_factor=0.5, retry_condition_fn=retryable, **CACHED)
 def train(settings: Settings, features: Record) -> Record:
     return _run("train", settings, features=features)
 
 
-@task(name="validate_model", **CACHED)
+@task(name="validate_model", task_run_name="validate_model", **CACHED)
 def validate_model(settings: Settings, train: Record) -> Record:
     return _run("validate_model", settings, train=train)
 
 
-@task(name="save", **CACHED)
+@task(name="save", task_run_name="save", **CACHED)
 def save(settings: Settings, train: Record, validate_model: Record) -> Record:
     return _run("save", settings, train=train, validate_model=validate_model)
 
 
-@task(name="deploy", **CACHED)
+@task(name="deploy", task_run_name="deploy", **CACHED)
 def deploy(settings: Settings, validate_model: Record, save: Record) -> Record:
     return _run("deploy", settings, validate_model=validate_model, save=save)
 
 
-@task(name="cleanup", cache_policy=NO_CACHE)
+@task(name="cleanup", task_run_name="cleanup", cache_policy=NO_CACHE)
 def remove_intermediates(settings: Settings, deploy: Record) -> Record:
     return _run("cleanup", settings, deploy=deploy)
 

@@ -131,7 +131,8 @@ def test_a_run_whose_pid_now_names_another_process_is_marked_failed(registry, sl
 
 
 def test_promotion_settles_pending_versions_by_what_the_alias_shows(registry) -> None:
-    """A deploy killed after its alias moved made a champion; one killed before did not."""
+    """A deploy killed after its alias moved made a champion (then replaced by the new one); one
+    killed before did not."""
     from taxipipe import tracking
 
     registry.create_registered_model("settled")
@@ -141,5 +142,5 @@ def test_promotion_settles_pending_versions_by_what_the_alias_shows(registry) ->
     tracking.promote(registry, "settled", new)
     promotion = {version: registry.get_model_version("settled", version).tags[tracking.PROMOTION_TAG]
                  for version in (after, before, new)}
-    assert promotion == {after: tracking.CHAMPION, before: tracking.INTERRUPTED, new: tracking.CHAMPION}
+    assert promotion == {after: f"{tracking.REPLACED} v{new}", before: tracking.INTERRUPTED, new: tracking.CHAMPION}
     assert str(tracking.champion_version(registry, "settled").version) == str(new)

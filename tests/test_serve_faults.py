@@ -341,7 +341,10 @@ def test_two_workers_reload_together_and_start_on_a_broken_store(champion_home: 
             victim = http.get("/health").json()["workers"][0]["pid"]
             os.kill(victim, signal.SIGKILL)
             deadline = time.monotonic() + 120
-            while f'pid="{victim}"' in (metrics := http.get("/metrics").text) and time.monotonic() < deadline:
+            # A new connection each time: the client's kept-alive one may have been the victim's.
+            while (f'pid="{victim}"' in (metrics := httpx.get(f"{url}/metrics", headers={"Connection": "close"},
+                                                                timeout=120).text)
+                   and time.monotonic() < deadline):
                 time.sleep(0.2)
             assert f'pid="{victim}"' not in metrics, "the killed worker's series is still on /metrics"
     finally:

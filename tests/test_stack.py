@@ -35,7 +35,7 @@ from taxipipe.stack.processes import PidRecord, read_record
 from taxipipe.stack.state import StackPaths
 from taxipipe.cli import build_parser, stack_runner_env
 from taxipipe.partition import Partition, scheduled_training_month
-from taxipipe.runners.airflow import logical_date_for
+from taxipipe.runners.airflow.adapter import logical_date_for
 from tests.conftest import REPO, TlcServer, free_port
 
 

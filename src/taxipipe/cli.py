@@ -96,7 +96,7 @@ def add_run(commands: Any) -> None:
 
 def cmd_make(args: argparse.Namespace) -> int:
     from taxipipe.errors import StepFailed
-    from taxipipe.runners import make
+    from taxipipe.runners.make import runner as make
 
     if args.list:
         make.list_targets()

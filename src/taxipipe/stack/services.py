@@ -269,7 +269,7 @@ class Stack:
             Service("airflow-api-server", self.python("airflow", "api-server"), env,
                     self._airflow_component("metadatabase"), self.ports.airflow_port, self.airflow_url,
                     "airflow_port"),
-            Service("airflow-scheduler", self.python("taxipipe.stack.airflow_scheduler", "--skip-serve-logs"), env,
+            Service("airflow-scheduler", self.python("taxipipe.runners.airflow.scheduler", "--skip-serve-logs"), env,
                     self._airflow_component("scheduler", "airflow-scheduler")),
             Service("airflow-dag-processor", self.python("airflow", "dag-processor"), env,
                     self._airflow_component("dag_processor", "airflow-dag-processor")),
@@ -292,7 +292,7 @@ class Stack:
     def dagster(self) -> list[Service]:
         """Dagster's webserver and daemon on the project's definitions (code servers use unix sockets)."""
         scripts = Path(sys.executable).parent
-        definitions = ("-m", "taxipipe.runners.dagster_definitions")
+        definitions = ("-m", "taxipipe.runners.dagster.definitions")
         webserver = [str(scripts / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.ports.dagster_port),
                      *definitions]
         return [

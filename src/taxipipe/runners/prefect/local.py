@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from taxipipe.config import Settings, load_settings, merge
-from taxipipe.engine_env import prefect_environment
+from taxipipe.runners.prefect.environment import prefect_environment
 from taxipipe.flags import overrides_from, settings_from
 
 #: The monthly deployment of the flow (`flow.monthly_deployment`).

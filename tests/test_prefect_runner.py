@@ -23,6 +23,7 @@ import yaml
 from tests import forked
 from tests.conftest import REPO, TlcServer, cli_data_flags, free_port, run_on_terminal
 from taxipipe.runners.prefect.local import DEPLOYMENT_NAME, MONTHLY_CRON, local_environment
+from taxipipe.runners.prefect.services import deployments_applied
 
 EXAMPLE = REPO / "examples" / "prefect_pipeline.py"
 BACKFILL_EXAMPLE = REPO / "examples" / "prefect_backfill.py"
@@ -248,9 +249,16 @@ def test_deployments_validate_and_apply(prefect_server: dict[str, str]) -> None:
     assert declared["schedules"][0]["cron"] == MONTHLY_CRON
 
     prefect_cli(env, "work-pool", "create", "taxipipe", "--type", "process")
+    assert not deployments_applied(api, REPO)
     prefect_cli(env, "--no-prompt", "deploy", "--all")
+    assert deployments_applied(api, REPO)
     deployment = requests.get(f"{api}/deployments/name/ml-pipeline/monthly", timeout=10).json()
     assert deployment["parameters"] == {"latest": True}
+    # a stack deployed before the flow moved to runners/prefect/ names the old module: `up` deploys again
+    for entrypoint, applied in (("taxipipe.runners.prefect_flow.ml_pipeline", False), (declared["entrypoint"], True)):
+        requests.patch(f"{api}/deployments/{deployment['id']}", json={"entrypoint": entrypoint},
+                       timeout=10).raise_for_status()
+        assert deployments_applied(api, REPO) is applied
     assert deployment["work_pool_name"] == "taxipipe"
     assert [s["schedule"]["cron"] for s in deployment["schedules"]] == [MONTHLY_CRON]
 

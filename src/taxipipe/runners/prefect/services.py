@@ -58,13 +58,17 @@ def worker_online(stack: Stack, work_pool: str) -> bool:
     return any(worker["name"] == WORKER_NAME and worker["status"] == "ONLINE" for worker in response.json())
 
 
-def deployments_applied(stack: Stack) -> bool:
-    """Whether every deployment of prefect.yaml exists on the server."""
+def deployments_applied(api_url: str, project: Path) -> bool:
+    """Whether every deployment of `project`'s prefect.yaml exists on the server at `api_url`
+    with its entrypoint (a stack made before the flow's module moved names the old one)."""
     import yaml
 
-    declared = yaml.safe_load((stack.project / "prefect.yaml").read_text())["deployments"]
-    return all(get_json(f"{api(stack)}/deployments/name/ml-pipeline/{item['name']}") is not None
-               for item in declared)
+    declared = yaml.safe_load((project / "prefect.yaml").read_text())["deployments"]
+    for item in declared:
+        answer = get_json(f"{api_url}/deployments/name/ml-pipeline/{item['name']}")
+        if not isinstance(answer, dict) or answer.get("entrypoint") != item["entrypoint"]:
+            return False
+    return True
 
 
 def services(stack: Stack) -> list[Service]:
@@ -90,7 +94,7 @@ def start(stack: Stack, services: Mapping[str, Service], missing: set[str], data
     answer = httpx.post(f"{api(stack)}/work_pools/", json={"name": work_pool, "type": "process"}, timeout=30)
     if answer.status_code not in (201, 409):
         raise StackError(f"creating the Prefect work pool '{work_pool}' failed: HTTP {answer.status_code}")
-    if not deployments_applied(stack):
+    if not deployments_applied(api(stack), stack.project):
         started = time.monotonic()
         processes.run_checked(stack.python("prefect", "--no-prompt", "deploy", "--all"), environment(stack),
                               "prefect deploy --all", stack.paths.log("prefect-deploy"), cwd=stack.project)

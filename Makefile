@@ -125,10 +125,10 @@ airflow-ui: env
 # recommends `dg dev` (package dagster-dg-cli, not part of this environment) over `dagster dev`
 # and says so in a SupersessionWarning, a FutureWarning that stays hidden unless V=1.
 dagster-ui: env
-	@dagster_home=$$($(BIN)/python -c 'from taxipipe.config import load_settings; from taxipipe.runners.dagster import use_dagster_home; print(use_dagster_home(load_settings().home))') && \
+	@dagster_home=$$($(BIN)/python -c 'from taxipipe.config import load_settings; from taxipipe.runners.dagster.job import use_dagster_home; print(use_dagster_home(load_settings().home))') && \
 	echo "Dagster home $$dagster_home, UI on http://127.0.0.1:$(DAGSTER_PORT)" && \
 	DAGSTER_HOME=$$dagster_home PYTHONWARNINGS=$(if $(V),,ignore::FutureWarning) \
-		exec $(BIN)/dagster dev -m taxipipe.runners.dagster_definitions \
+		exec $(BIN)/dagster dev -m taxipipe.runners.dagster.definitions \
 		-h 127.0.0.1 -p $(DAGSTER_PORT)
 
 clean:

@@ -36,7 +36,7 @@ noop_chain()
 
 
 def airflow(home: Path) -> None:
-    from taxipipe.runners.airflow import migrate_once, use_airflow_home
+    from taxipipe.runners.airflow.adapter import migrate_once, use_airflow_home
 
     dags = home / "floor-dags"
     dags.mkdir(parents=True, exist_ok=True)
@@ -50,7 +50,7 @@ def airflow(home: Path) -> None:
 
 
 def prefect(home: Path) -> None:
-    from taxipipe.runners.prefect_local import configure
+    from taxipipe.runners.prefect.local import configure
 
     configure(home)
     from prefect import flow, task
@@ -72,7 +72,7 @@ def prefect(home: Path) -> None:
 def dagster(home: Path) -> None:
     from dagster import DagsterInstance, In, Nothing, job, op
 
-    from taxipipe.runners.dagster import use_dagster_home
+    from taxipipe.runners.dagster.job import use_dagster_home
 
     use_dagster_home(home)
     ops = [op(name=f"noop_{index}", ins={"start": In(Nothing)})(lambda: None) for index in range(TASKS)]

@@ -29,7 +29,7 @@ from airflow.sdk import (
 from taxipipe.errors import PERMANENT_ERRORS
 from taxipipe.partition import Partition
 from taxipipe.pipeline import BY_NAME, month_node, per_month_records
-from taxipipe.runners.airflow import DAG_ID, run_node, step_context
+from taxipipe.runners.airflow.adapter import DAG_ID, run_node, step_context
 from taxipipe.steps import Record
 
 default_args = {

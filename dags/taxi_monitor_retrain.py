@@ -19,7 +19,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from taxipipe import tracking
 from taxipipe.runners import monitor_retrain as jobs
-from taxipipe.runners.airflow import settings_for
+from taxipipe.runners.airflow.adapter import settings_for
 
 
 def _settings():

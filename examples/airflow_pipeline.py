@@ -17,7 +17,7 @@ from taxipipe import console, walltime
 from taxipipe.flags import add_output_flags, add_settings_flags, settings_from
 from taxipipe.errors import TaxipipeError
 from taxipipe.pipeline import STEPS
-from taxipipe.runners import airflow as airflow_runner
+from taxipipe.runners.airflow import adapter as airflow_runner
 
 DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
 INSTALL_HINT = "Airflow is not installed here: run `make env` (or `uv sync --extra airflow`)"

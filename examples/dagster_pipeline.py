@@ -23,7 +23,7 @@ from taxipipe.pipeline import STEPS
 def run(settings: Settings, started: float) -> int:
     """Run the job on the partition of `settings` (each op prints its line as it ends); print
     the common lines; record the wall time since `started`; the exit status."""
-    from taxipipe.runners import dagster as dagster_runner
+    from taxipipe.runners.dagster import job as dagster_runner
 
     console.header(dagster_runner.RUNNER, settings, target=STEPS[-1].name)
     records, failed = dagster_runner.outcome(dagster_runner.run_in_process(settings))

@@ -17,7 +17,7 @@ from typing import Sequence
 from taxipipe import console
 from taxipipe.flags import add_settings_flags
 from taxipipe.errors import TaxipipeError
-from taxipipe.runners import prefect_local
+from taxipipe.runners.prefect import local as prefect_local
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TaxipipeError as exc:
         console.pipeline_failed(str(exc))
         return 1
-    from taxipipe.runners.prefect_backfill import backfill, dask_task_runner, shared_api
+    from taxipipe.runners.prefect.backfill import backfill, dask_task_runner, shared_api
 
     runner = dask_task_runner(run.settings.compute.dask_scheduler, args.workers)
     run.overrides.get("compute", {}).pop("dask_scheduler", None)

@@ -20,7 +20,7 @@ from typing import Sequence
 from taxipipe import console, walltime
 from taxipipe.flags import add_settings_flags
 from taxipipe.errors import TaxipipeError
-from taxipipe.runners import prefect_local
+from taxipipe.runners.prefect import local as prefect_local
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TaxipipeError as exc:
         console.pipeline_failed(str(exc))
         return 1
-    from taxipipe.runners.prefect_flow import ml_pipeline, monthly_deployment
+    from taxipipe.runners.prefect.flow import ml_pipeline, monthly_deployment
 
     if args.serve:
         from prefect import serve

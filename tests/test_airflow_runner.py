@@ -15,7 +15,7 @@ import pytest
 from taxipipe.errors import ConfigError
 from taxipipe.partition import Partition
 from taxipipe.pipeline import STEPS, edges
-from taxipipe.runners.airflow import DAG_ID, logical_date_for, settings_for, training_partition
+from taxipipe.runners.airflow.adapter import DAG_ID, logical_date_for, settings_for, training_partition
 
 REPO = Path(__file__).resolve().parents[1]
 DAGS_FOLDER = REPO / "dags"
@@ -158,7 +158,7 @@ def test_a_task_prints_its_line_as_its_step_ends(make_settings, capsys: pytest.C
     progress on stderr is not printed before every task line (as when the example printed them
     after the run)."""
     from taxipipe.pipeline import month_node
-    from taxipipe.runners.airflow import run_node
+    from taxipipe.runners.airflow.adapter import run_node
     from taxipipe.steps import StepContext
 
     run_node(month_node("extract", Partition("green", 2021, 1)), {}, StepContext(make_settings()))

@@ -15,7 +15,7 @@ from tests.conftest import TlcServer
 
 
 def test_the_job_is_the_graph() -> None:
-    from taxipipe.runners.dagster import taxi_duration_pipeline
+    from taxipipe.runners.dagster.job import taxi_duration_pipeline
 
     upstream: dict[str, set[str]] = {}
     for node, inputs in taxi_duration_pipeline.graph.dependencies.items():
@@ -28,8 +28,8 @@ def test_the_job_is_the_graph() -> None:
 
 
 def test_partitions_are_training_months_the_newest_surely_published() -> None:
-    from taxipipe.runners.dagster import PARTITIONS, job_for
-    from taxipipe.runners.dagster_definitions import defs, monthly
+    from taxipipe.runners.dagster.job import PARTITIONS, job_for
+    from taxipipe.runners.dagster.definitions import defs, monthly
 
     newest = scheduled_training_month("green", datetime.now(timezone.utc))
     assert PARTITIONS.get_last_partition_key() == f"{newest.label}-01"
@@ -43,7 +43,7 @@ def test_partitions_are_training_months_the_newest_surely_published() -> None:
 def test_a_missing_month_fails_the_op_without_retries(make_settings, tlc_server: TlcServer) -> None:
     from dagster import Failure
 
-    from taxipipe.runners.dagster import DOWNLOAD_RETRY, RETRY, _run
+    from taxipipe.runners.dagster.job import DOWNLOAD_RETRY, RETRY, _run
 
     assert RETRY.backoff is not None and DOWNLOAD_RETRY.max_retries > RETRY.max_retries
     settings = make_settings(data={"year": 2019, "month": 1, "download_retries": 0})
@@ -59,7 +59,7 @@ def test_launched_runs_fork_each_op_from_a_server_that_imported_the_libraries() 
     """multiprocessing's fork server skips a preload module it cannot import: each must import."""
     import importlib
 
-    from taxipipe.runners.dagster import STEP_IMPORTS, taxi_duration_pipeline
+    from taxipipe.runners.dagster.job import STEP_IMPORTS, taxi_duration_pipeline
 
     assert taxi_duration_pipeline.executor_def.name == "multiprocess_forkserver"
     for module in STEP_IMPORTS:
@@ -70,7 +70,7 @@ def test_launched_runs_fork_each_op_from_a_server_that_imported_the_libraries() 
 def test_an_op_prints_its_line_as_its_step_ends(make_settings, capsys: pytest.CaptureFixture[str]) -> None:
     """Piped output keeps its order: each op prints its task line when its step ends, so a line
     written meanwhile (training progress on stderr) is not printed before every task line."""
-    from taxipipe.runners.dagster import _run
+    from taxipipe.runners.dagster.job import _run
 
     _run(month_node("extract", Partition("green", 2021, 1)), StepContext(make_settings()), {})
     lines = capsys.readouterr().out.splitlines()

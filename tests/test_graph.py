@@ -16,7 +16,7 @@ from taxipipe.config import load_settings, merge
 from taxipipe.errors import PipelineStateError
 from taxipipe.partition import Partition, scheduled_training_month
 from taxipipe.pipeline import BY_NAME, STEP_NAMES, STEPS, chain, edges, graph, run_step
-from taxipipe.runners.make import MakeRun
+from taxipipe.runners.make.runner import MakeRun
 from taxipipe.runners.simple import SimplePipeline
 from taxipipe.steps import StepContext
 
@@ -73,7 +73,7 @@ def test_simple_and_make_runners_run_the_graph(settings) -> None:
 
 
 def test_every_prefect_task_takes_its_steps_upstream_records() -> None:
-    from taxipipe.runners.prefect_tasks import TASKS
+    from taxipipe.runners.prefect.tasks import TASKS
 
     assert list(TASKS) == list(STEP_NAMES)
     for step in STEPS:

@@ -256,7 +256,7 @@ MONITOR_WITHOUT_CHAMPION = """
 import json, sys
 from datetime import datetime, timezone
 from pathlib import Path
-from taxipipe.runners.airflow import migrate_once, use_airflow_home
+from taxipipe.runners.airflow.adapter import migrate_once, use_airflow_home
 home, dags = Path(sys.argv[1]), Path(sys.argv[2])
 use_airflow_home(home / "airflow", dags)
 migrate_once(home / "airflow")

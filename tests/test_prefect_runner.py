@@ -22,7 +22,8 @@ import yaml
 
 from tests import forked
 from tests.conftest import REPO, TlcServer, cli_data_flags, free_port, run_on_terminal
-from taxipipe.runners.prefect_local import DEPLOYMENT_NAME, MONTHLY_CRON, local_environment
+from taxipipe.runners.prefect.local import DEPLOYMENT_NAME, MONTHLY_CRON, local_environment
+from taxipipe.runners.prefect.services import deployments_applied
 
 EXAMPLE = REPO / "examples" / "prefect_pipeline.py"
 BACKFILL_EXAMPLE = REPO / "examples" / "prefect_backfill.py"
@@ -151,7 +152,7 @@ def test_prefect_on_a_terminal_announces_and_sends_no_usage_data(tmp_path: Path)
     from prefect._internal.analytics.ci_detection import CI_ENV_VARS
 
     env = {k: v for k, v in clean_environment().items() if k not in CI_ENV_VARS and k != "DO_NOT_TRACK"}
-    code = ("import sys; from pathlib import Path; from taxipipe.runners.prefect_local import configure; "
+    code = ("import sys; from pathlib import Path; from taxipipe.runners.prefect.local import configure; "
             "configure(Path(sys.argv[1])); import prefect; print('imported')")
     status, output = run_on_terminal([sys.executable, "-c", code, str(tmp_path)], env=env, timeout=120)
     assert status == 0 and output.strip() == "imported", output
@@ -248,20 +249,27 @@ def test_deployments_validate_and_apply(prefect_server: dict[str, str]) -> None:
     assert declared["schedules"][0]["cron"] == MONTHLY_CRON
 
     prefect_cli(env, "work-pool", "create", "taxipipe", "--type", "process")
+    assert not deployments_applied(api, REPO)
     prefect_cli(env, "--no-prompt", "deploy", "--all")
+    assert deployments_applied(api, REPO)
     deployment = requests.get(f"{api}/deployments/name/ml-pipeline/monthly", timeout=10).json()
     assert deployment["parameters"] == {"latest": True}
+    # a stack deployed before the flow moved to runners/prefect/ names the old module: `up` deploys again
+    for entrypoint, applied in (("taxipipe.runners.prefect_flow.ml_pipeline", False), (declared["entrypoint"], True)):
+        requests.patch(f"{api}/deployments/{deployment['id']}", json={"entrypoint": entrypoint},
+                       timeout=10).raise_for_status()
+        assert deployments_applied(api, REPO) is applied
     assert deployment["work_pool_name"] == "taxipipe"
     assert [s["schedule"]["cron"] for s in deployment["schedules"]] == [MONTHLY_CRON]
 
     served = subprocess.run(
-        [sys.executable, "-c", "from taxipipe.runners.prefect_flow import monthly_deployment as d; "
+        [sys.executable, "-c", "from taxipipe.runners.prefect.flow import monthly_deployment as d; "
                                "print(d().apply())"],
         capture_output=True, text=True, env=env, timeout=300)
     assert served.returncode == 0, served.stderr[-3000:]
     local = requests.get(f"{api}/deployments/name/ml-pipeline/{DEPLOYMENT_NAME}", timeout=10).json()
     assert local["id"] == served.stdout.split()[-1]
-    assert local["entrypoint"] == "taxipipe.runners.prefect_flow.ml_pipeline"
+    assert local["entrypoint"] == "taxipipe.runners.prefect.flow.ml_pipeline"
     assert [s["schedule"]["cron"] for s in local["schedules"]] == [MONTHLY_CRON]
 
 
@@ -298,9 +306,9 @@ def test_monitor_flow_retrains_on_drift(prefect_server: dict[str, str], champion
     script = """
 import json, sys
 from pathlib import Path
-from taxipipe.runners.prefect_local import configure
+from taxipipe.runners.prefect.local import configure
 configure(Path(sys.argv[1]))
-from taxipipe.runners.prefect_monitor import monitor_and_retrain
+from taxipipe.runners.prefect.monitor import monitor_and_retrain
 print(json.dumps(monitor_and_retrain(year=2021, month=2, overrides=json.loads(sys.argv[2]))))
 """
     overrides = {"home": str(champion_home), "data": {"url_template": tlc_server.url_template},

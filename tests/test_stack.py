@@ -30,16 +30,18 @@ import psutil
 import pytest
 
 from taxipipe.stack import postgres
-from taxipipe.stack.control import SERVICES
+from taxipipe.runners.engines import ENGINES
+from taxipipe.stack.control import service_names
 from taxipipe.stack.processes import PidRecord, read_record
 from taxipipe.stack.state import StackPaths
 from taxipipe.cli import build_parser, stack_runner_env
 from taxipipe.partition import Partition, scheduled_training_month
-from taxipipe.runners.airflow import logical_date_for
+from taxipipe.runners.airflow.adapter import logical_date_for
 from tests.conftest import REPO, TlcServer, free_port
 
 
 DAG_ID = "taxi_duration_pipeline"
+SERVICES = service_names(ENGINES)
 PORTS = ("postgres", "mlflow", "airflow", "prefect", "dagster")
 
 
@@ -169,7 +171,7 @@ def launched(stack: RunningStack, tlc_server: TlcServer) -> Launched:
 def airflow_api(stack: RunningStack) -> httpx.Client:
     """A client of Airflow's REST API, logged in as the generated admin."""
     url = f"http://127.0.0.1:{stack.ports['airflow']}"
-    password = json.loads((stack.paths.airflow_home / "passwords.json").read_text())["admin"]
+    password = json.loads((stack.paths.engine_home("airflow") / "passwords.json").read_text())["admin"]
     token = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30)
     assert token.status_code in (200, 201), token.text
     return httpx.Client(base_url=f"{url}/api/v2", timeout=30,
@@ -367,6 +369,21 @@ def test_settings_flags_of_up_reach_the_runs(tmp_path: Path):
                                       "TAXIPIPE_DATA__URL_TEMPLATE": "http://mirror/{year}"}
 
 
+def test_every_engine_folder_declares_its_services_and_is_registered(tmp_path: Path):
+    """An engine of the stack is a folder with services.py and one line in runners/engines.py."""
+    from taxipipe.config import load_settings
+    from taxipipe.stack.services import Stack
+
+    folders = {path.parent.name for path in (REPO / "src" / "taxipipe" / "runners").glob("*/services.py")}
+    assert [engine.name for engine in ENGINES] == ["airflow", "prefect", "dagster"]
+    assert {engine.name for engine in ENGINES} == folders
+    stack = Stack(load_settings(overrides={"home": str(tmp_path)}), ENGINES)
+    for engine in ENGINES:
+        assert [service.name for service in engine.services(stack)] == list(engine.service_names)
+    assert stack.databases == ("mlflow", "airflow", "prefect", "dagster")
+    assert len(set(SERVICES)) == len(SERVICES)
+
+
 # --- the stack, in order -----------------------------------------------------------------
 
 
@@ -414,8 +431,8 @@ def test_nothing_listens_beyond_localhost_and_no_password_shows(stack: RunningSt
     for process in psutil.process_iter(["cmdline"]):
         command = " ".join(process.info["cmdline"] or [])
         assert not [name for name, value in secrets.items() if value in command], command
-    private = {stack.paths.secrets, stack.paths.airflow_home / "passwords.json",
-               stack.paths.airflow_home / "sql_alchemy_conn"}
+    private = {stack.paths.secrets, stack.paths.engine_home("airflow") / "passwords.json",
+               stack.paths.engine_home("airflow") / "sql_alchemy_conn"}
     logs = [*stack.paths.logs.iterdir(), postgres.log_path(stack.paths)]
     for log in logs:
         text = log.read_text(errors="replace")

@@ -96,7 +96,7 @@ def add_run(commands: Any) -> None:
 
 def cmd_make(args: argparse.Namespace) -> int:
     from taxipipe.errors import StepFailed
-    from taxipipe.runners import make
+    from taxipipe.runners.make import runner as make
 
     if args.list:
         make.list_targets()
@@ -310,19 +310,20 @@ def stack_runner_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
+    from taxipipe.runners.engines import ENGINES
     from taxipipe.stack import control
 
     settings = settings_from(args)
     if args.action == "up":
-        control.up(settings, stack_runner_env(args))
+        control.up(settings, ENGINES, stack_runner_env(args))
     elif args.action == "down":
-        control.down(settings)
+        control.down(settings, ENGINES)
     elif args.action == "env":
-        print(control.environment(control.locate(settings)))
+        print(control.environment(control.locate(settings), ENGINES))
     else:
         located = control.locate(settings)
         print(located.line)
-        states = control.status(located.settings)
+        states = control.status(located.settings, ENGINES)
         width = max(len(state.name) for state in states)
         for state in states:
             pid = f"pid {state.pid}" if state.pid else "-"

@@ -31,7 +31,7 @@ ROLES = ("train", "validation")
 VOLATILE_FIELDS = frozenset({"seconds", "finished_at", "timings", "summary", "downloaded", "deployed_at"})
 #: The libraries the steps import as they run (about 4 s of CPU in a fresh interpreter). Engines
 #: that fork a process per step import them once in the process they fork from: Dagster's
-#: executor (`runners/dagster.py`) and the stack's Airflow scheduler (`stack/airflow_scheduler.py`).
+#: executor (`runners/dagster/job.py`) and the stack's Airflow scheduler (`runners/airflow/scheduler.py`).
 STEP_LIBRARIES = ("pandas", "pyarrow.parquet", "pandera.pandas", "xgboost", "mlflow.pyfunc",
                   "mlflow.store.tracking.sqlalchemy_store")
 

@@ -13,17 +13,12 @@ Every mode yields the same kind of booster, logged in the same pyfunc model.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import Any, Literal, Sequence
 
+from taxipipe.compute.trained import Trained
 from taxipipe.config import Settings
 from taxipipe.errors import ConfigError
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from taxipipe.models.base import Fit
 
 Mode = Literal["memory", "external", "dask"]
 #: Peak bytes a training row (window or validation) costs in memory, measured on 3M-row months
@@ -33,15 +28,6 @@ BYTES_PER_ROW = 150
 #: rows, so windows far below the limit are decided without reading any parquet footer.
 MIN_FILE_BYTES_PER_ROW = 2
 GB = 1 << 30
-
-
-@dataclass(frozen=True)
-class Trained:
-    """What training returns: the model kind's fit, the validation target, the rows trained on."""
-
-    fit: Fit
-    target: np.ndarray
-    train_rows: int
 
 
 def check(settings: Settings) -> None:

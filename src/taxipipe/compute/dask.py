@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from taxipipe.compute import Trained
+from taxipipe.compute.trained import Trained
 from taxipipe.config import Settings
 from taxipipe.errors import ComputeError
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import pyarrow.parquet as pq
 import xgboost as xgb
 
-from taxipipe.compute import Trained
+from taxipipe.compute.trained import Trained
 from taxipipe.compute.stream import read_encoded
 from taxipipe.config import Settings
 from taxipipe.models.base import Fit

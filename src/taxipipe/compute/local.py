@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from taxipipe.compute import Trained
+from taxipipe.compute.trained import Trained
 from taxipipe.config import Settings
 
 

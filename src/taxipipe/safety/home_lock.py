@@ -25,10 +25,11 @@ _HELD: set[Path] = set()
 def hold_home(home: Path, owner: str, wait: bool) -> Iterator[None]:
     """Hold the home's run lock; wait for another holder (saying so) or stop at once.
 
-    `taxipipe run`, `make`, `make --clean`, the in-process Prefect, Dagster and Airflow runs
-    and every cleanup step hold it, so no cleanup deletes what one of those runs is using. It
-    is held per process: inside a holder, a nested `hold_home` on the same home passes at
-    once. Once held, the temporary files of killed writers are removed.
+    `taxipipe run`, `make`, `make --clean`, every Prefect flow run, Dagster's in-process runs
+    and every cleanup step hold it, so no cleanup deletes what one of those runs is using; an
+    Airflow run holds it only in its cleanup task. It is held per process: inside a holder, a
+    nested `hold_home` on the same home passes at once. Once held, the temporary files of
+    killed writers are removed.
     """
     from filelock import FileLock, Timeout
 

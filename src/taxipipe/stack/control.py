@@ -1,5 +1,9 @@
 """`taxipipe stack up | down | status | env`: the services in order, each started only if missing.
 
+PostgreSQL and MLflow are the stack's own; every other service belongs to an engine, which
+declares it in its folder (`runners/NAME/services.py`); the caller passes the engines to run
+(`runners/engines.py`).
+
 Every command first says which home's stack it speaks for. `up` records the running stack's
 home (and the settings its runs get) outside any home, so `env`, `status` and `down` from a
 shell without that home still find it; a shell whose own home has a stack speaks for that one
@@ -14,19 +18,16 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from taxipipe.config import DEFAULT_URL_TEMPLATE, Settings
 from taxipipe.errors import StackError
 from taxipipe.stack import postgres, processes, state
 from taxipipe.stack.processes import PidRecord
-from taxipipe.stack.services import AIRFLOW_ADMIN, Service, Stack, prefect_pool
+from taxipipe.stack.services import Engine, Service, Stack
 from taxipipe.stack.state import StackPaths
-
-#: Every service, in start order (`down` stops them in reverse).
-SERVICES = ("postgres", "mlflow", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
-            "prefect-server", "prefect-worker", "dagster-webserver", "dagster-daemon")
 
 _print_lock = threading.Lock()
 
@@ -95,8 +96,14 @@ def _running(paths: StackPaths, name: str) -> PidRecord | None:
     return record if record is not None and record.leader_alive() else None
 
 
-def _services(stack: Stack) -> list[Service]:
-    return [stack.mlflow(), *stack.airflow(), stack.prefect_server(), stack.prefect_worker(), *stack.dagster()]
+def service_names(engines: Sequence[Engine]) -> tuple[str, ...]:
+    """Every service of a stack running `engines`, in start order."""
+    return (postgres.SERVICE, "mlflow", *(name for engine in engines for name in engine.service_names))
+
+
+def _services(stack: Stack) -> dict[str, Service]:
+    services = [stack.mlflow(), *(service for engine in stack.engines for service in engine.services(stack))]
+    return {service.name: service for service in services}
 
 
 def _start(stack: Stack, service: Service) -> None:
@@ -117,77 +124,28 @@ def _start(stack: Stack, service: Service) -> None:
     say(f"✅ {service.name} healthy in {time.monotonic() - started:.1f}s{where} (pid {record.pid})")
 
 
-def _start_together(stack: Stack, services: list[Service]) -> None:
+def start_together(stack: Stack, services: list[Service]) -> None:
     with ThreadPoolExecutor(len(services)) as pool:
         for future in [pool.submit(_start, stack, service) for service in services]:
             future.result()
 
 
-def _start_missing(stack: Stack, service: Service, missing: set[str]) -> None:
+def start_missing(stack: Stack, service: Service, missing: set[str]) -> None:
     if service.name in missing:
         _start(stack, service)
 
 
-def _migrate_airflow(stack: Stack, database_oid: int) -> None:
-    """`airflow db migrate`, unless this Airflow version already migrated this very database."""
-    from importlib.metadata import version
-
-    stamp = stack.paths.airflow_home / "migrated"
-    wanted = f"apache-airflow {version('apache-airflow')} database {database_oid}"
-    if stamp.exists() and stamp.read_text() == wanted:
-        return
-    started = time.monotonic()
-    processes.run_checked(stack.python("airflow", "db", "migrate"), stack.airflow_env(),
-                          "airflow db migrate", stack.paths.log("airflow-migrate"), timeout=900)
-    stamp.write_text(wanted)
-    say(f"✅ airflow db migrate done in {time.monotonic() - started:.1f}s")
-
-
-def _airflow_chain(stack: Stack, services: dict[str, Service], missing: set[str], database_oid: int) -> None:
-    """Migrate the database when needed, then start the missing parts together."""
-    names = [name for name in SERVICES if name.startswith("airflow-") and name in missing]
-    if not names:
-        return
-    stack.write_airflow_files()
-    _migrate_airflow(stack, database_oid)
-    _start_together(stack, [services[name] for name in names])
-
-
-def _dagster_chain(stack: Stack, services: dict[str, Service], missing: set[str]) -> None:
-    names = [name for name in SERVICES if name.startswith("dagster-") and name in missing]
-    if not names:
-        return
-    stack.write_dagster_files()
-    _start_together(stack, [services[name] for name in names])
-
-
-def _prefect_chain(stack: Stack, services: dict[str, Service], missing: set[str]) -> None:
-    import httpx
-
-    _start_missing(stack, services["prefect-server"], missing)
-    pool = prefect_pool(stack.project)
-    answer = httpx.post(f"{stack.prefect_api}/work_pools/", json={"name": pool, "type": "process"},
-                        timeout=30)
-    if answer.status_code not in (201, 409):
-        raise StackError(f"creating the Prefect work pool '{pool}' failed: HTTP {answer.status_code}")
-    if not stack.deployments_applied():
-        started = time.monotonic()
-        processes.run_checked(stack.python("prefect", "--no-prompt", "deploy", "--all"), stack.prefect_env(),
-                              "prefect deploy --all", stack.paths.log("prefect-deploy"), cwd=stack.project)
-        say(f"✅ prefect.yaml deployed to work pool '{pool}' in {time.monotonic() - started:.1f}s")
-    _start_missing(stack, services["prefect-worker"], missing)
-
-
-def up(settings: Settings, runner_env: Mapping[str, str]) -> None:
-    """Start every missing service: PostgreSQL, then MLflow, Airflow and Prefect side by side."""
+def up(settings: Settings, engines: Sequence[Engine], runner_env: Mapping[str, str]) -> None:
+    """Start every missing service: PostgreSQL, then MLflow and each engine's side by side."""
     recorded = state.read_running()
     elsewhere = recorded is not None and Path(recorded["home"]) != settings.home
     say(f"🏠 stack home {settings.home}" + (f" (the running stack's home is {recorded['home']})" if elsewhere else ""))
-    stack = Stack(settings, runner_env)
+    stack = Stack(settings, engines, runner_env)
     paths = stack.paths
-    services = {service.name: service for service in _services(stack)}
-    missing = {name for name in SERVICES if _running(paths, name) is None}
-    for name in SERVICES:
+    services = _services(stack)
+    names = service_names(engines)
+    missing = {name for name in names if _running(paths, name) is None}
+    for name in names:
         record = _running(paths, name)
         if record is not None:
             say(f"⏭️  {name} already running (pid {record.pid})")
@@ -199,7 +157,7 @@ def up(settings: Settings, runner_env: Mapping[str, str]) -> None:
             processes.require_free_port(service.port, name, service.setting or "")
     env = stack.base_env()
     postgres.preflight(paths, env)
-    paths.create()
+    paths.create(engine.name for engine in engines)
     _record_running(settings, runner_env)
 
     started = time.monotonic()
@@ -209,21 +167,19 @@ def up(settings: Settings, runner_env: Mapping[str, str]) -> None:
         record = postgres.start(paths, settings.stack.postgres_port, env)
         say(f"✅ postgres healthy in {time.monotonic() - started:.1f}s on 127.0.0.1:"
             f"{settings.stack.postgres_port} (pid {record.pid})")
-    databases = postgres.ensure_databases(settings.stack.postgres_port, stack.secrets)
+    databases = postgres.ensure_databases(settings.stack.postgres_port, stack.secrets, stack.databases)
 
     chains: list[Callable[[], None]] = [
-        lambda: _start_missing(stack, services["mlflow"], missing),
-        lambda: _airflow_chain(stack, services, missing, databases["airflow"]),
-        lambda: _prefect_chain(stack, services, missing),
-        lambda: _dagster_chain(stack, services, missing),
+        lambda: start_missing(stack, services["mlflow"], missing),
+        *(partial(engine.start, stack, services, missing, databases) for engine in engines),
     ]
     with ThreadPoolExecutor(len(chains)) as pool:
         futures = [pool.submit(chain) for chain in chains]
     errors = [future.exception() for future in futures if future.exception() is not None]
     if errors:
         raise errors[0]
-    say(f"🟢 stack up in {time.monotonic() - started:.1f}s; Airflow login '{AIRFLOW_ADMIN}', password in "
-        f"{paths.airflow_home / 'passwords.json'}")
+    notes = [engine.ready_note(stack) for engine in engines if engine.ready_note is not None]
+    say("; ".join([f"🟢 stack up in {time.monotonic() - started:.1f}s", *notes]))
     say('👉 eval "$(taxipipe stack env)" points this shell and its runners at the stack')
 
 
@@ -233,7 +189,7 @@ def _stop(paths: StackPaths, name: str) -> None:
     say(f"⏹️  {name} stopped in {time.monotonic() - started:.1f}s")
 
 
-def down(settings: Settings) -> None:
+def down(settings: Settings, engines: Sequence[Engine]) -> None:
     """Stop every service of the located stack side by side, then PostgreSQL (a fast shutdown,
     which loses nothing committed); then forget the record of the running stack.
 
@@ -246,7 +202,8 @@ def down(settings: Settings) -> None:
     if not paths.root.exists():
         say(f"⏭️  no stack in {settings.home}")
         return
-    present = [name for name in SERVICES if name != postgres.SERVICE and processes.read_record(paths, name)]
+    present = [name for name in service_names(engines)
+               if name != postgres.SERVICE and processes.read_record(paths, name)]
     with ThreadPoolExecutor(max(len(present), 1)) as pool:
         for future in [pool.submit(_stop, paths, name) for name in present]:
             future.result()
@@ -271,12 +228,12 @@ def _healthy(service: Service, attempts: int = 3) -> bool:
     return False
 
 
-def status(settings: Settings) -> list[ServiceState]:
+def status(settings: Settings, engines: Sequence[Engine]) -> list[ServiceState]:
     """Each service of the stack `settings` names with its URL, pid and health (see `locate`)."""
-    stack = Stack(settings)
-    services = {service.name: service for service in _services(stack)}
+    stack = Stack(settings, engines)
+    services = _services(stack)
     states = []
-    for name in SERVICES:
+    for name in service_names(engines):
         record = _running(stack.paths, name)
         if name == postgres.SERVICE:
             port = record.port if record else settings.stack.postgres_port
@@ -291,8 +248,8 @@ def status(settings: Settings) -> list[ServiceState]:
     return states
 
 
-def environment(located: Located) -> str:
+def environment(located: Located, engines: Sequence[Engine]) -> str:
     """`export` lines that point a shell (and every runner it starts) at the located stack, with
     the settings its runs get (the URL template given to `up`), after a comment naming its home."""
-    exported = {**located.runner_env, **Stack(located.settings).user_env()}
+    exported = {**located.runner_env, **Stack(located.settings, engines).user_env()}
     return "\n".join([f"# {located.line}"] + [f"export {key}={shlex.quote(value)}" for key, value in exported.items()])

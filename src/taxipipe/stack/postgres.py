@@ -14,14 +14,14 @@ import pwd
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 from urllib.parse import quote
 
 import psutil
 
 from taxipipe.errors import StackError
 from taxipipe.stack.processes import PidRecord, port_is_free, require_free_port, write_record
-from taxipipe.stack.state import DATABASES, RUN_AS_ROOT_USER, StackPaths
+from taxipipe.stack.state import RUN_AS_ROOT_USER, StackPaths
 
 SUPERUSER = "postgres"
 SERVICE = "postgres"
@@ -175,8 +175,9 @@ def url(database: str, password: str, port: int, driver: str) -> str:
     return f"postgresql+{driver}://{database}:{quote(password, safe='')}@127.0.0.1:{port}/{database}"
 
 
-def ensure_databases(port: int, secrets: Mapping[str, str]) -> dict[str, int]:
-    """One role (with its password) and one database it owns, per server; kept if present.
+def ensure_databases(port: int, secrets: Mapping[str, str], databases: Sequence[str]) -> dict[str, int]:
+    """One role (with its password `db_NAME`) and one database it owns, per name in `databases`;
+    kept if present.
 
     Returns each database's oid, which changes when the database is created anew.
     """
@@ -188,7 +189,7 @@ def ensure_databases(port: int, secrets: Mapping[str, str]) -> dict[str, int]:
         # keep the statements that carry passwords out of the server log, even on an error
         connection.execute("SET log_statement = 'none'")
         connection.execute("SET log_min_error_statement = 'panic'")
-        for name in DATABASES:
+        for name in databases:
             exists = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
             verb = "ALTER" if exists else "CREATE"
             connection.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
@@ -197,7 +198,7 @@ def ensure_databases(port: int, secrets: Mapping[str, str]) -> dict[str, int]:
                 connection.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
                     sql.Identifier(name), sql.Identifier(name)))
         rows = connection.execute("SELECT datname, oid FROM pg_database WHERE datname = ANY(%s)",
-                                  (list(DATABASES),)).fetchall()
+                                  (list(databases),)).fetchall()
     return {name: int(oid) for name, oid in rows}
 
 

@@ -3,7 +3,6 @@ the record of the running stack that lets a shell without its home find it."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -11,13 +10,13 @@ import pwd
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 #: PostgreSQL refuses to run as root: under root the cluster runs as this user.
 RUN_AS_ROOT_USER = "postgres"
 
-#: The database of each server, also the name of its PostgreSQL role.
-DATABASES = ("mlflow", "airflow", "prefect", "dagster")
+#: The MLflow server's database, also the name of its PostgreSQL role (each engine names its own).
+MLFLOW_DATABASE = "mlflow"
 
 
 @dataclass(frozen=True)
@@ -65,52 +64,35 @@ class StackPaths:
     def artifacts(self) -> Path:
         return self.root / "artifacts"
 
-    @property
-    def airflow_home(self) -> Path:
-        return self.root / "airflow"
-
-    @property
-    def prefect_home(self) -> Path:
-        return self.root / "prefect"
-
-    @property
-    def dagster_home(self) -> Path:
-        return self.root / "dagster"
+    def engine_home(self, engine: str) -> Path:
+        """Where one engine keeps its files (created by `create`)."""
+        return self.root / engine
 
     def log(self, service: str) -> Path:
         return self.logs / f"{service}.log"
 
-    def create(self) -> None:
-        """The directories, private to this user."""
+    def create(self, engines: Iterable[str] = ()) -> None:
+        """The directories, with a home for each of `engines`, private to this user."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
-        for directory in (self.logs, self.run, self.artifacts, self.airflow_home, self.prefect_home,
-                          self.dagster_home):
+        for directory in (self.logs, self.run, self.artifacts, *map(self.engine_home, engines)):
             directory.mkdir(mode=0o700, exist_ok=True)
 
 
-def _token(nbytes: int = 24) -> str:
+def token(nbytes: int = 24) -> str:
+    """A new random password or key."""
     return secrets.token_urlsafe(nbytes)
 
 
-def _generate() -> dict[str, str]:
-    return {
-        "postgres": _token(),
-        **{f"db_{name}": _token() for name in DATABASES},
-        "airflow_admin": _token(12),
-        "airflow_jwt_secret": _token(32),
-        "airflow_secret_key": _token(32),
-        "airflow_fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
-    }
-
-
-def load_secrets(paths: StackPaths) -> dict[str, str]:
-    """The stack's passwords and keys, generated on first use and kept in a 0600 file.
+def load_secrets(paths: StackPaths, databases: Iterable[str],
+                 generate: Callable[[], Mapping[str, str]]) -> dict[str, str]:
+    """The stack's passwords and keys, generated on first use and kept in a 0600 file: the
+    superuser's, one per database (`db_NAME`), and what `generate` makes (the engines' keys).
 
     A key a newer taxipipe needs (a new service's role) is generated and added; the others stay.
     """
     kept = json.loads(paths.secrets.read_text()) if paths.secrets.exists() else {}
-    values = {**_generate(), **kept}
+    values = {"postgres": token(), **{f"db_{name}": token() for name in databases}, **generate(), **kept}
     if values.keys() == kept.keys():
         return kept
     temporary = paths.secrets.with_suffix(".tmp")

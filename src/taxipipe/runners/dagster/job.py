@@ -10,7 +10,7 @@ TLC has surely published (`PUBLICATION_LAG_MONTHS`). Ops retry with exponential 
 errors no retry can fix (`errors.PERMANENT_ERRORS`): those fail the op at once. The MLflow
 run is tagged with the Dagster run id. A launched run forks each op from a server that has
 imported the pipeline's libraries once (`EXECUTOR`). Dagster loads
-`taxipipe.runners.dagster_definitions`.
+`taxipipe.runners.dagster.definitions`.
 
 No `from __future__ import annotations` here: Dagster reads the ops' annotations as types.
 """
@@ -55,7 +55,7 @@ FIRST_MONTHS = {"green": "2013-08-01", "yellow": "2009-01-01"}
 RETRY = RetryPolicy(max_retries=2, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 DOWNLOAD_RETRY = RetryPolicy(max_retries=5, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 #: What every step would otherwise import in a fresh interpreter of its own (about 4 s of CPU each).
-STEP_IMPORTS = ["taxipipe.runners.dagster", *STEP_LIBRARIES]
+STEP_IMPORTS = ["taxipipe.runners.dagster.job", *STEP_LIBRARIES]
 #: Each step in a process of its own (Dagster's default), forked from a server that imported
 #: STEP_IMPORTS once per run (Dagster's forkserver start method).
 EXECUTOR = multiprocess_executor.configured(

@@ -4,7 +4,7 @@ A task takes its upstream steps' records as keyword arguments named after them (
 per-month extract takes one month). A task run is named as the other runners name the node
 (`extract[2021-01]`, `train`), not with Prefect's random suffix. Tasks hand each other the steps' small records, never
 data: the data stays in files under the project home. Every task except extract and cleanup
-is cached across flow runs (see `prefect_policies`); extract and train retry with backoff
+is cached across flow runs (see `policies`); extract and train retry with backoff
 when the error is one a retry can fix.
 """
 
@@ -20,7 +20,7 @@ from prefect.tasks import exponential_backoff
 from taxipipe.config import Settings
 from taxipipe.partition import Partition
 from taxipipe.pipeline import BY_NAME, by_node, month_node, run_step
-from taxipipe.runners.prefect_policies import StepInputs, retryable
+from taxipipe.runners.prefect.policies import StepInputs, retryable
 from taxipipe.steps import Record, StepContext
 
 RUNNER = "prefect"

@@ -22,8 +22,8 @@ from prefect_dask import DaskTaskRunner
 from taxipipe import tracking
 from taxipipe.config import Settings
 from taxipipe.pipeline import graph, run_step
-from taxipipe.runners.prefect_local import flow_settings
-from taxipipe.runners.prefect_tasks import RUNNER
+from taxipipe.runners.prefect.local import flow_settings
+from taxipipe.runners.prefect.tasks import RUNNER
 from taxipipe.steps import Record, StepContext
 from taxipipe.window import window_key
 

@@ -1,7 +1,7 @@
 """The pipeline as a Prefect 3 flow: it walks the graph, calling one task per step.
 
 The flow walks `taxipipe.pipeline.STEPS`: a per-month step (extract) is submitted once per
-month, so the downloads run at once as futures; every other task (`prefect_tasks`) gets its
+month, so the downloads run at once as futures; every other task (`tasks`) gets its
 upstream steps' records. Cached task results persist in {home}/prefect/results, so a rerun
 after a failed train starts at train. Run it with examples/prefect_pipeline.py, or deploy it
 unchanged (prefect.yaml, or `serve`, see docs/prefect.md).
@@ -23,8 +23,8 @@ from taxipipe.errors import StepFailed, TaxipipeError
 from taxipipe.safety.home_lock import hold_home
 from taxipipe.partition import scheduled_training_month
 from taxipipe.pipeline import STEPS, Step, by_node, month_node
-from taxipipe.runners.prefect_local import DEPLOYMENT_NAME, MONTHLY_CRON, flow_settings
-from taxipipe.runners.prefect_tasks import RUNNER, TASKS
+from taxipipe.runners.prefect.local import DEPLOYMENT_NAME, MONTHLY_CRON, flow_settings
+from taxipipe.runners.prefect.tasks import RUNNER, TASKS
 from taxipipe.steps import Record, StepContext
 
 if TYPE_CHECKING:

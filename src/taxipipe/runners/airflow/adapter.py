@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 from taxipipe import console
 from taxipipe.config import Settings, load_settings, merge
-from taxipipe.engine_env import airflow_environment
+from taxipipe.runners.airflow.environment import airflow_environment
 from taxipipe.errors import ConfigError
 from taxipipe.partition import PUBLICATION_LAG_MONTHS, Partition, scheduled_training_month
 from taxipipe.pipeline import Step, per_month_records, run_step

@@ -4,7 +4,7 @@ A step reruns exactly when, since its last successful run, an output is missing 
 holds what the step wrote, an input file's content changed, a config key the step declares
 changed, the step's code changed, or an upstream step now has other output. Each decision is
 explained (`--dry-run` prints them without running anything). What a step saw and made is
-recorded in the partition's state file (see `taxipipe.runners.make_state`) only after it succeeded.
+recorded in the partition's state file (see `taxipipe.runners.make.state`) only after it succeeded.
 
 Two refinements, both from GNU Make:
 - A step without upstream steps (extract) fetches source data: its outputs only need to
@@ -28,7 +28,7 @@ from taxipipe.errors import StepFailed, TaxipipeError, UsageError
 from taxipipe.fingerprint import essential, fingerprint, home_key
 from taxipipe.hashing import FileHasher, FileState, value_fingerprint
 from taxipipe.layout import Layout, remove
-from taxipipe.runners.make_state import Entry, MakeState, lock_path
+from taxipipe.runners.make.state import Entry, MakeState, lock_path
 from taxipipe.safety.home_lock import hold_home
 from taxipipe.pipeline import BY_NAME, STEPS, Step, chain, graph, run_step
 from taxipipe.steps import Record, StepContext

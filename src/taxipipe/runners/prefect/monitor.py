@@ -1,7 +1,7 @@
 """The monthly monitor-then-retrain job as a Prefect 3 flow: check the month, retrain on drift.
 
 Both tasks are one call into `taxipipe.runners.monitor_retrain`, like the tasks of the Airflow DAG
-dags/taxi_monitor_retrain.py. Call `prefect_local.configure(home)` before importing this
+dags/taxi_monitor_retrain.py. Call `local.configure(home)` before importing this
 module when Prefect should keep its state under the project home.
 """
 
@@ -15,7 +15,7 @@ from prefect.runtime import flow_run
 
 from taxipipe.config import Settings
 from taxipipe.partition import scheduled_training_month
-from taxipipe.runners.prefect_local import flow_settings
+from taxipipe.runners.prefect.local import flow_settings
 from taxipipe.runners import monitor_retrain as jobs
 
 RUNNER = "prefect-monitor"

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from taxipipe.config import Settings, load_settings, merge
-from taxipipe.engine_env import prefect_environment
+from taxipipe.runners.prefect.environment import prefect_environment
 from taxipipe.flags import overrides_from, settings_from
 
-#: The monthly deployment of the flow (`prefect_flow.monthly_deployment`).
+#: The monthly deployment of the flow (`flow.monthly_deployment`).
 DEPLOYMENT_NAME = "monthly-local"
 #: 06:00 on the 15th of every month: by then TLC has published the month before last.
 MONTHLY_CRON = "0 6 15 * *"

@@ -1,0 +1,1 @@
+"""Dagster: the job (`job.py`) and what Dagster loads (`definitions.py`)."""

@@ -131,8 +131,8 @@ def test_first_build_runs_every_step_and_records_them(built: tuple[Path, Build])
     assert train["record"]["run_id"] == first.run_id
     assert train["config"]["model.params.max_depth"] == 6
     assert set(train["inputs"]) == {"partitions/green/2021-01/encoder.json",
-                                    "partitions/green/2021-01/train_features.npz",
-                                    "partitions/green/2021-01/validation_features.npz"}
+                                    "partitions/green/2021-01/train_features.bin",
+                                    "partitions/green/2021-01/validation_features.bin"}
     assert set(train["upstream"]) == {"features"}
 
 

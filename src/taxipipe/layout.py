@@ -26,14 +26,12 @@ from taxipipe.window import training_window, window_label
 class Layout:
     """The file names of one training window (its validation month is the one after it).
 
-    `partition` is the window's last month. `streamed` names the feature files of the
-    engines that read them a row group at a time (parquet) instead of whole (npz).
+    `partition` is the window's last month.
     """
 
     home: Path
     partition: Partition
     train_months: int = 1
-    streamed: bool = False
 
     @property
     def window(self) -> tuple[Partition, ...]:
@@ -76,11 +74,14 @@ class Layout:
 
     @property
     def train_features(self) -> Path:
-        return self.workdir / ("train_features.parquet" if self.streamed else "train_features.npz")
+        """The window's encoded rides, in the format of the compute mode `features` chose
+        (`taxipipe.compute`): one matrix (npz) in memory, parquet row groups otherwise."""
+        return self.workdir / "train_features.bin"
 
     @property
     def validation_features(self) -> Path:
-        return self.workdir / ("validation_features.parquet" if self.streamed else "validation_features.npz")
+        """The validation month's encoded rides, in the format of `train_features`."""
+        return self.workdir / "validation_features.bin"
 
     @property
     def model(self) -> Path:

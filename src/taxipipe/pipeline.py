@@ -205,7 +205,6 @@ def run_step(step: Step, ctx: StepContext, upstream: Upstream,
         raise PipelineStateError(f"step '{step.name}' needs the record of step '{missing[0]}'; run it first")
     if step.month is not None:
         ctx = replace(ctx, month=step.month)
-    ctx = ctx.decided(upstream)
     raise_if_signalled()
     try:
         tracking.check_reachable(ctx.settings)

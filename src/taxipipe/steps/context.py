@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,46 +25,23 @@ STEP_LIBRARIES = ("pandas", "pyarrow.parquet", "pandera.pandas", "xgboost", "mlf
 
 @dataclass(frozen=True)
 class StepContext:
-    """What every step needs: the settings, which runner runs it, extra run tags, the month of
-    a per-month node, and the run's compute mode once `features` has chosen it."""
+    """What every step needs: the settings, which runner runs it, extra run tags and the month
+    of a per-month node."""
 
     settings: Settings
     runner: str = "simple"
     tags: Mapping[str, str] = field(default_factory=dict)
     month: Partition | None = None
-    compute: str | None = None
 
     @property
     def layout(self) -> Layout:
-        return Layout(self.settings.home, self.settings.partition, self.settings.data.train_months,
-                      streamed=self.compute_mode != "memory")
-
-    @property
-    def compute_mode(self) -> str:
-        """memory, external or dask: the mode `features` chose and recorded (see `decided`), or
-        the one `taxipipe.compute.choose` picks now."""
-        if self.compute is not None:
-            return self.compute
-        from taxipipe.compute import choose
-
-        downloads = Layout(self.settings.home, self.settings.partition)
-        return choose(self.settings, [downloads.download(month) for month in self.settings.months])
-
-    def decided(self, upstream: Upstream) -> StepContext:
-        """This context with the compute mode an upstream step recorded.
-
-        The mode depends on the memory free when it is chosen, so it is chosen once, by
-        `features`, and every later step (in whatever process) reads it from the records.
-        """
-        recorded = next((record["compute"] for record in upstream.values() if record.get("compute")), None)
-        return self if recorded is None or self.compute is not None else replace(self, compute=recorded)
+        return Layout(self.settings.home, self.settings.partition, self.settings.data.train_months)
 
     def raw_paths(self, role: str) -> list[tuple[str, Path]]:
         """(month label, download) of the window (role train) or of the validation month."""
-        layout = Layout(self.settings.home, self.settings.partition)
         settings = self.settings
         months = settings.training_months if role == "train" else (settings.validation_month,)
-        return [(month.label, layout.download(month)) for month in months]
+        return [(month.label, self.layout.download(month)) for month in months]
 
     def clean_path(self, role: str) -> Path:
         return self.layout.train_clean if role == "train" else self.layout.validation_clean

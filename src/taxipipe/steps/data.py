@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from taxipipe.errors import DataNotFoundError, DataQualityError, PipelineStateError, TaxipipeError
 from taxipipe.partition import Partition
 from taxipipe.safety.atomic import atomic_path, write_text_atomic
@@ -119,15 +117,21 @@ def transform(ctx: StepContext, upstream: Upstream) -> Record:
 
 
 def features(ctx: StepContext, upstream: Upstream) -> Record:
-    """Fit the encoder on the training month and encode both months."""
+    """Fit the encoder on the training month and encode both months.
+
+    The compute mode (`taxipipe.compute.choose`) depends on the memory free when it is chosen,
+    so it is chosen here, once, and recorded: train (in whatever process) reads it from this
+    record, as it reads the feature files written for it.
+    """
     import pandas as pd
 
+    from taxipipe.compute import choose
     from taxipipe.features import TARGET, Encoder, save_matrix
 
-    ctx = replace(ctx, compute=ctx.compute_mode)
+    compute = choose(ctx.settings, [ctx.layout.download(month) for month in ctx.settings.months])
     mode = ctx.settings.model.features
-    if ctx.layout.streamed:
-        return _features_streamed(ctx)
+    if compute != "memory":
+        return _features_streamed(ctx, compute)
     frames = {role: pd.read_parquet(ctx.clean_path(role)) for role in ROLES}
     encoder = Encoder.fit(mode, frames["train"])
     for role, frame in frames.items():
@@ -135,12 +139,12 @@ def features(ctx: StepContext, upstream: Upstream) -> Record:
             save_matrix(tmp, encoder.transform(frame), frame[TARGET].to_numpy())
     write_text_atomic(ctx.layout.encoder, encoder.to_json())
     width = len(encoder.feature_names)
-    return {"mode": mode, "features": width, "encoder": str(ctx.layout.encoder), "compute": ctx.compute,
+    return {"mode": mode, "features": width, "encoder": str(ctx.layout.encoder), "compute": compute,
             "rows": {role: len(frame) for role, frame in frames.items()},
             "summary": f"{mode}: {width:,} features"}
 
 
-def _features_streamed(ctx: StepContext) -> Record:
+def _features_streamed(ctx: StepContext, compute: str) -> Record:
     """The features of `features` a row group at a time, as parquet (external memory, Dask)."""
     from taxipipe.compute.stream import fit_encoder, write_encoded
 
@@ -149,4 +153,4 @@ def _features_streamed(ctx: StepContext) -> Record:
     write_text_atomic(ctx.layout.encoder, encoder.to_json())
     width = len(encoder.feature_names)
     return {"mode": encoder.mode, "features": width, "encoder": str(ctx.layout.encoder), "rows": rows,
-            "compute": ctx.compute, "summary": f"{encoder.mode}: {width:,} features, streamed for {ctx.compute}"}
+            "compute": compute, "summary": f"{encoder.mode}: {width:,} features, streamed for {compute}"}

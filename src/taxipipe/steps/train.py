@@ -13,8 +13,8 @@ def train(ctx: StepContext, upstream: Upstream) -> Record:
     The run exists before training starts, so its duration is the training's; for kinds that
     train in rounds progress is shown while they run, and under -v every 10th round's score
     is logged to the run live. The window trains in memory, in external memory or on Dask
-    (`taxipipe.compute`); the run records which, the window's first and last month and the
-    rides of each month.
+    (`taxipipe.compute`), as the features record says; the run records which, the window's
+    first and last month and the rides of each month.
     """
     from taxipipe import compute, console, tracking
     from taxipipe.peak_memory import peak_rss_bytes
@@ -24,7 +24,7 @@ def train(ctx: StepContext, upstream: Upstream) -> Record:
     from taxipipe.models.registry import get_kind
     from taxipipe.steps.context import _log
 
-    settings, layout, mode = ctx.settings, ctx.layout, ctx.compute_mode
+    settings, layout, mode = ctx.settings, ctx.layout, upstream["features"]["compute"]
     kind = get_kind(settings.model.kind)
     encoder = Encoder.load(layout.encoder)
     client = tracking.client(settings)

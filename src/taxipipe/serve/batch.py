@@ -47,15 +47,17 @@ class BatchResult:
 
 
 def predictions_path(settings: Settings, partition: Partition) -> Path:
-    return settings.home / "predictions" / partition.color / f"{partition.label}.parquet"
+    from taxipipe.layout import Home
+
+    return Home(settings.home).predictions(partition)
 
 
 def month_file(settings: Settings, partition: Partition) -> Path:
     """The month's file in the download cache, fetched from the configured source if missing."""
-    from taxipipe.layout import Layout
+    from taxipipe.layout import Home
     from taxipipe.tlc import fetch, source_url
 
-    path = Layout(settings.home, partition).download(partition)
+    path = Home(settings.home).download(partition)
     data = settings.data
     fetch(source_url(data.url_template, partition), path, data.download_retries, data.download_backoff_seconds)
     return path

@@ -60,7 +60,7 @@ def train(ctx: StepContext, upstream: Upstream) -> Record:
         callbacks.append(TrainingProgress(kind.rounds(settings.model), on_round=live if console.verbose() else None))
     try:
         trained = compute.train(settings, mode, encoder, layout.train_features, layout.validation_features,
-                                layout.workdir / "xgboost-cache", callbacks)
+                                layout.xgboost_cache, callbacks)
         fit = trained.fit
         score = rmse(trained.target, fit.predictions)
         with atomic_path(layout.model) as tmp:

@@ -28,7 +28,7 @@ from taxipipe.pipeline import graph
 
 settings = load_settings(overrides={"home": sys.argv[1]})
 print(json.dumps({"package": taxipipe.__file__, "steps": {
-    step.name: [fingerprint(step, settings, {}).code, cache_key(step.step, settings, {})]
+    step.name: [fingerprint(step, settings, {}).code, cache_key(step.step_name, settings, {})]
     for step in graph(settings) if not step.per_month}}))
 """
 

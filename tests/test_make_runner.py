@@ -137,6 +137,21 @@ def test_first_build_runs_every_step_and_records_them(built: tuple[Path, Build])
 
 
 @pytest.mark.slow
+def test_each_steps_record_holds_the_fields_its_type_declares(built: tuple[Path, Build]) -> None:
+    from taxipipe import steps
+
+    types = {"validate_data": steps.ValidateDataRecord, "transform": steps.TransformRecord,
+             "features": steps.FeaturesRecord, "train": steps.TrainRecord, "validate_model": steps.VerdictRecord,
+             "save": steps.SaveRecord, "deploy": steps.DeployRecord, **dict.fromkeys(EXTRACTS, steps.ExtractRecord)}
+    for name, entry in lock(built[0])["steps"].items():
+        kind, record = types[name], entry["record"]
+        assert kind.__required_keys__ <= set(record) <= kind.__required_keys__ | kind.__optional_keys__, name
+        assert {"summary", "seconds", "finished_at", "timings"} <= set(record), name
+    transform = lock(built[0])["steps"]["transform"]["record"]
+    assert set(transform["train"]) == set(transform["validation"]) == steps.CleanRecord.__required_keys__
+
+
+@pytest.mark.slow
 def test_second_deploy_runs_nothing_and_imports_nothing_heavy(built_home: Path, tlc_server: TlcServer) -> None:
     runs = mlflow_runs(built_home)
     trained = lock(built_home)["steps"]["train"]["record"]

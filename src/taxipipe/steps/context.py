@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypedDict
 
 from taxipipe.config import Settings
 from taxipipe.layout import Layout
@@ -13,6 +13,21 @@ from taxipipe.partition import Partition
 
 Record = dict[str, Any]
 Upstream = Mapping[str, Record]
+
+
+class StepRecord(TypedDict, total=False):
+    """What every step's record holds besides its own fields: a line for the console, and what
+    `pipeline.run_step` adds (the step's seconds, when it finished, the times up to it).
+
+    Each step's record type extends it; records stay small JSON-able dicts, so every engine
+    carries them (XCom, Prefect results, Dagster outputs, make's lock file).
+    """
+
+    summary: str
+    seconds: float
+    finished_at: float
+    timings: dict[str, float]
+
 ROLES = ("train", "validation")
 #: Record fields that say how a run went rather than what it produced (ignored when comparing).
 VOLATILE_FIELDS = frozenset({"seconds", "finished_at", "timings", "summary", "downloaded", "deployed_at"})

@@ -2,14 +2,57 @@
 
 from __future__ import annotations
 
+from typing import Any, TypedDict
+
 from taxipipe.errors import DataNotFoundError, DataQualityError, PipelineStateError, TaxipipeError
 from taxipipe.partition import Partition
 from taxipipe.safety.atomic import atomic_path, write_text_atomic
-from taxipipe.steps.context import ROLES, Record, StepContext, Upstream
+from taxipipe.steps.context import ROLES, StepContext, StepRecord, Upstream
 from taxipipe.window import window_label
 
 
-def extract_month(ctx: StepContext, month: Partition) -> Record:
+class ExtractRecord(StepRecord):
+    """One month in the download cache."""
+
+    month: str
+    partition: str
+    path: str
+    url: str
+    bytes: int
+    downloaded: bool
+
+
+class ValidateDataRecord(StepRecord):
+    """The quality report of every month the run reads, by month label."""
+
+    months: dict[str, dict[str, Any]]
+
+
+class CleanRecord(TypedDict):
+    """The clean rides of one role: the file, rides read and kept, and both by month."""
+
+    path: str
+    rows_in: int
+    rows: int
+    months: dict[str, dict[str, int]]
+
+
+class TransformRecord(StepRecord):
+    train: CleanRecord
+    validation: CleanRecord
+
+
+class FeaturesRecord(StepRecord):
+    """The encoder, its width and rows by role, and the compute mode chosen for train."""
+
+    mode: str
+    features: int
+    encoder: str
+    compute: str
+    rows: dict[str, int]
+
+
+def extract_month(ctx: StepContext, month: Partition) -> ExtractRecord:
     """Download one month into the download cache, which every partition reading it shares.
 
     A month the source lacks fails here, before any training; a month of a training window
@@ -36,14 +79,14 @@ def extract_month(ctx: StepContext, month: Partition) -> Record:
             "summary": f"{month.key} {'downloaded' if downloaded else 'cached'} ({size:,} bytes)"}
 
 
-def extract(ctx: StepContext, upstream: Upstream) -> Record:
+def extract(ctx: StepContext, upstream: Upstream) -> ExtractRecord:
     """The extract node of one month (`ctx.month`, set by `pipeline.run_step`)."""
     if ctx.month is None:
         raise PipelineStateError("extract runs once per month; run one of its month nodes")
     return extract_month(ctx, ctx.month)
 
 
-def validate_data(ctx: StepContext, upstream: Upstream) -> Record:
+def validate_data(ctx: StepContext, upstream: Upstream) -> ValidateDataRecord:
     """Check every month the run reads against the quality rules; fail naming every broken rule."""
     from taxipipe.quality import check_trips
     from taxipipe.tlc import forget, read_trips
@@ -70,15 +113,13 @@ def validate_data(ctx: StepContext, upstream: Upstream) -> Record:
             "data quality rules failed (files removed from the download cache): "
             + " | ".join(f"{report.source}: {report.summary()}" for report in failed)
         )
-    record: Record = {month.label: report.as_record() for month, report in reports.items()}
     checked = len(next(iter(reports.values())).rules)
-    record["summary"] = f"{checked} rules passed on " + ", ".join(
-        f"{r.source} ({r.rows:,} rows)" for r in reports.values()
-    )
-    return record
+    return {"months": {month.label: report.as_record() for month, report in reports.items()},
+            "summary": f"{checked} rules passed on " + ", ".join(f"{r.source} ({r.rows:,} rows)"
+                                                                for r in reports.values())}
 
 
-def transform(ctx: StepContext, upstream: Upstream) -> Record:
+def transform(ctx: StepContext, upstream: Upstream) -> TransformRecord:
     """Duration in minutes, rides of 1..60 minutes, the model's columns.
 
     The window's months go into one file, a row group at a time, in one schema whatever
@@ -90,7 +131,7 @@ def transform(ctx: StepContext, upstream: Upstream) -> Record:
     from taxipipe.tlc import forget
 
     minimum = ctx.settings.validation.min_rows
-    kept = {}
+    kept: dict[str, CleanRecord] = {}
     for role in ROLES:
         months = write_clean(ctx.raw_paths(role), ctx.settings.data.color, ctx.clean_path(role))
         kept[role] = {"path": str(ctx.clean_path(role)),
@@ -109,14 +150,11 @@ def transform(ctx: StepContext, upstream: Upstream) -> Record:
                          f"{kept[role]['rows_in']:,} rides last 1..60 minutes, fewer than {minimum:,}"
                          for role in too_few)
         )
-    record: Record = dict(kept)
-    record["summary"] = ", ".join(
-        f"{role}: {record[role]['rows']:,} of {record[role]['rows_in']:,} rides kept" for role in ROLES
-    )
-    return record
+    return {"train": kept["train"], "validation": kept["validation"], "summary": ", ".join(
+        f"{role}: {kept[role]['rows']:,} of {kept[role]['rows_in']:,} rides kept" for role in ROLES)}
 
 
-def features(ctx: StepContext, upstream: Upstream) -> Record:
+def features(ctx: StepContext, upstream: Upstream) -> FeaturesRecord:
     """Fit the encoder on the training month and encode both months.
 
     The compute mode (`taxipipe.compute.choose`) depends on the memory free when it is chosen,
@@ -144,7 +182,7 @@ def features(ctx: StepContext, upstream: Upstream) -> Record:
             "summary": f"{mode}: {width:,} features"}
 
 
-def _features_streamed(ctx: StepContext, compute: str) -> Record:
+def _features_streamed(ctx: StepContext, compute: str) -> FeaturesRecord:
     """The features of `features` a row group at a time, as parquet (external memory, Dask)."""
     from taxipipe.compute.stream import fit_encoder, write_encoded
 

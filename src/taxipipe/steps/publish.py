@@ -13,16 +13,60 @@ from taxipipe.errors import PipelineStateError, TrackingError
 from taxipipe.layout import remove
 from taxipipe.safety.atomic import atomic_path, write_text_atomic
 from taxipipe.safety.home_lock import hold_home
-from taxipipe.steps.context import Record, StepContext, Upstream
+from taxipipe.steps.context import Record, StepContext, StepRecord, Upstream
 
 
-def validate_model(ctx: StepContext, upstream: Upstream) -> Record:
+class VerdictRecord(StepRecord):
+    """The gate's verdict on the run's model, and the champion it was judged against."""
+
+    run_id: str
+    rmse: float
+    promotable: bool
+    rule: str
+    reason: str
+    champion_rmse: float | None
+    champion_version: str | None
+
+
+class SaveRecord(StepRecord):
+    """The pyfunc model logged to the run."""
+
+    run_id: str
+    model_uri: str
+    model_id: str
+
+
+class DeployRecord(StepRecord):
+    """The deployment record (`record`, the file) as deploy wrote it: the registered version,
+    whether it is champion now, and why."""
+
+    model_name: str
+    version: int
+    champion: bool
+    promotion: str
+    reason: str
+    run_id: str
+    rmse: float
+    partition: str
+    runner: str
+    deployed_at: str
+    record: str
+
+
+class CleanupRecord(StepRecord):
+    """The files cleanup removed and the bytes they held."""
+
+    removed: list[str]
+    bytes_freed: int
+
+
+def validate_model(ctx: StepContext, upstream: Upstream) -> VerdictRecord:
     """Gate the model with the champion rule (`taxipipe.gate`); record the verdict on the run."""
     trained = upstream["train"]
     return _judge(ctx, trained["run_id"], trained["rmse"])
 
 
-def _judge(ctx: StepContext, run_id: str, score: float) -> Record:
+def _judge(ctx: StepContext, run_id: str, score: float) -> VerdictRecord:
     """Judge the run's model against the champion the registry names now.
 
     The champion is looked up once, and that version (not whatever the alias names a moment
@@ -96,7 +140,7 @@ def _unloadable(uri: str, version: str, exc: Exception) -> TrackingError:
                          "`taxipipe ui`), then run again")
 
 
-def save(ctx: StepContext, upstream: Upstream) -> Record:
+def save(ctx: StepContext, upstream: Upstream) -> SaveRecord:
     """Log the pyfunc model (encoder + trained model) and a predicted-vs-actual plot to the run."""
     import mlflow
     import mlflow.pyfunc
@@ -151,7 +195,7 @@ def _prediction_plot(actual: Any, predicted: Any, title: str) -> Any:
     return figure
 
 
-def deploy(ctx: StepContext, upstream: Upstream) -> Record:
+def deploy(ctx: StepContext, upstream: Upstream) -> DeployRecord:
     """Register the model version with the gate's verdict; move `champion` only if it allowed it.
 
     Under the registry's promotion lock (`tracking.promotion_lock`) the champion is looked up
@@ -192,7 +236,7 @@ def deploy(ctx: StepContext, upstream: Upstream) -> Record:
     return {**record, "record": str(ctx.layout.deployment_record), "summary": outcome}
 
 
-def _settle(ctx: StepContext, client: Any, version: str, verdict: Record, run_id: str) -> Record:
+def _settle(ctx: StepContext, client: Any, version: str, verdict: VerdictRecord, run_id: str) -> Record:
     """Write the deployment record, tag the version with the verdict, then move the alias if it
     allows; if any of it fails, the record is put back as it was.
 
@@ -249,7 +293,7 @@ def _settle_interrupted(folder: Path, client: Any, name: str, promoted: Path) ->
                                                   tracking.PROMOTION_TAG: tags.get(tracking.PROMOTION_TAG)}))
 
 
-def _verdict_now(ctx: StepContext, verdict: Record, current: Any | None, earlier: Any | None) -> Record:
+def _verdict_now(ctx: StepContext, verdict: VerdictRecord, current: Any | None, earlier: Any | None) -> VerdictRecord:
     """The verdict that holds against the champion the registry names now (`current`).
 
     `earlier` is the version an earlier attempt of this run registered, if any.
@@ -283,7 +327,7 @@ def _restore_record(path: Path, previous: str | None) -> None:
         write_text_atomic(path, previous)
 
 
-def cleanup(ctx: StepContext, upstream: Upstream) -> Record:
+def cleanup(ctx: StepContext, upstream: Upstream) -> CleanupRecord:
     """Remove the partition's intermediates (and its downloads if asked); report what went.
 
     Waits for the home's run lock, so it never deletes what a run holding it is using.

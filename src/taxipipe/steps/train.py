@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from taxipipe.safety.atomic import atomic_path
-from taxipipe.steps.context import Record, StepContext, Upstream
+from taxipipe.steps.context import StepContext, StepRecord, Upstream
 from taxipipe.window import window_key, window_label
 
 
-def train(ctx: StepContext, upstream: Upstream) -> Record:
+class KindMetrics(TypedDict, total=False):
+    """The metrics of the model kind and compute mode: XGBoost's best round, external memory's
+    row groups, the Dask workers."""
+
+    best_iteration: int
+    boosted_rounds: int
+    row_groups: int
+    dask_workers: int
+    dask_workers_peak_rss_mb: float
+
+
+class TrainRecord(StepRecord, KindMetrics):
+    """The MLflow run, the RMSE on the validation month, the model file and what it trained on."""
+
+    run_id: str
+    experiment_id: str
+    rmse: float
+    kind: str
+    model: str
+    compute: str
+    window: str
+    rows_per_month: dict[str, int]
+
+
+def train(ctx: StepContext, upstream: Upstream) -> TrainRecord:
     """Train the configured model kind inside one MLflow run that records everything.
 
     The run exists before training starts, so its duration is the training's; for kinds that

@@ -9,7 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxipipe.config import load_settings
+from taxipipe.features import MAX_MINUTES, MIN_MINUTES, TARGET, add_duration
 from taxipipe.serve import batch
+from taxipipe.tlc import read_trips
 from tests.conftest import TlcServer, cli_data_flags, run_cli
 
 
@@ -40,6 +42,10 @@ def test_predict_scores_every_ride_like_the_pyfunc(champion_home: Path, tlc_serv
     assert np.array_equal(scored["predicted_minutes"].to_numpy(), expected)
     minutes = (source["lpep_dropoff_datetime"] - source["lpep_pickup_datetime"]).dt.total_seconds() / 60
     assert np.allclose(scored["actual_minutes"], minutes)
+    actual = scored["actual_minutes"].to_numpy()
+    trained_on = add_duration(read_trips(tlc_dir / "green_tripdata_2021-02.parquet", "green"))[TARGET].to_numpy()
+    assert np.array_equal(actual[(actual >= MIN_MINUTES) & (actual <= MAX_MINUTES)], trained_on), \
+        "the actual minutes are the durations the model trains on"
 
 
 @pytest.mark.slow

@@ -193,7 +193,8 @@ def test_the_compute_mode_is_chosen_once_and_read_from_the_records(make_settings
     assert records["features"]["compute"] == "memory"
 
     monkeypatch.setattr(compute, "available_bytes", lambda: 0)
-    assert StepContext(settings).compute_mode == "external", "choosing again would now disagree"
+    downloads = [context.layout.download(month) for month in settings.months]
+    assert compute.choose(settings, downloads) == "external", "choosing again would now disagree"
     trained = run_step(nodes["train"], context, {"features": records["features"]}, hooks=())
     assert trained["compute"] == "memory"
     assert tracking.client(settings).get_run(trained["run_id"]).data.tags["compute"] == "memory"

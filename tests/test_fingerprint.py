@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from taxipipe.config import load_settings
 from taxipipe.fingerprint import fingerprint
 from taxipipe.pipeline import BY_NAME, graph
@@ -26,7 +28,7 @@ from taxipipe.pipeline import graph
 
 settings = load_settings(overrides={"home": sys.argv[1]})
 print(json.dumps({"package": taxipipe.__file__, "steps": {
-    step.name: [fingerprint(step, settings, {}).code, cache_key(step.step, settings, {})]
+    step.name: [fingerprint(step, settings, {}).code, cache_key(step.step_name, settings, {})]
     for step in graph(settings) if not step.per_month}}))
 """
 
@@ -75,8 +77,8 @@ def test_the_fingerprint_covers_config_inputs_and_upstream(tmp_path: Path) -> No
     first = fingerprint(train, settings, {"features": {"rows": 1, "seconds": 1.0}})
     assert first.config["model.params.max_depth"] == 6
     assert set(first.inputs) == {"partitions/green/2021-01/encoder.json",
-                                 "partitions/green/2021-01/train_features.npz",
-                                 "partitions/green/2021-01/validation_features.npz"}
+                                 "partitions/green/2021-01/train_features.bin",
+                                 "partitions/green/2021-01/validation_features.bin"}
     assert fingerprint(train, settings, {"features": {"rows": 1, "seconds": 9.0}}).digest() == first.digest()
     assert fingerprint(train, settings, {"features": {"rows": 2}}).digest() != first.digest()
     deeper = load_settings(overrides={"home": str(tmp_path), "data": {"year": 2021, "month": 1},
@@ -88,3 +90,20 @@ def test_the_fingerprint_covers_config_inputs_and_upstream(tmp_path: Path) -> No
     assert fingerprint(train, settings, {"features": {"rows": 1}}).digest() != first.digest()
     [month] = [node for node in graph(settings) if node.name == "extract[2021-02]"]
     assert fingerprint(month, settings, {}).inputs == {}
+
+
+def test_naming_the_steps_files_probes_no_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The feature files have one name whatever the compute mode, so no memory probe runs to
+    name them; the mode `features` chose reaches train in its record only."""
+    from taxipipe import compute
+
+    def probe() -> int:
+        raise AssertionError("a memory probe ran to name a file")
+
+    monkeypatch.setattr(compute, "available_bytes", probe)
+    settings = load_settings(overrides={"home": str(tmp_path), "data": {"year": 2021, "month": 1}})
+    printed = {step.name: fingerprint(step, settings, {}) for step in graph(settings)}
+    assert set(printed["features"].inputs) == {"partitions/green/2021-01/train_clean.parquet",
+                                               "partitions/green/2021-01/validation_clean.parquet"}
+    assert {key for key in printed["train"].inputs if "features" in key} == {
+        "partitions/green/2021-01/train_features.bin", "partitions/green/2021-01/validation_features.bin"}

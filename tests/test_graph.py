@@ -31,7 +31,7 @@ def test_each_month_a_run_reads_is_a_node_that_validate_data_waits_for(settings)
     assert [node.name for node in nodes[:3]] == ["extract[2021-12]", "extract[2022-01]", "validate_data"]
     assert nodes[2].upstream == ("extract[2021-12]", "extract[2022-01]")
     assert [node.month for node in nodes[:2]] == list(settings.months)
-    assert [node.step for node in nodes] == ["extract", *STEP_NAMES]
+    assert [node.step_name for node in nodes] == ["extract", *STEP_NAMES]
     assert {name: {parent.split("[")[0] for parent in parents} for name, parents in edges(nodes).items()
             if "[" not in name} == {name: parents for name, parents in edges().items() if name != "extract"}
     ctx = StepContext(settings)

@@ -131,9 +131,24 @@ def test_first_build_runs_every_step_and_records_them(built: tuple[Path, Build])
     assert train["record"]["run_id"] == first.run_id
     assert train["config"]["model.params.max_depth"] == 6
     assert set(train["inputs"]) == {"partitions/green/2021-01/encoder.json",
-                                    "partitions/green/2021-01/train_features.npz",
-                                    "partitions/green/2021-01/validation_features.npz"}
+                                    "partitions/green/2021-01/train_features.bin",
+                                    "partitions/green/2021-01/validation_features.bin"}
     assert set(train["upstream"]) == {"features"}
+
+
+@pytest.mark.slow
+def test_each_steps_record_holds_the_fields_its_type_declares(built: tuple[Path, Build]) -> None:
+    from taxipipe import steps
+
+    types = {"validate_data": steps.ValidateDataRecord, "transform": steps.TransformRecord,
+             "features": steps.FeaturesRecord, "train": steps.TrainRecord, "validate_model": steps.VerdictRecord,
+             "save": steps.SaveRecord, "deploy": steps.DeployRecord, **dict.fromkeys(EXTRACTS, steps.ExtractRecord)}
+    for name, entry in lock(built[0])["steps"].items():
+        kind, record = types[name], entry["record"]
+        assert kind.__required_keys__ <= set(record) <= kind.__required_keys__ | kind.__optional_keys__, name
+        assert {"summary", "seconds", "finished_at", "timings"} <= set(record), name
+    transform = lock(built[0])["steps"]["transform"]["record"]
+    assert set(transform["train"]) == set(transform["validation"]) == steps.CleanRecord.__required_keys__
 
 
 @pytest.mark.slow

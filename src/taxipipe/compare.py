@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from taxipipe import tracking
 from taxipipe.config import Settings
+from taxipipe.layout import Home
 from taxipipe.models.base import RMSE_AGREEMENT
 from taxipipe.walltime import REUSED_TAG, WALL_METRIC
 
@@ -94,7 +95,7 @@ def experiment_pattern(settings: Settings) -> re.Pattern[str]:
 
 def store_is_empty(settings: Settings) -> bool:
     """True when the embedded store has not been created yet (nothing to compare, nothing to open)."""
-    return settings.mlflow.tracking_uri is None and not (settings.home / "mlflow" / "mlflow.db").exists()
+    return settings.mlflow.tracking_uri is None and not Home(settings.home).mlflow_store.exists()
 
 
 def collect(settings: Settings, latest_only: bool = True) -> list[RunRow]:

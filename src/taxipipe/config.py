@@ -31,6 +31,7 @@ from pydantic_settings import (
 )
 
 from taxipipe.errors import ConfigError
+from taxipipe.layout import Home
 from taxipipe.models import KIND_NAMES
 from taxipipe.models.base import KindParams
 from taxipipe.partition import Partition
@@ -278,7 +279,7 @@ class Settings(BaseSettings):
 
     def tracking_uri(self) -> str:
         """The MLflow tracking URI: the configured one, or the embedded SQLite store."""
-        return self.mlflow.tracking_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+        return self.mlflow.tracking_uri or f"sqlite:///{Home(self.home).mlflow_store}"
 
     def experiment_name(self, runner: str) -> str:
         return self.mlflow.experiment_name.format(runner=runner)

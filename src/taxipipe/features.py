@@ -34,13 +34,21 @@ TARGET = "duration"
 PAIR_KEY_BASE = 100_000
 
 
+def duration_minutes(trips: pa.Table) -> pa.ChunkedArray:
+    """Each ride's duration in minutes (dropoff less pickup), the model's target."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    elapsed = pc.subtract(trips[DROPOFF], trips[PICKUP]).cast(pa.int64())
+    return pc.divide(pc.divide(elapsed.cast(pa.float64()), 1e6), 60.0)
+
+
 def add_duration(trips: pa.Table) -> pa.Table:
     """Keep the valid rides (`ride_rules`) of 1..60 minutes; return the model columns plus `duration` in minutes."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    elapsed = pc.subtract(trips[DROPOFF], trips[PICKUP]).cast(pa.int64())
-    minutes = pc.divide(pc.divide(elapsed.cast(pa.float64()), 1e6), 60.0)
+    minutes = duration_minutes(trips)
     keep = pc.and_(pc.greater_equal(minutes, MIN_MINUTES), pc.less_equal(minutes, MAX_MINUTES))
     keep = pc.and_(pc.fill_null(keep, False), pa.array(valid(*table_columns(trips))))
     table = trips.select(MODEL_COLUMNS).append_column(TARGET, minutes)

@@ -37,15 +37,14 @@ class Fingerprint:
 
 
 def fingerprint(step: Step, settings: Settings, upstream: Mapping[str, Any],
-                hasher: FileHasher | None = None, compute: str | None = None) -> Fingerprint:
+                hasher: FileHasher | None = None) -> Fingerprint:
     """The fingerprint of `step` (a graph node) for `settings` and its upstream records.
 
     Input files are keyed by their path relative to the home; `hasher` may trust hashes it
     already knows while a file's size and mtime are unchanged (the make runner's lock file).
-    `compute` is the run's compute mode when known (else the upstream records tell it).
     """
     hasher = hasher or FileHasher({})
-    ctx = StepContext(settings, month=step.month, compute=compute).decided(upstream)
+    ctx = StepContext(settings, month=step.month)
     inputs = {}
     for path in step.reads(ctx):
         key = home_key(settings.home, path)

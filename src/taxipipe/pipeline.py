@@ -42,7 +42,7 @@ class Step:
     month: Partition | None = None
 
     @property
-    def step(self) -> str:
+    def step_name(self) -> str:
         """The declared step's name (`extract` for the node `extract[2021-01]`)."""
         return self.name.split("[")[0]
 
@@ -138,7 +138,7 @@ def edges(nodes: Iterable[Step] = STEPS) -> dict[str, set[str]]:
 def chain(target: str, nodes: Sequence[Step] = STEPS) -> list[Step]:
     """The nodes of `target` (a node, or a step and all its nodes) and all they depend on."""
     by_name = {node.name: node for node in nodes}
-    pending = [node.name for node in nodes if target in (node.name, node.step)]
+    pending = [node.name for node in nodes if target in (node.name, node.step_name)]
     if not pending:
         raise KeyError(target)
     needed: set[str] = set()
@@ -205,7 +205,6 @@ def run_step(step: Step, ctx: StepContext, upstream: Upstream,
         raise PipelineStateError(f"step '{step.name}' needs the record of step '{missing[0]}'; run it first")
     if step.month is not None:
         ctx = replace(ctx, month=step.month)
-    ctx = ctx.decided(upstream)
     raise_if_signalled()
     try:
         tracking.check_reachable(ctx.settings)
@@ -237,7 +236,7 @@ def _timed(step: Step, ctx: StepContext, upstream: Upstream, hooks: Sequence[Aft
     for previous in upstream.values():
         for name, seconds in previous.get("timings", {}).items():
             timings[name] = max(seconds, timings.get(name, 0.0))
-    timings[step.step] = record["seconds"]
+    timings[step.step_name] = record["seconds"]
     record["timings"] = timings
     for hook in _after_step_hooks() if hooks is None else hooks:
         try:

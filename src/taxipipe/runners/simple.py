@@ -21,8 +21,8 @@ class SimplePipeline:
 
     def __init__(self, settings: Settings, runner: str = "simple", steps: Sequence[Step] | None = None):
         self.context = StepContext(settings, runner=runner)
-        chosen = None if steps is None else {step.step for step in steps}
-        self.steps = tuple(node for node in graph(settings) if chosen is None or node.step in chosen)
+        chosen = None if steps is None else {step.step_name for step in steps}
+        self.steps = tuple(node for node in graph(settings) if chosen is None or node.step_name in chosen)
         self.records: dict[str, Record] = {}
 
     def run(self) -> dict[str, Record]:

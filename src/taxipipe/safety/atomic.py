@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from taxipipe.layout import Home
+
 
 def _umask() -> int:
     mask = os.umask(0o022)
@@ -86,8 +88,7 @@ def _name_target(exc: OSError, tmp: Path, target: Path) -> None:
 def remove_stale_parts(home: Path) -> list[Path]:
     """Delete the temporary files of killed writers under the home; return what went."""
     removed = []
-    for folder in (home / "downloads", home / "partitions", home / "deployments", home / "predictions",
-                   home / "state"):
+    for folder in Home(home).written_folders:
         for path in folder.rglob(f".*{PART_MARK}*") if folder.is_dir() else ():
             writer = _WRITER.search(path.name)
             if not process_alive(writer.group(1) if writer else ""):

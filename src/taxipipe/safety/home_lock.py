@@ -15,6 +15,7 @@ from typing import Iterator
 
 from taxipipe import console
 from taxipipe.errors import BusyError
+from taxipipe.layout import Home
 from taxipipe.safety.atomic import remove_stale_parts
 
 #: The homes whose run lock this process holds (a nested `hold_home` there does not wait).
@@ -37,10 +38,10 @@ def hold_home(home: Path, owner: str, wait: bool) -> Iterator[None]:
     if home in _HELD:
         yield
         return
-    state = home / "state"
-    state.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(state / "make.lock")
-    owner_file = state / "make.owner"
+    names = Home(home)
+    names.state.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(names.run_lock)
+    owner_file = names.run_lock_owner
     try:
         lock.acquire(timeout=0)
     except Timeout:

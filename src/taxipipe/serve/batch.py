@@ -47,15 +47,17 @@ class BatchResult:
 
 
 def predictions_path(settings: Settings, partition: Partition) -> Path:
-    return settings.home / "predictions" / partition.color / f"{partition.label}.parquet"
+    from taxipipe.layout import Home
+
+    return Home(settings.home).predictions(partition)
 
 
 def month_file(settings: Settings, partition: Partition) -> Path:
     """The month's file in the download cache, fetched from the configured source if missing."""
-    from taxipipe.layout import Layout
+    from taxipipe.layout import Home
     from taxipipe.tlc import fetch, source_url
 
-    path = Layout(settings.home, partition).download(partition)
+    path = Home(settings.home).download(partition)
     data = settings.data
     fetch(source_url(data.url_template, partition), path, data.download_retries, data.download_backoff_seconds)
     return path
@@ -120,17 +122,15 @@ def _score(batch: pa.RecordBatch, color: str, source: str, champion: Any, set_as
     errors of its rides of 1..60 minutes."""
     import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    from taxipipe.features import MAX_MINUTES, MIN_MINUTES
-    from taxipipe.tlc import DROPOFF, PICKUP, normalise_trips
+    from taxipipe.features import MAX_MINUTES, MIN_MINUTES, duration_minutes
+    from taxipipe.tlc import PICKUP, normalise_trips
 
     first_index = set_aside.rows
     trips, kept = set_aside.split(normalise_trips(pa.Table.from_batches([batch]), color, source))
     columns = {name: trips[name].to_numpy() for name in ("PULocationID", "DOLocationID", "trip_distance")}
     predicted = champion.predict(columns["PULocationID"], columns["DOLocationID"], columns["trip_distance"])
-    elapsed = pc.subtract(trips[DROPOFF], trips[PICKUP]).cast(pa.int64())
-    actual = pc.divide(elapsed.cast(pa.float64()), 60e6)
+    actual = duration_minutes(trips)
     actual_values = actual.to_numpy(zero_copy_only=False)
     in_range = (actual_values >= MIN_MINUTES) & (actual_values <= MAX_MINUTES)
     table = pa.table({

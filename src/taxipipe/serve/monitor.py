@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from taxipipe.config import Settings
 from taxipipe.errors import DataQualityError
+from taxipipe.layout import Home
 from taxipipe.partition import Partition
 from taxipipe.ride_rules import SetAside
 from taxipipe.serve.drift import EXPERIMENT, NUMERIC, ZONES, MonitorReport, numeric_drift, zone_drift
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
     from taxipipe.serve.champion import Loaded
 
-VERDICT_FILE = "taxipipe_monitor.prom"
 #: The `runner` tag of monitor runs: a later monitor of the month finds the runs a stopped one left.
 RUNNER_TAG = "monitor"
 
@@ -120,7 +120,7 @@ def monitor_month(settings: Settings) -> MonitorReport:
     started = time.perf_counter()
     report = compare(settings, load_champion(settings))
     partition = report.partition
-    report.report_path = settings.home / "reports" / f"monitor_{partition.color}_{partition.label}.html"
+    report.report_path = Home(settings.home).monitor_report(partition)
     client = tracking.client(settings)
     report.run_id = start_run(settings, report)
     with tracking.failed_on_error(client, report.run_id):
@@ -136,7 +136,7 @@ def monitor_month(settings: Settings) -> MonitorReport:
 def verdict_path(settings: Settings) -> Path:
     """The Prometheus text file holding the last verdict: `taxipipe serve` adds it to /metrics,
     and a node-exporter textfile collector can read its folder."""
-    return settings.home / "metrics" / VERDICT_FILE
+    return Home(settings.home).monitor_verdict
 
 
 def write_verdict(path: Path, report: MonitorReport) -> None:

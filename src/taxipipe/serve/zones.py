@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from taxipipe.errors import CorruptDataError, DataNotFoundError, TaxipipeError
+from taxipipe.layout import ZONE_FILE, Home
 
 if TYPE_CHECKING:
     from taxipipe.config import Settings
     from taxipipe.partition import Partition
 
-ZONE_FILE = "taxi_zone_lookup.csv"
 TLC_ZONE_URL = "https://d37ci6vzurychx.cloudfront.net/misc/" + ZONE_FILE
 #: Zone cells that name no place (the table's last two rows); the borough is used instead.
 NO_NAME = {"", "N/A", "NA", "NV"}
@@ -75,7 +75,7 @@ def zone_names(settings: Settings, partition: Partition) -> ZoneNames:
     from taxipipe.tlc import fetch
 
     url = table_url(settings.data.url_template, partition)
-    path = settings.home / "downloads" / ZONE_FILE
+    path = Home(settings.home).zone_table
     try:
         fetch(url, path, retries=0, backoff_seconds=0, check=check_table)
         return ZoneNames(read_table(path))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -107,15 +107,6 @@ class MakeRun:
 
     # -- deciding ---------------------------------------------------------------------------
 
-    def _compute(self) -> str | None:
-        """The compute mode `features` recorded in this build or the last one (None: not yet)."""
-        entry = self.state.steps.get("features")
-        record = self.records.get("features") or (entry.record if entry is not None else {})
-        return record.get("compute")
-
-    def _context(self) -> StepContext:
-        return replace(self.context, compute=self._compute())
-
     def _key(self, path: Path) -> str:
         return home_key(self.home, path)
 
@@ -125,7 +116,7 @@ class MakeRun:
     def inspect(self, step: Step) -> Check:
         """The reasons `step` must run that its own dependencies give (upstream aside)."""
         entry = self.state.steps.get(step.name)
-        printed = fingerprint(step, self.settings, {}, self.hasher, self._compute())
+        printed = fingerprint(step, self.settings, {}, self.hasher)
         inputs = printed.inputs
         check = Check(step, ["--force"] if self.force else [], inputs, printed.config, printed.code, None)
         if entry is None:
@@ -141,7 +132,7 @@ class MakeRun:
                 check.reasons.append(f"input {key} is missing")
             elif state is not None and (key not in entry.inputs or entry.inputs[key].sha256 != state.sha256):
                 check.reasons.append(f"input {key} changed")
-        for path in step.writes(self._context()):
+        for path in step.writes(self.context):
             key = self._key(path)
             state = self.hasher.state(key, path)
             if state is None and entry.removed_by:
@@ -184,10 +175,9 @@ class MakeRun:
         """Why outputs removed on purpose must come back: a step that reads them will run."""
         if removed_by is None:
             return []
-        context = self._context()
-        written = set(step.writes(context))
+        written = set(step.writes(self.context))
         readers = [other.name for other in self.chain
-                   if reasons[other.name] and written & set(other.reads(context))]
+                   if reasons[other.name] and written & set(other.reads(self.context))]
         return [f"'{readers[0]}' needs the outputs that '{removed_by}' removed"] if readers else []
 
     # -- dry run ----------------------------------------------------------------------------
@@ -260,7 +250,7 @@ class MakeRun:
         self.state.running[step.name] = {"started_at": _now(), "reasons": check.reasons}
         self.state.save()
         upstream = {name: self.records[name] for name in step.upstream}
-        return pool.submit(run_step, step, self._context(), upstream)
+        return pool.submit(run_step, step, self.context, upstream)
 
     def _finish(self, check: Check, present: set[str], future: Future[Record]) -> StepFailed | None:
         """Record a finished step; return the failure a user-facing error became."""
@@ -272,9 +262,8 @@ class MakeRun:
             self.state.save()
             console.task_failed(step.name, str(exc))
             return StepFailed(step.name, str(exc))
-        context = replace(self.context, compute=record.get("compute") or self._compute())
         written = {self._key(path): self.hasher.state(self._key(path), path, trust_stat=False)
-                   for path in step.writes(context)}
+                   for path in step.writes(self.context)}
         outputs = {key: state for key, state in written.items() if state is not None}
         fingerprint = value_fingerprint({"outputs": {key: state.sha256 for key, state in outputs.items()},
                                          "record": essential(record, f"{self.home}{os.sep}")})

@@ -24,9 +24,9 @@ LOCK_VERSION = 1
 
 def lock_path(home: Path, partition: Partition, train_months: int = 1) -> Path:
     """The lock file of the window of `train_months` months ending at `partition`."""
-    from taxipipe.window import training_window, window_label
+    from taxipipe.layout import Layout
 
-    return home / "state" / partition.color / f"{window_label(training_window(partition, train_months))}.lock.json"
+    return Layout(home, partition, train_months).make_state
 
 
 def _states(data: Mapping[str, Any]) -> dict[str, FileState]:

@@ -1,0 +1,79 @@
+"""What every step shares: the run's `StepContext`, the record types, and logging to a run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypedDict
+
+from taxipipe.config import Settings
+from taxipipe.layout import Layout
+from taxipipe.partition import Partition
+
+Record = dict[str, Any]
+Upstream = Mapping[str, Record]
+
+
+class StepRecord(TypedDict, total=False):
+    """What every step's record holds besides its own fields: a line for the console, and what
+    `pipeline.run_step` adds (the step's seconds, when it finished, the times up to it).
+
+    Each step's record type extends it; records stay small JSON-able dicts, so every engine
+    carries them (XCom, Prefect results, Dagster outputs, make's lock file).
+    """
+
+    summary: str
+    seconds: float
+    finished_at: float
+    timings: dict[str, float]
+
+ROLES = ("train", "validation")
+#: Record fields that say how a run went rather than what it produced (ignored when comparing).
+VOLATILE_FIELDS = frozenset({"seconds", "finished_at", "timings", "summary", "downloaded", "deployed_at"})
+#: The libraries the steps import as they run (about 4 s of CPU in a fresh interpreter). Engines
+#: that fork a process per step import them once in the process they fork from: Dagster's
+#: executor (`runners/dagster/job.py`) and the stack's Airflow scheduler (`runners/airflow/scheduler.py`).
+STEP_LIBRARIES = ("pandas", "pyarrow.parquet", "pandera.pandas", "xgboost", "mlflow.pyfunc",
+                  "mlflow.store.tracking.sqlalchemy_store")
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What every step needs: the settings, which runner runs it, extra run tags and the month
+    of a per-month node."""
+
+    settings: Settings
+    runner: str = "simple"
+    tags: Mapping[str, str] = field(default_factory=dict)
+    month: Partition | None = None
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.settings.home, self.settings.partition, self.settings.data.train_months)
+
+    def raw_paths(self, role: str) -> list[tuple[str, Path]]:
+        """(month label, download) of the window (role train) or of the validation month."""
+        settings = self.settings
+        months = settings.training_months if role == "train" else (settings.validation_month,)
+        return [(month.label, self.layout.download(month)) for month in months]
+
+    def clean_path(self, role: str) -> Path:
+        return self.layout.train_clean if role == "train" else self.layout.validation_clean
+
+    def features_path(self, role: str) -> Path:
+        return self.layout.train_features if role == "train" else self.layout.validation_features
+
+
+
+def _log(client: Any, run_id: str, params: Record | None = None, metrics: Record | None = None,
+         tags: Record | None = None) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None],
+        params=[Param(k, str(v)) for k, v in (params or {}).items()],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+    )

@@ -264,7 +264,7 @@ def train(ctx: StepContext, upstream: Upstream) -> Record:
               "color": partition.color, "year": partition.year, "month": partition.month,
               "train_months": len(window), "window_first": window[0].label, "window_last": window[-1].label,
               "compute": mode}
-    _log(client, run_id, params=params)
+    tracking.log_values(client, run_id, params=params)
     with tracking.failed_on_error(client, run_id):
         tracking.log_datasets(client, run_id, settings)
 
@@ -289,7 +289,7 @@ def train(ctx: StepContext, upstream: Upstream) -> Record:
         raise
     months = month_counts(layout.train_clean) if layout.train_clean.exists() else {}
     with tracking.failed_on_error(client, run_id):
-        _log(client, run_id, metrics={
+        tracking.log_values(client, run_id, metrics={
             "rmse": score, "train_rows": trained.train_rows, "validation_rows": len(trained.target),
             "features": len(encoder.feature_names), "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
             **fit.metrics, **{f"train_rows.{label}": counts["rows"] for label, counts in months.items()},
@@ -304,19 +304,6 @@ def train(ctx: StepContext, upstream: Upstream) -> Record:
             "rows_per_month": {label: counts["rows"] for label, counts in months.items()},
             "summary": f"{kind.name} RMSE {score:.4f} on {layout.validation_partition.label}, trained on "
                        f"{window_label(window)} ({mode}; MLflow run {run_id})"}
-
-
-def _log(client: Any, run_id: str, params: Record | None = None, metrics: Record | None = None,
-         tags: Record | None = None) -> None:
-    from mlflow.entities import Metric, Param, RunTag
-
-    now = int(time.time() * 1000)
-    client.log_batch(
-        run_id,
-        metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None],
-        params=[Param(k, str(v)) for k, v in (params or {}).items()],
-        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
-    )
 
 
 def validate_model(ctx: StepContext, upstream: Upstream) -> Record:
@@ -344,9 +331,9 @@ def _judge(ctx: StepContext, run_id: str, score: float) -> Record:
         if gate.fair(champion, trained_on, validation_month):
             champion = replace(champion, rmse=_score_version(ctx, found.version))
     verdict = gate.judge(score, trained_on, validation_month, settings.validation, champion)
-    _log(client, run_id, metrics={"champion_rmse": champion.rmse if champion else None},
-         tags={"validation.promotable": verdict.promotable, "validation.rule": verdict.rule,
-               "validation.reason": verdict.reason})
+    tracking.log_values(client, run_id, metrics={"champion_rmse": champion.rmse if champion else None},
+                        tags={"validation.promotable": verdict.promotable, "validation.rule": verdict.rule,
+                              "validation.reason": verdict.reason})
     tracking.describe_run(client, run_id, f"Gate: {'' if verdict.promotable else 'not '}promotable, {verdict.reason}.")
     return {"run_id": run_id, "rmse": score, "promotable": verdict.promotable, "rule": verdict.rule,
             "reason": verdict.reason, "champion_rmse": champion.rmse if champion else None,

@@ -15,8 +15,6 @@ from taxipipe.tracking.store import _CREATED_STORES, prepare_store, sqlite_file
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-#: Where MLflow 3's UI opens on its model-training view (its sidebar switch otherwise starts on GenAI).
-UI_START_PAGE = "/#/experiments?workflowType=machine_learning"
 _REACHED_SERVERS: set[str] = set()
 _warm_up: threading.Thread | None = None
 

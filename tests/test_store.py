@@ -147,8 +147,8 @@ def test_corrupt_store_is_one_sentence_and_kept(home: Path, tlc_server: TlcServe
     store = home / "mlflow" / "mlflow.db"
     store.parent.mkdir(parents=True)
     store.write_bytes(b"not sqlite at all " * 500)
-    for command in (["run"], ["compare"]):
-        result = run_with([*command, *cli_data_flags(home, tlc_server)])
+    for command in (["run", *cli_data_flags(home, tlc_server)], ["compare", "--home", str(home)]):
+        result = run_with(command)
         one_sentence_failure(result, str(store), "not a readable SQLite database")
     assert store.read_bytes() == b"not sqlite at all " * 500
 

@@ -29,7 +29,7 @@ from taxipipe.tracking.runs import (
     git_commit,
     log_datasets,
     log_peak_memory,
-    log_step_seconds,
+    log_timings,
     log_values,
     named_experiment,
     owner_gone,
@@ -43,7 +43,7 @@ __all__ = [
     "CHAMPION", "EXPERIMENT_KIND", "INTERRUPTED", "PENDING", "PROMOTION_LEASE_SECONDS", "PROMOTION_TAG",
     "ROOT_TAG", "TRAINED_ON_TAG", "UI_START_PAGE", "artifact_root", "champion_version", "check_reachable",
     "client", "describe_run", "experiment_id", "fail_abandoned_runs", "failed_on_error", "finish_warm_up",
-    "git_commit", "log_datasets", "log_peak_memory", "log_step_seconds", "log_values", "named_experiment",
+    "git_commit", "log_datasets", "log_peak_memory", "log_timings", "log_values", "named_experiment",
     "owner_gone", "owner_tags", "pip_requirements", "prepare_store", "promote", "promotion_lock", "register",
     "server_command", "server_env", "sqlite_file", "trained_on", "version_of_run", "warm_up",
 ]

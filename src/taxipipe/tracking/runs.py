@@ -128,7 +128,7 @@ def git_commit() -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
-def log_step_seconds(mlflow_client: MlflowClient, run_id: str, timings: dict[str, float]) -> None:
+def log_timings(mlflow_client: MlflowClient, run_id: str, timings: dict[str, float]) -> None:
     """Record how long each step took as metrics `step_seconds.<step>`."""
     import time
 

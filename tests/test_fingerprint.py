@@ -65,7 +65,7 @@ def test_an_edit_of_a_helper_module_reruns_the_steps_that_use_it(tmp_path: Path)
     assert changed == {name for name in before if after_features[name][1] != before[name][1]}, \
         "the Prefect cache key misses exactly where make reruns"
 
-    edit(root / "taxipipe" / "tracking.py", "CHAMPION = \"champion\"\n", "CHAMPION = 'champion'\n")
+    edit(root / "taxipipe" / "tracking" / "registry.py", "CHAMPION = \"champion\"\n", "CHAMPION = 'champion'\n")
     after_tracking = fingerprints(root, home)
     assert {name for name in before if after_tracking[name] != after_features[name]} == {
         "train", "validate_model", "save", "deploy"}

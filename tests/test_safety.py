@@ -33,6 +33,7 @@ def test_an_interrupted_run_leaves_without_waiting_for_the_store_warm_up(make_se
     once; a failed one still waits, so it never leaves while the warm-up writes a new store."""
     from taxipipe import tracking
     from taxipipe.errors import DataNotFoundError
+    from taxipipe.tracking import connection
     from taxipipe.runners.simple import SimplePipeline
 
     stuck = threading.Event()
@@ -40,7 +41,7 @@ def test_an_interrupted_run_leaves_without_waiting_for_the_store_warm_up(make_se
     def blocked_warm_up(settings: Any, runner: str) -> None:
         thread = threading.Thread(target=stuck.wait, daemon=True)
         thread.start()
-        monkeypatch.setattr(tracking, "_warm_up", thread)
+        monkeypatch.setattr(connection, "_warm_up", thread)
 
     monkeypatch.setattr(tracking, "warm_up", blocked_warm_up)
     outcomes: list[str] = []

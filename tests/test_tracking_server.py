@@ -17,7 +17,7 @@ def ui_server(tmp_path: Path):
     server_home = tmp_path / "server-home"
     process = subprocess.Popen(
         [sys.executable, "-m", "taxipipe.cli", "ui", "--home", str(server_home), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -56,3 +56,22 @@ def test_pipeline_through_a_tracking_server(ui_server, home: Path, tlc_server: T
     assert client.get_registered_model("nyc-taxi-duration").description.startswith("NYC taxi trip duration")
     assert (server_home / "mlflow" / "mlflow.db").exists()
     assert not (home / "mlflow").exists()
+
+    # a file sent through the server's artifact proxy, as a worker on another host sends it,
+    # lands beside the server's store, not in the server's working directory
+    import httpx
+
+    answer = httpx.put(f"{url}/api/2.0/mlflow-artifacts/artifacts/probe/hello.txt", content=b"hello", timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert (server_home / "mlflow" / "artifacts" / "probe" / "hello.txt").read_bytes() == b"hello"
+
+
+def test_the_server_command_keeps_the_store_password_off_the_command_line() -> None:
+    from taxipipe import tracking
+
+    url = "postgresql+psycopg2://mlflow:s3cret@127.0.0.1:5432/mlflow"
+    command, env = tracking.server_command(5001, "/srv/artifacts"), tracking.server_env(url)
+    assert "s3cret" not in " ".join(command)
+    assert env["MLFLOW_BACKEND_STORE_URI"] == env["MLFLOW_REGISTRY_STORE_URI"] == url
+    assert command[command.index("--host") + 1] == "127.0.0.1" and command[command.index("--workers") + 1] == "1"
+    assert command[command.index("--artifacts-destination") + 1] == "/srv/artifacts"

@@ -195,18 +195,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
         tracking.prepare_store(uri)
     address = f"http://127.0.0.1:{args.port}{tracking.UI_START_PAGE}"
     print(f"📈 MLflow UI on {address} (store {uri}), for this machine only; Ctrl-C stops it", flush=True)
+    root = tracking.artifact_root(uri) or (settings.home / "mlflow" / "artifacts").as_uri()
+    quiet = not console.verbose()  # no line per request, no library warnings (-v shows both)
     # the hosts it answers, named, so that MLflow states them instead of advising flags `ui` lacks
     hosts = f"127.0.0.1:{args.port},localhost:{args.port}"
-    command_line = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-                    "--registry-store-uri", uri, "--default-artifact-root",
-                    tracking.artifact_root(uri) or (settings.home / "mlflow" / "artifacts").as_uri(),
-                    "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1", "--allowed-hosts", hosts]
-    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    if not console.verbose():
-        # no line per request, no library warnings (-v shows both)
-        command_line += ["--uvicorn-opts", "--no-access-log --log-level warning"]
-        os.environ["PYTHONWARNINGS"] = "ignore"
-    os.execv(sys.executable, command_line)
+    command_line = tracking.server_command(args.port, root, default_artifact_root=root, allowed_hosts=hosts,
+                                           quiet=quiet)
+    os.execve(sys.executable, command_line, {**os.environ, **tracking.server_env(uri, quiet)})
     return 0
 
 

@@ -15,8 +15,8 @@
       mlflow/mlflow.db, mlflow/artifacts/             the embedded MLflow store
 
 `Home` names the files of the whole home, `Layout` adds those of one training window. The
-engines keep their own state in folders of their own (`engine_env.py`, `runners/`), and the
-stack its servers' (`stack/state.py`).
+engines keep their own state in folders of their own (each engine folder's `environment.py`
+under `runners/`), and the stack its servers' (`stack/state.py`).
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ def log_step_seconds(node: str, ctx: StepContext, upstream: Upstream, record: Re
     step = node.split("[")[0]
     logged = dict(record["timings"]) if step == "train" else {step: record["seconds"]}
     client = tracking.client(ctx.settings)
-    tracking.log_step_seconds(client, run_id, logged)
+    tracking.log_timings(client, run_id, logged)
     tracking.log_peak_memory(client, run_id, step)
 
 

@@ -20,6 +20,7 @@ from taxipipe.config import Settings
 from taxipipe.errors import StackError
 from taxipipe.stack import postgres
 from taxipipe.stack.state import MLFLOW_DATABASE, StackPaths, load_secrets
+from taxipipe.tracking.server import server_command, server_env
 
 
 @dataclass(frozen=True)
@@ -155,11 +156,7 @@ class Stack:
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     def mlflow_env(self) -> dict[str, str]:
-        return {
-            **self.base_env(),
-            "MLFLOW_BACKEND_STORE_URI": self.database_url("mlflow", "psycopg2"),
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        }
+        return {**self.base_env(), **server_env(self.database_url("mlflow", "psycopg2"))}
 
     # --- the services ----------------------------------------------------------------------
 
@@ -167,9 +164,7 @@ class Stack:
         return [sys.executable, "-m", module, *args]
 
     def mlflow(self) -> Service:
-        command = self.python("mlflow", "server", "--serve-artifacts", "--artifacts-destination",
-                              str(self.paths.artifacts), "--host", "127.0.0.1",
-                              "--port", str(self.ports.mlflow_port), "--workers", "1")
+        command = server_command(self.ports.mlflow_port, str(self.paths.artifacts))
         return Service("mlflow", command, self.mlflow_env,
                        lambda: get_json(f"{self.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1")
                        is not None, self.ports.mlflow_port, self.mlflow_url, "mlflow_port")

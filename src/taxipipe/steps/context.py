@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, TypedDict
@@ -63,17 +62,3 @@ class StepContext:
 
     def features_path(self, role: str) -> Path:
         return self.layout.train_features if role == "train" else self.layout.validation_features
-
-
-
-def _log(client: Any, run_id: str, params: Record | None = None, metrics: Record | None = None,
-         tags: Record | None = None) -> None:
-    from mlflow.entities import Metric, Param, RunTag
-
-    now = int(time.time() * 1000)
-    client.log_batch(
-        run_id,
-        metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None],
-        params=[Param(k, str(v)) for k, v in (params or {}).items()],
-        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
-    )

@@ -73,7 +73,6 @@ def _judge(ctx: StepContext, run_id: str, score: float) -> VerdictRecord:
     later) is scored on this run's validation month, unless the comparison is unfair anyway.
     """
     from taxipipe import gate, tracking
-    from taxipipe.steps.context import _log
 
     settings = ctx.settings
     client = tracking.client(settings)
@@ -86,9 +85,9 @@ def _judge(ctx: StepContext, run_id: str, score: float) -> VerdictRecord:
         if gate.fair(champion, trained_on, validation_month):
             champion = replace(champion, rmse=_score_version(ctx, found.version))
     verdict = gate.judge(score, trained_on, validation_month, settings.validation, champion)
-    _log(client, run_id, metrics={"champion_rmse": champion.rmse if champion else None},
-         tags={"validation.promotable": verdict.promotable, "validation.rule": verdict.rule,
-               "validation.reason": verdict.reason})
+    tracking.log_values(client, run_id, metrics={"champion_rmse": champion.rmse if champion else None},
+                        tags={"validation.promotable": verdict.promotable, "validation.rule": verdict.rule,
+                              "validation.reason": verdict.reason})
     tracking.describe_run(client, run_id, f"Gate: {'' if verdict.promotable else 'not '}promotable, {verdict.reason}.")
     return {"run_id": run_id, "rmse": score, "promotable": verdict.promotable, "rule": verdict.rule,
             "reason": verdict.reason, "champion_rmse": champion.rmse if champion else None,

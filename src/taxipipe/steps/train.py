@@ -48,7 +48,6 @@ def train(ctx: StepContext, upstream: Upstream) -> TrainRecord:
     from taxipipe.features import Encoder
     from taxipipe.models.base import rmse
     from taxipipe.models.registry import get_kind
-    from taxipipe.steps.context import _log
 
     settings, layout, mode = ctx.settings, ctx.layout, upstream["features"]["compute"]
     kind = get_kind(settings.model.kind)
@@ -71,7 +70,7 @@ def train(ctx: StepContext, upstream: Upstream) -> TrainRecord:
               "color": partition.color, "year": partition.year, "month": partition.month,
               "train_months": len(window), "window_first": window[0].label, "window_last": window[-1].label,
               "compute": mode}
-    _log(client, run_id, params=params)
+    tracking.log_values(client, run_id, params=params)
     with tracking.failed_on_error(client, run_id):
         tracking.log_datasets(client, run_id, settings)
 
@@ -96,7 +95,7 @@ def train(ctx: StepContext, upstream: Upstream) -> TrainRecord:
         raise
     months = month_counts(layout.train_clean) if layout.train_clean.exists() else {}
     with tracking.failed_on_error(client, run_id):
-        _log(client, run_id, metrics={
+        tracking.log_values(client, run_id, metrics={
             "rmse": score, "train_rows": trained.train_rows, "validation_rows": len(trained.target),
             "features": len(encoder.feature_names), "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
             **fit.metrics, **{f"train_rows.{label}": counts["rows"] for label, counts in months.items()},

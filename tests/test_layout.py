@@ -12,7 +12,7 @@ MONTH = Partition("green", 2021, 2)
 
 
 def test_the_commands_write_where_the_layout_names_the_files(tmp_path: Path) -> None:
-    from taxipipe.runners.make_state import lock_path
+    from taxipipe.runners.make.state import lock_path
     from taxipipe.safety.atomic import remove_stale_parts
     from taxipipe.safety.home_lock import hold_home
     from taxipipe.serve.batch import predictions_path

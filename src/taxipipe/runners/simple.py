@@ -28,7 +28,7 @@ class SimplePipeline:
     def run(self) -> dict[str, Record]:
         """Run every node; raise StepFailed on the first user-facing error. Records the wall time."""
         started = time.time()
-        console.header(self.context.runner, self.context.settings, target=self.steps[-1].step if self.steps else None)
+        console.header(self.context.runner, self.context.settings, target=self.steps[-1].step_name if self.steps else None)
         tracking.check_reachable(self.context.settings)
         tracking.warm_up(self.context.settings, self.context.runner)
         try:

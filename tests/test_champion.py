@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from taxipipe import compute, tracking
+from taxipipe import champion, compute, tracking
 from taxipipe.pipeline import graph, run_step
 from taxipipe.runners.simple import SimplePipeline
 from taxipipe.steps import StepContext
@@ -355,9 +355,9 @@ def test_a_deploy_killed_before_the_alias_moves_leaves_a_record_that_claims_noth
     killed = StepContext(settings).layout.deployment_record
     left = json.loads(killed.read_text())
     assert left["champion"] is False, f"the record claims a champion the registry does not show: {left}"
-    assert (left.get("promotion"), left["version"]) == (tracking.PENDING, 1), left
+    assert (left.get("promotion"), left["version"]) == (champion.PENDING, 1), left
     assert tracking.champion_version(client, MODEL) is None
-    assert client.get_model_version(MODEL, "1").tags[tracking.PROMOTION_TAG] == tracking.PENDING
+    assert client.get_model_version(MODEL, "1").tags[champion.PROMOTION_TAG] == champion.PENDING
 
     later = load_settings(overrides={"home": str(home), "data": {"month": 2}})
     verdict = {"run_id": run_ids[1], "rmse": 6.0, "promotable": True, "rule": "first", "reason": "no champion yet",
@@ -368,9 +368,9 @@ def test_a_deploy_killed_before_the_alias_moves_leaves_a_record_that_claims_noth
     promoted = json.loads(StepContext(later).layout.deployment_record.read_text())
     assert (promoted["champion"], promoted["promotion"], promoted["version"]) == (True, tracking.CHAMPION, 2)
     settled = json.loads(killed.read_text())
-    assert (settled["champion"], settled["promotion"]) == (False, tracking.INTERRUPTED), settled
-    assert client.get_model_version(MODEL, "1").tags[tracking.PROMOTION_TAG] == tracking.INTERRUPTED
-    assert client.get_model_version(MODEL, "2").tags[tracking.PROMOTION_TAG] == tracking.CHAMPION
+    assert (settled["champion"], settled["promotion"]) == (False, champion.INTERRUPTED), settled
+    assert client.get_model_version(MODEL, "1").tags[champion.PROMOTION_TAG] == champion.INTERRUPTED
+    assert client.get_model_version(MODEL, "2").tags[champion.PROMOTION_TAG] == tracking.CHAMPION
     assert not list(killed.parent.glob(f".*.{os.getpid()}-*.part")), "a settled record was left half-way"
 
 
@@ -378,14 +378,13 @@ def test_a_champion_missing_its_model_file_names_the_file_and_the_fix(champion_i
     """The gate fails closed, and says which file of which version is missing and what to do."""
     from taxipipe.config import load_settings
     from taxipipe.errors import TrackingError
-    from taxipipe.steps import _score_version
 
     settings = load_settings(overrides={"home": str(champion_in_home), "data": {"year": 2021, "month": 1}})
     [pickled] = (champion_in_home / "mlflow" / "artifacts").rglob("python_model.pkl")
     pickled.unlink()
     tracking.client(settings)
     with pytest.raises(TrackingError) as failed:
-        _score_version(StepContext(settings), "1")
+        champion.score(settings.mlflow.model_name, "1", StepContext(settings).layout.validation_clean)
     sentence = str(failed.value)
     assert str(pickled) in sentence and "champion v1" in sentence, sentence
     assert "run again when the registry answers" not in sentence, sentence
@@ -403,14 +402,15 @@ def test_the_registry_says_what_the_model_is_and_which_version_each_champion_gav
     versions = []
     for name in (MODEL, MODEL, "described-later"):
         source = client.create_run(experiment).info.run_id
-        versions.append(tracking.register(client, name, f"runs:/{source}/model", source, None, tags={}))
+        versions.append(tracking.register(client, name, f"runs:/{source}/model", source, None, tags={},
+                                          description=champion.model_description(name)))
     first, second, _ = versions
-    tracking.promote(client, MODEL, first)
-    tracking.promote(client, MODEL, second)
-    tracking.promote(client, MODEL, second)
+    champion.promote(client, MODEL, first)
+    champion.promote(client, MODEL, second)
+    champion.promote(client, MODEL, second)
 
-    assert client.get_model_version(MODEL, first).tags[tracking.PROMOTION_TAG] == f"replaced by v{second}"
-    assert client.get_model_version(MODEL, second).tags[tracking.PROMOTION_TAG] == "champion"
+    assert client.get_model_version(MODEL, first).tags[champion.PROMOTION_TAG] == f"replaced by v{second}"
+    assert client.get_model_version(MODEL, second).tags[champion.PROMOTION_TAG] == "champion"
     description = client.get_registered_model(MODEL).description
     assert f"`models:/{MODEL}@champion`" in description and "docs/champion.md" in description
-    assert client.get_registered_model("described-later").description == tracking.model_description("described-later")
+    assert client.get_registered_model("described-later").description == champion.model_description("described-later")

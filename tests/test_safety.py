@@ -200,6 +200,7 @@ def test_read_only_home_is_one_sentence(tmp_path: Path, tlc_server: TlcServer) -
 @pytest.mark.slow
 def test_next_run_settles_what_a_killed_run_left(home: Path, tlc_server: TlcServer) -> None:
     from taxipipe import tracking
+    from taxipipe.champion import INTERRUPTED, PENDING, PROMOTION_TAG
     from taxipipe.config import load_settings
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -215,7 +216,7 @@ def test_next_run_settles_what_a_killed_run_left(home: Path, tlc_server: TlcServ
     source = client.create_run(experiment).info.run_id
     client.set_terminated(source)
     unaliased = client.create_model_version(MODEL, f"runs:/{source}/model", run_id=source,
-                                            tags={tracking.PROMOTION_TAG: tracking.PENDING}).version
+                                            tags={PROMOTION_TAG: PENDING}).version
     downloads = home / "downloads"
     downloads.mkdir(parents=True)
     stale = downloads / f".green_tripdata_2021-01.parquet.{dead.pid}-abc123.part.parquet"
@@ -228,9 +229,9 @@ def test_next_run_settles_what_a_killed_run_left(home: Path, tlc_server: TlcServ
     assert result.returncode == 0, result.stderr[-3000:]
     assert client.get_run(abandoned).info.status == "FAILED"
     assert client.get_run(other_month).info.status == "RUNNING", "another partition's run is left alone"
-    assert client.get_model_version(MODEL, unaliased).tags[tracking.PROMOTION_TAG] == tracking.INTERRUPTED
+    assert client.get_model_version(MODEL, unaliased).tags[PROMOTION_TAG] == INTERRUPTED
     champion = client.get_model_version_by_alias(MODEL, "champion")
-    assert champion.tags[tracking.PROMOTION_TAG] == "champion"
+    assert champion.tags[PROMOTION_TAG] == "champion"
     assert not stale.exists() and not older.exists() and live.exists()
 
     umask = os.umask(0o022)

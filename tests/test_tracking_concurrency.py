@@ -70,47 +70,47 @@ def holder_pid(registry, lock: str) -> str:
 
 
 def test_an_old_lock_of_a_live_unrelated_process_of_this_host_is_broken(registry, sleeper, capsys) -> None:
-    from taxipipe import tracking
+    from taxipipe import champion
 
-    lock = lock_held_by(registry, "old-lock", sleeper.pid, str(time.time() - 2 * tracking.PROMOTION_LEASE_SECONDS))
+    lock = lock_held_by(registry, "old-lock", sleeper.pid, str(time.time() - 2 * champion.PROMOTION_LEASE_SECONDS))
     started = time.monotonic()
-    with tracking.promotion_lock(registry, "old-lock", "test", wait_seconds=20):
+    with champion.promotion_lock(registry, "old-lock", "test", wait_seconds=20):
         assert holder_pid(registry, lock) == str(os.getpid())
     assert time.monotonic() - started < 10
     assert f"pid {sleeper.pid} on {socket.gethostname()}" in capsys.readouterr().out
     assert not registry.search_registered_models(f"name = '{lock}'"), "the lock was not released"
     promised = (Path(__file__).parents[1] / "docs" / "champion.md").read_text()
-    assert f"older than 10 minutes ({tracking.PROMOTION_LEASE_SECONDS:.0f} s" in promised
+    assert f"older than 10 minutes ({champion.PROMOTION_LEASE_SECONDS:.0f} s" in promised
 
 
 def test_a_lock_whose_pid_now_names_another_process_is_broken_at_once(registry, sleeper, capsys) -> None:
-    from taxipipe import tracking
+    from taxipipe import champion
 
     lock_held_by(registry, "reused-pid", sleeper.pid, str(time.time()), started="1")
     started = time.monotonic()
-    with tracking.promotion_lock(registry, "reused-pid", "test", wait_seconds=20):
+    with champion.promotion_lock(registry, "reused-pid", "test", wait_seconds=20):
         assert time.monotonic() - started < 10
     assert "is now another process" in capsys.readouterr().out
 
 
 def test_a_fresh_lock_of_its_live_owner_is_kept(registry, sleeper) -> None:
-    from taxipipe import tracking
+    from taxipipe import champion
     from taxipipe.errors import TrackingError
     from taxipipe.safety.atomic import process_started
 
     lock = lock_held_by(registry, "held", sleeper.pid, str(time.time()), started=process_started(str(sleeper.pid)))
     with pytest.raises(TrackingError, match=f"pid {sleeper.pid} .* nothing was promoted"):
-        with tracking.promotion_lock(registry, "held", "test", wait_seconds=0.5):
+        with champion.promotion_lock(registry, "held", "test", wait_seconds=0.5):
             pass
     assert holder_pid(registry, lock) == str(sleeper.pid)
 
 
 def test_a_lock_without_a_readable_time_is_broken_with_one_message(registry, capsys) -> None:
-    from taxipipe import tracking
+    from taxipipe import champion
 
     registry.create_registered_model("garbled.promotion-lock", tags={
         "taxipipe.host": "another-host", "taxipipe.pid": "12", "acquired_at": "yesterday at noon"})
-    with tracking.promotion_lock(registry, "garbled", "test", wait_seconds=20):
+    with champion.promotion_lock(registry, "garbled", "test", wait_seconds=20):
         pass
     [line] = [line for line in capsys.readouterr().out.splitlines() if "garbled" in line]
     assert "'yesterday at noon' is not a time" in line and "breaking it" in line
@@ -133,14 +133,14 @@ def test_a_run_whose_pid_now_names_another_process_is_marked_failed(registry, sl
 def test_promotion_settles_pending_versions_by_what_the_alias_shows(registry) -> None:
     """A deploy killed after its alias moved made a champion (then replaced by the new one); one
     killed before did not."""
-    from taxipipe import tracking
+    from taxipipe import champion, tracking
 
     registry.create_registered_model("settled")
     after, before, new = (registry.create_model_version("settled", "runs:/0/model", tags={
-        tracking.PROMOTION_TAG: tracking.PENDING}).version for _ in range(3))
+        champion.PROMOTION_TAG: champion.PENDING}).version for _ in range(3))
     registry.set_registered_model_alias("settled", tracking.CHAMPION, after)
-    tracking.promote(registry, "settled", new)
-    promotion = {version: registry.get_model_version("settled", version).tags[tracking.PROMOTION_TAG]
+    champion.promote(registry, "settled", new)
+    promotion = {version: registry.get_model_version("settled", version).tags[champion.PROMOTION_TAG]
                  for version in (after, before, new)}
-    assert promotion == {after: f"{tracking.REPLACED} v{new}", before: tracking.INTERRUPTED, new: tracking.CHAMPION}
+    assert promotion == {after: f"{champion.REPLACED} v{new}", before: champion.INTERRUPTED, new: tracking.CHAMPION}
     assert str(tracking.champion_version(registry, "settled").version) == str(new)

@@ -12,12 +12,12 @@ from taxipipe.steps.context import (ROLES, STEP_LIBRARIES, VOLATILE_FIELDS, Reco
                                     Upstream)
 from taxipipe.steps.data import (CleanRecord, ExtractRecord, FeaturesRecord, TransformRecord, ValidateDataRecord,
                                  extract, extract_month, features, transform, validate_data)
-from taxipipe.steps.publish import (CleanupRecord, DeployRecord, SaveRecord, VerdictRecord, _score_version, cleanup,
-                                    deploy, save, validate_model)
+from taxipipe.steps.publish import (CleanupRecord, DeployRecord, SaveRecord, VerdictRecord, cleanup, deploy, save,
+                                    validate_model)
 from taxipipe.steps.train import TrainRecord, train
 
 __all__ = ["ROLES", "STEP_LIBRARIES", "VOLATILE_FIELDS", "CleanRecord", "CleanupRecord", "DeployRecord",
            "ExtractRecord", "FeaturesRecord", "Record", "SaveRecord", "StepContext", "StepRecord", "TrainRecord",
-           "TransformRecord", "Upstream", "ValidateDataRecord", "VerdictRecord", "_score_version", "cleanup",
+           "TransformRecord", "Upstream", "ValidateDataRecord", "VerdictRecord", "cleanup",
            "deploy", "extract", "extract_month", "features", "save", "train", "transform", "validate_data",
            "validate_model"]

@@ -1,27 +1,12 @@
 """MLflow tracking: the client (connection), the SQLite store (store), run logging (runs), the
-model registry with the `champion` alias and the promotion lock (registry), and the command that
-starts `mlflow server` (server).
+model registry's plain calls (registry), and the command that starts `mlflow server` (server).
+How the champion is chosen and promoted lives in `taxipipe.champion`.
 
 The served model's pyfunc class lives in `taxipipe.pyfunc`, whose module path stored models name.
 """
 
 from taxipipe.tracking.connection import check_reachable, client, finish_warm_up, warm_up
-from taxipipe.tracking.registry import (
-    CHAMPION,
-    INTERRUPTED,
-    PENDING,
-    PROMOTION_LEASE_SECONDS,
-    PROMOTION_TAG,
-    REPLACED,
-    TRAINED_ON_TAG,
-    champion_version,
-    model_description,
-    promote,
-    promotion_lock,
-    register,
-    trained_on,
-    version_of_run,
-)
+from taxipipe.tracking.registry import CHAMPION, champion_version, register, version_of_run
 from taxipipe.tracking.runs import (
     EXPERIMENT_KIND,
     describe_run,
@@ -42,10 +27,9 @@ from taxipipe.tracking.server import UI_START_PAGE, server_command, server_env
 from taxipipe.tracking.store import ROOT_TAG, artifact_root, prepare_store, sqlite_file
 
 __all__ = [
-    "CHAMPION", "EXPERIMENT_KIND", "INTERRUPTED", "PENDING", "PROMOTION_LEASE_SECONDS", "PROMOTION_TAG",
-    "REPLACED", "ROOT_TAG", "TRAINED_ON_TAG", "UI_START_PAGE", "artifact_root", "champion_version", "check_reachable",
+    "CHAMPION", "EXPERIMENT_KIND", "ROOT_TAG", "UI_START_PAGE", "artifact_root", "champion_version", "check_reachable",
     "client", "describe_run", "experiment_id", "fail_abandoned_runs", "failed_on_error", "finish_warm_up",
-    "git_commit", "log_datasets", "log_peak_memory", "log_timings", "log_values", "model_description", "named_experiment",
-    "owner_gone", "owner_tags", "pip_requirements", "prepare_store", "promote", "promotion_lock", "register",
-    "server_command", "server_env", "sqlite_file", "trained_on", "version_of_run", "warm_up",
+    "git_commit", "log_datasets", "log_peak_memory", "log_timings", "log_values", "named_experiment",
+    "owner_gone", "owner_tags", "pip_requirements", "prepare_store", "register", "server_command", "server_env",
+    "sqlite_file", "version_of_run", "warm_up",
 ]

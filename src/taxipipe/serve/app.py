@@ -34,7 +34,7 @@ from taxipipe.config import SERVE_SETTINGS_ENV, SERVE_SHARED_ENV, Settings
 from taxipipe.errors import UsageError
 from taxipipe.serve import invocations
 from taxipipe.serve.admin import AdminGuard, admin_token, exposure_warning
-from taxipipe.serve.champion import Champion
+from taxipipe.serve.champion import ServedChampion
 from taxipipe.serve.edge import Edge, body_limit
 from taxipipe.serve.metrics import CONTENT_TYPE, ServeMetrics
 from taxipipe.serve.monitor import verdict_path
@@ -74,7 +74,7 @@ def create_app(settings: Settings, shared: Path | None = None) -> FastAPI:
     `shared` is the directory the workers of one `serve --workers N` share (see `workers`);
     None for a single process.
     """
-    champion = Champion(settings)
+    champion = ServedChampion(settings)
     metrics = ServeMetrics(textfiles=(verdict_path(settings),))
     limit = settings.serve.batch_limit
     guard = AdminGuard(settings)

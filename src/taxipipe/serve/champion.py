@@ -1,6 +1,6 @@
 """The served champion: loaded from the registry, swapped in whole when the alias moves.
 
-Requests read `Champion.current` once and keep that object to the end, so a swap (one
+Requests read `ServedChampion.current` once and keep that object to the end, so a swap (one
 attribute assignment) never hands a request half of an old and half of a new model.
 """
 
@@ -37,7 +37,7 @@ class Loaded:
         return self.model.predict_rides(pickup, dropoff, distance)
 
 
-class Champion:
+class ServedChampion:
     """Holds the current champion and replaces it when the registry's alias points elsewhere.
 
     A lookup or a load that fails, or an alias deleted while a version is served, keeps what

@@ -1,5 +1,6 @@
-"""What the fault tests share: child processes without the caller's settings, one-sentence
-failures, crafted months served over HTTP, and real small or read-only disks."""
+"""One job: causing faults and checking the answer, for the fault tests (children with fast
+download retries, one-sentence failures, crafted months served over HTTP, real small or read-only
+disks, commands on another home's store). What every test shares is in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -9,16 +10,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests import forked
-from tests.conftest import TlcServer, command_env, run_cli, start_cli
+from tests.helpers import TlcServer, command_env, run_cli, start_cli, store_uri
 
 MODEL = "nyc-taxi-duration"
 FAST = {"TAXIPIPE_DATA__DOWNLOAD_BACKOFF_SECONDS": "0.01"}
@@ -42,13 +42,6 @@ def child_env(**extra: str) -> dict[str, str]:
 def start_run(*args: str) -> forked.Child:
     """`taxipipe run ARGS` in the background, with FAST downloads."""
     return start_cli("run", *args, env=FAST)
-
-
-def wait_for(condition: Callable[[], bool], what: str, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.02)
 
 
 def one_sentence_failure(result: subprocess.CompletedProcess[str], *phrases: str) -> str:
@@ -77,14 +70,14 @@ def served_folder(server: TlcServer, folder: str, files: dict[str, pa.Table | Pa
 
 def store_flags(store_home: Path, home: Path, template: str, month: int, year: int = 2021) -> list[str]:
     """CLI flags for a command on `home` with the MLflow store (and so the champion) of `store_home`."""
-    return ["--home", str(home), "--tracking-uri", f"sqlite:///{store_home / 'mlflow' / 'mlflow.db'}",
+    return ["--home", str(home), "--tracking-uri", store_uri(store_home),
             "--url-template", template, "--year", str(year), "--month", str(month)]
 
 
 def models(home_or_uri: Path | str) -> Any:
     from mlflow import MlflowClient
 
-    uri = home_or_uri if isinstance(home_or_uri, str) else f"sqlite:///{home_or_uri / 'mlflow' / 'mlflow.db'}"
+    uri = home_or_uri if isinstance(home_or_uri, str) else store_uri(home_or_uri)
     return MlflowClient(uri, registry_uri=uri)
 
 

@@ -1,5 +1,5 @@
-"""`taxipipe` commands and example scripts in children forked from an interpreter that has
-imported the pipeline's libraries.
+"""Its one job: `taxipipe` commands and example scripts in children forked from an interpreter
+that has imported the pipeline's libraries (tests/helpers.py's `run_cli` and `start_cli` use it).
 
 A fresh interpreter spends about six seconds of CPU importing MLflow, XGBoost (with
 scikit-learn and SciPy), pandas and PyArrow before a command does anything; the suite runs

@@ -16,8 +16,8 @@ from taxipipe.errors import ConfigError
 from taxipipe.partition import Partition
 from taxipipe.pipeline import STEPS, edges
 from taxipipe.runners.airflow.adapter import DAG_ID, logical_date_for, settings_for, training_partition
+from tests.helpers import REPO, store_uri
 
-REPO = Path(__file__).resolve().parents[1]
 DAGS_FOLDER = REPO / "dags"
 HEAVY_MODULES = ("pandas", "pyarrow", "mlflow", "xgboost", "sklearn")
 
@@ -89,7 +89,7 @@ def conf_for(home: Path, server: Any, data: dict[str, Any] | None = None, **para
 def mlflow_runs(home: Path) -> list[Any]:
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    client = MlflowClient(store_uri(home))
     experiment = client.get_experiment_by_name("airflow-taxi-duration")
     return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
 

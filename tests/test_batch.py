@@ -12,7 +12,7 @@ from taxipipe.config import load_settings
 from taxipipe.features import MAX_MINUTES, MIN_MINUTES, TARGET, add_duration
 from taxipipe.serve import batch
 from taxipipe.tlc import read_trips
-from tests.conftest import TlcServer, cli_data_flags, run_cli
+from tests.helpers import TlcServer, cli_data_flags, run_cli, store_uri
 
 
 @pytest.mark.slow
@@ -100,7 +100,7 @@ def test_a_month_without_rides_gives_an_empty_file_with_every_column(champion_ho
     settings = load_settings(overrides={"home": str(champion_home / ".." / "empty-month-home"), "data": {
         "year": 2021, "month": 2,
         "url_template": f"http://127.0.0.1:{tlc_server.port}/empty/{{color}}_tripdata_{{year}}-{{month:02d}}.parquet"},
-        "mlflow": {"tracking_uri": f"sqlite:///{champion_home / 'mlflow' / 'mlflow.db'}"}})
+        "mlflow": {"tracking_uri": store_uri(champion_home)}})
     result = batch.score_month(settings)
     table = pq.read_table(result.path)
     assert (result.rows, table.num_rows, result.rmse) == (0, 0, None)

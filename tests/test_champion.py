@@ -20,9 +20,8 @@ from taxipipe import champion, compute, tracking
 from taxipipe.pipeline import graph, run_step
 from taxipipe.runners.simple import SimplePipeline
 from taxipipe.steps import StepContext
-from tests.conftest import TlcServer, cli_data_flags, final_run_id, run_cli, start_cli
 from tests.faults import FAST, ROOT, child_env, models, one_sentence_failure, read_only, run_with, small_disk
-from tests.test_tracking_server import free_port, ui_server, wait_healthy  # noqa: F401 (ui_server: a fixture)
+from tests.helpers import TlcServer, cli_data_flags, final_run_id, free_port, run_cli, start_cli, wait_healthy
 
 MODEL = "nyc-taxi-duration"
 QUICK = {"features": "categorical", "params": {"n_estimators": 10}}

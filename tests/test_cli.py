@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from taxipipe.cli import CLOSED_PIPE_STATUS
-from tests.conftest import run_cli
+from tests.helpers import run_cli, store_uri
 
 TAXIPIPE = [sys.executable, "-m", "taxipipe"]
 
@@ -79,12 +79,12 @@ def test_config_show_names_the_store_it_will_use_and_prints_json(home: Path) -> 
     head, *lines = shown.stdout.splitlines()
     origin_at, value_at = head.index("ORIGIN"), head.index("VALUE")
     rows = {line.split()[0]: (line[origin_at:value_at].strip(), line[value_at:]) for line in lines}
-    assert rows["mlflow.tracking_uri"] == ("default", f"sqlite:///{home}/mlflow/mlflow.db")
+    assert rows["mlflow.tracking_uri"] == ("default", store_uri(home))
     assert rows["data.year"] == ("flag", "2022")
     assert rows["model.preset"] == ("default", "")
     machine = json.loads(run_cli("config", "show", "--home", str(home), "--json").stdout)
     assert machine["data.year"] == {"value": 2023, "origin": "default"}
-    assert machine["mlflow.tracking_uri"]["value"] == f"sqlite:///{home}/mlflow/mlflow.db"
+    assert machine["mlflow.tracking_uri"]["value"] == store_uri(home)
     assert not home.exists()
 
 

@@ -15,7 +15,7 @@ from taxipipe.compare import (RunRow, champion_elsewhere, collect, compact_windo
                               table, timing_warnings)
 from taxipipe.pipeline import STEPS
 from taxipipe.runners.simple import SimplePipeline
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,7 @@ import pytest
 from taxipipe.config import describe_settings, load_settings
 from taxipipe.errors import ConfigError
 from taxipipe.models.xgboost import PRESETS
-from tests.conftest import run_cli
+from tests.helpers import run_cli, store_uri
 
 
 def test_defaults_match_the_seed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -20,7 +20,7 @@ def test_defaults_match_the_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.model.features == "categorical"
     assert settings.experiment_name("airflow") == "airflow-taxi-duration"
     assert settings.home == Path("~/.taxipipe").expanduser()
-    assert settings.tracking_uri() == f"sqlite:///{settings.home}/mlflow/mlflow.db"
+    assert settings.tracking_uri() == store_uri(settings.home)
 
 
 def test_precedence_file_env_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,7 @@ import pytest
 from taxipipe.partition import Partition, scheduled_training_month
 from taxipipe.pipeline import edges, month_node
 from taxipipe.steps import StepContext
-from tests.conftest import TlcServer
+from tests.helpers import TlcServer
 
 
 def test_the_job_is_the_graph() -> None:

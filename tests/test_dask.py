@@ -14,7 +14,7 @@ from taxipipe.compute.dask import connect
 from taxipipe.config import load_settings
 from taxipipe.errors import ComputeError
 from taxipipe.runners.simple import SimplePipeline
-from tests.conftest import cli_data_flags, free_port, run_cli
+from tests.helpers import cli_data_flags, free_port, run_cli
 
 WINDOW_2023 = {"year": 2023, "month": 3, "train_months": 3}
 #: xgboost.dask sketches quantiles per worker and sums histograms across workers, so cut

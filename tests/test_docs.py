@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, TlcServer
+from tests.helpers import REPO, TlcServer
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 RUNNABLE = {"sh": ["bash", "-eo", "pipefail", "-c"], "python": [sys.executable, "-c"]}

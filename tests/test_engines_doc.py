@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 DOC = REPO / "docs" / "engines.md"
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#([^)\s]+))?\)")

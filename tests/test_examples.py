@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests import forked
-from tests.conftest import REPO, TlcServer, cli_data_flags
+from tests.helpers import REPO, TlcServer, cli_data_flags, store_uri
 
 
 def run_example(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -36,7 +36,7 @@ def test_original_script_writes_the_run_id(home: Path, tlc_server: TlcServer, tm
 
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    client = MlflowClient(store_uri(home))
     run = client.get_run(run_id)
     assert client.get_experiment(run.info.experiment_id).name == "script-taxi-duration"
     assert run.data.metrics["rmse"] < 6.2

@@ -15,8 +15,7 @@ import pytest
 from taxipipe.config import load_settings
 from taxipipe.fingerprint import fingerprint
 from taxipipe.pipeline import BY_NAME, graph
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 #: Prints, for each node, the code part of its fingerprint and its Prefect cache key.
 PRINT_FINGERPRINTS = """

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import pytest
 
 from tests import forked
-from tests.conftest import REPO, TlcServer, cli_data_flags, run_cli, start_cli
+from tests.helpers import REPO, TlcServer, cli_data_flags, run_cli, start_cli, wait_for
 
 LOCK = Path("state/green/2021-01.lock.json")
 RAW_VALIDATION = Path("downloads/green_tripdata_2021-02.parquet")
@@ -61,13 +61,6 @@ def mlflow_runs(home: Path) -> int:
 
 def lock(home: Path) -> dict[str, Any]:
     return json.loads((home / LOCK).read_text())
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
 
 
 def running(home: Path, step: str) -> bool:

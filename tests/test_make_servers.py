@@ -8,14 +8,13 @@ import signal
 import socket
 import subprocess
 import json
-import time
 import urllib.request
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.helpers import REPO, free_port, wait_for
 
 
 def listening(session: int) -> set[tuple[str, int]]:
@@ -73,19 +72,18 @@ def serve(target: str, variable: str, home: Path, ready_path: str, timeout: floa
     environment["TAXIPIPE_HOME"] = str(home)
     process = subprocess.Popen(["make", "-s", target, f"{variable}={port}"], cwd=REPO, env=environment,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert process.poll() is None, process.stdout.read().decode()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=5):
-                    pass
-                if settled(port):
-                    break
-            except (OSError, ValueError, KeyError):
+
+    def answers() -> bool:
+        assert process.poll() is None, process.stdout.read().decode()[-3000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=5):
                 pass
-            assert time.monotonic() < deadline, f"{target} did not answer on port {port}"
-            time.sleep(0.5)
+            return settled(port)
+        except (OSError, ValueError, KeyError):
+            return False
+
+    try:
+        wait_for(answers, f"{target} answers on port {port}", timeout, interval=0.5)
         sockets = listening(process.pid)
         assert ("127.0.0.1", port) in sockets
         assert {host for host, _ in sockets} <= {"127.0.0.1", "::1"}, sockets

@@ -17,7 +17,7 @@ from taxipipe.models.base import rmse
 from taxipipe.models.registry import KINDS
 from taxipipe.runners.simple import SimplePipeline
 from taxipipe.tlc import read_trips
-from tests.conftest import cli_data_flags, final_rmse, final_run_id, run_cli
+from tests.helpers import cli_data_flags, final_rmse, final_run_id, run_cli
 
 #: The course's published LinearRegression figure on green 2021-01 -> 2021-02 (DictVectorizer).
 COURSE_LINEAR_RMSE = 7.7587

@@ -24,7 +24,7 @@ from taxipipe.serve.drift import Drift, numeric_drift, psi, zone_drift
 from taxipipe.serve.drift_report import DPI, FIGURE_INCHES, STYLE, render_html
 from taxipipe.serve.monitor import MonitorReport, clean_rides, training_data, window_rides, write_verdict
 from taxipipe.serve.zones import TLC_ZONE_URL, ZONE_FILE, ZoneNames, table_url, zone_names
-from tests.conftest import REPO, TlcServer, cli_data_flags, run_cli
+from tests.helpers import REPO, TlcServer, cli_data_flags, run_cli, store_uri
 
 
 def test_psi_is_zero_for_equal_distributions_and_grows_with_a_shift() -> None:
@@ -312,7 +312,7 @@ def test_monitor_sets_aside_a_null_zone_and_fails_past_the_tolerated_share(
                          "PULocationID not null: 1", "validation.max_invalid_row_share")
     settings = load_settings(overrides={
         "home": str(tmp_path / "home"), "data": {"year": 2021, "month": 6, "url_template": template},
-        "mlflow": {"tracking_uri": f"sqlite:///{champion_home / 'mlflow' / 'mlflow.db'}"},
+        "mlflow": {"tracking_uri": store_uri(champion_home)},
         "validation": {"max_invalid_row_share": 0.001}})
     report = compare(settings, load_champion(settings))
     assert (report.set_aside.rides, report.set_aside.rows) == (1, 5000)
@@ -333,7 +333,7 @@ def test_a_monitor_stopped_by_a_full_disk_ends_its_run_failed_and_a_later_one_cl
         failed = run_cli("monitor", *flags)
     one_sentence_failure(failed, str(home / "reports" / "monitor_green_2021-07.html"))
     settings = load_settings(overrides={"home": str(home), "mlflow": {
-        "tracking_uri": f"sqlite:///{champion_home / 'mlflow' / 'mlflow.db'}"}})
+        "tracking_uri": store_uri(champion_home)}})
     client = tracking.client(settings)
     experiment = client.get_experiment_by_name("monitoring").experiment_id
     month_runs = f"tags.partition = 'green/2021-07' and tags.runner = '{RUNNER_TAG}'"

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import REPO, TlcServer
+from tests.helpers import REPO, TlcServer
 
 
 @pytest.mark.slow

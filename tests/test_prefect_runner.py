@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import requests
 import yaml
 
 from tests import forked
-from tests.conftest import REPO, TlcServer, cli_data_flags, free_port, run_on_terminal
+from tests.helpers import REPO, TlcServer, cli_data_flags, free_port, run_on_terminal, store_uri, wait_for
 from taxipipe.runners.prefect.local import DEPLOYMENT_NAME, MONTHLY_CRON, local_environment
 from taxipipe.runners.prefect.services import deployments_applied
 
@@ -69,7 +68,7 @@ def runs_of(home: Path) -> list:
     """The MLflow runs of the Prefect experiment in `home`'s store."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    client = MlflowClient(store_uri(home))
     experiment = client.get_experiment_by_name("prefect-taxi-duration")
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
@@ -170,16 +169,16 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     command = [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     api = f"http://127.0.0.1:{port}/api"
+
+    def healthy() -> bool:
+        assert server.poll() is None, "prefect server exited"
+        try:
+            return requests.get(f"{api}/health", timeout=2).ok
+        except (requests.ConnectionError, requests.Timeout):  # a busy machine answers late
+            return False
+
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{api}/health", timeout=2).ok:
-                    break
-            except (requests.ConnectionError, requests.Timeout):  # a busy machine answers late
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "prefect server did not start"
-            time.sleep(0.5)
+        wait_for(healthy, "prefect server answers /health", 120, interval=0.5)
         yield {**env, "PREFECT_API_URL": api}
     finally:
         server.terminate()
@@ -204,7 +203,7 @@ def test_reruns_resume_at_train_and_reuse_unchanged_steps(prefect_server: dict[s
     blocker.touch()
 
     # the MLflow store cannot be created: train fails after its retry
-    failed = run_example(*flags, "--tracking-uri", f"sqlite:///{blocker}/mlflow.db", **server)
+    failed = run_example(*flags, "--tracking-uri", store_uri(blocker, "mlflow.db"), **server)
     assert failed.returncode == 1
     assert outcomes(failed.stdout) == {**dict.fromkeys(EXTRACTS, "ran"), "validate_data": "ran", "transform": "ran",
                                        "features": "ran", "train": "failed"}
@@ -289,7 +288,7 @@ def test_a_backfill_trains_two_months_at_once_on_a_two_worker_dask_cluster(prefe
 
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    client = MlflowClient(store_uri(home))
     experiment = client.get_experiment_by_name("prefect-taxi-duration")
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(run.data.tags["partition"] for run in runs) == ["green/2023-02", "green/2023-03"]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tests.conftest import REPO, run_on_terminal
+from tests.helpers import REPO, run_on_terminal
 
 if TYPE_CHECKING:  # XGBoost loads in the tests, not at collection: every parallel worker collects every module
     from taxipipe.progress import TrainingProgress

@@ -12,7 +12,7 @@ import pytest
 
 from taxipipe.quality import check_trips
 from taxipipe.tlc import read_trips
-from tests.conftest import TlcServer, cli_data_flags, run_cli
+from tests.helpers import TlcServer, cli_data_flags, run_cli
 from tests.faults import FAST, one_sentence_failure, served_folder
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from taxipipe.compare import display_width
-from tests.conftest import REPO, TlcServer, run_cli, run_on_terminal
+from tests.helpers import REPO, TlcServer, run_cli, run_on_terminal, store_uri
 
 SCRIPT = REPO / "examples" / "run_examples.sh"
 #: Lines the engines print by default that are not the run's own: Dagster's event log, Airflow's
@@ -104,7 +104,7 @@ def test_run_all_trains_every_runner_on_the_window_and_they_agree(home: Path, tl
 
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    client = MlflowClient(store_uri(home))
     runs = client.search_runs([experiment.experiment_id for experiment in client.search_experiments()
                                if experiment.name.endswith("-taxi-duration")])
     for run in runs:

@@ -13,7 +13,7 @@ import pytest
 
 from taxipipe import tracking
 from taxipipe.config import load_settings
-from tests.conftest import cli_data_flags, final_run_id, run_cli, train_line
+from tests.helpers import cli_data_flags, final_run_id, run_cli, train_line
 
 NOISE = ("warning", "Warning", "CloudPickle", "type hints", "Successfully registered", "Created version",
          "Traceback", "mlflow.")

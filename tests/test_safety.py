@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TlcServer, cli_data_flags, run_cli
-from tests.faults import (FAST, MODEL, one_sentence_failure, read_only, run_with,
-                          small_disk, start_run, wait_for)
+from tests.faults import FAST, MODEL, one_sentence_failure, read_only, run_with, small_disk, start_run
+from tests.helpers import TlcServer, cli_data_flags, run_cli, wait_for
 
 
 @pytest.mark.slow

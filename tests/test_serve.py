@@ -16,15 +16,10 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from taxipipe.config import Settings, load_settings
+from taxipipe.config import load_settings
 from taxipipe.serve.app import create_app
-from tests.conftest import REPO, TlcServer, cli_data_flags, free_port, run_cli, wait_healthy
-
-RIDE = {"PULocationID": 74, "DOLocationID": 168, "trip_distance": 2.5}
-
-
-def serve_settings(home: Path, **serve: Any) -> Settings:
-    return load_settings(overrides={"home": str(home), "serve": serve})
+from tests.helpers import (REPO, RIDE, TlcServer, cli_data_flags, free_port, run_cli, serve_settings, wait_for,
+                           wait_healthy)
 
 
 @pytest.fixture
@@ -254,7 +249,7 @@ def test_served_champion_switches_through_a_deploy_without_a_failed_request(
             weak = {**env, "TAXIPIPE_MODEL__PARAMS__N_ESTIMATORS": "10"}  # so the second run beats it
             first = run_cli("run", *cli_data_flags(home, tlc_server), env=weak)
             assert first.returncode == 0, first.stderr
-            assert _wait_for_version(http, 1)
+            wait_for(lambda: http.get("/health").json().get("version") == 1, "serving version 1", 30, interval=0.2)
             answers: list[tuple[int, Any]] = []
             stop = threading.Event()
 
@@ -271,7 +266,8 @@ def test_served_champion_switches_through_a_deploy_without_a_failed_request(
             try:
                 second = run_cli("run", *cli_data_flags(home, tlc_server, month=2), env=env)
                 assert second.returncode == 0, second.stderr
-                assert _wait_for_version(http, 2)
+                wait_for(lambda: http.get("/health").json().get("version") == 2, "serving version 2", 30,
+                         interval=0.2)
                 time.sleep(1)
             finally:
                 stop.set()
@@ -283,15 +279,6 @@ def test_served_champion_switches_through_a_deploy_without_a_failed_request(
     versions = [version for _, version in answers]
     assert versions[0] == 1 and versions[-1] == 2 and versions == sorted(versions)
     assert "serving nyc-taxi-duration version 2" in output
-
-
-def _wait_for_version(http: Any, version: int, seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if http.get("/health").json().get("version") == version:
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_docs_page_needs_nothing_but_the_server(client: TestClient) -> None:

@@ -22,9 +22,7 @@ from taxipipe.config import Settings, load_settings
 from taxipipe.serve.admin import exposure_warning
 from taxipipe.serve.app import create_app
 from taxipipe.serve.edge import body_limit
-from tests.conftest import free_port, wait_healthy
-from tests.test_serve import RIDE, serve_settings
-from tests.test_serve_process import start_serve
+from tests.helpers import RIDE, free_port, run_cli, serve_settings, start_serve, wait_for, wait_healthy
 
 NAME = "nyc-taxi-duration"
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -221,9 +219,9 @@ def test_hostile_clients_against_a_real_server(server: Server) -> None:
     for _ in range(20):
         raw(post.format(1000), b'{"rides": [').close()
     with httpx.Client(base_url=url, timeout=60) as http:
-        deadline = time.monotonic() + 60
-        while 'status="499"} 20.0' not in (metrics := http.get("/metrics").text) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for(lambda: 'status="499"} 20.0' in http.get("/metrics").text, "the 20 abandoned requests counted as 499",
+                 60, interval=0.2)
+        metrics = http.get("/metrics").text
         assert 'taxipipe_serve_requests_total{endpoint="/predict/batch",status="499"} 20.0' in metrics
         assert 'status="500"' not in metrics
         assert http.post("/predict", content=DEEP).status_code == 422
@@ -320,7 +318,8 @@ def test_two_workers_reload_together_and_start_on_a_broken_store(champion_home: 
     try:
         wait_healthy(url, process)
         with httpx.Client(base_url=url, timeout=120) as http, _with_server_log(process):
-            _wait_for_workers(http, 2)
+            wait_for(lambda: len(http.get("/health").json().get("workers", [])) >= 2, "both workers start", 120,
+                     interval=0.2)
             with champion_alias_on(settings, copy):
                 reload = http.post("/admin/reload")
                 assert reload.status_code == 200, reload.text
@@ -340,13 +339,10 @@ def test_two_workers_reload_together_and_start_on_a_broken_store(champion_home: 
             assert http.post("/admin/reload").status_code == 200
             victim = http.get("/health").json()["workers"][0]["pid"]
             os.kill(victim, signal.SIGKILL)
-            deadline = time.monotonic() + 120
             # A new connection each time: the client's kept-alive one may have been the victim's.
-            while (f'pid="{victim}"' in (metrics := httpx.get(f"{url}/metrics", headers={"Connection": "close"},
-                                                                timeout=120).text)
-                   and time.monotonic() < deadline):
-                time.sleep(0.2)
-            assert f'pid="{victim}"' not in metrics, "the killed worker's series is still on /metrics"
+            wait_for(lambda: f'pid="{victim}"' not in httpx.get(f"{url}/metrics", headers={"Connection": "close"},
+                                                                timeout=120).text,
+                     "the killed worker's series leaves /metrics", 120, interval=0.2)
     finally:
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=120)
@@ -377,16 +373,7 @@ def _with_server_log(process: subprocess.Popen) -> Iterator[None]:
         raise AssertionError(f"{exc}\n--- server stderr\n{stderr[-5000:]}") from None
 
 
-def _wait_for_workers(http: httpx.Client, count: int, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while len(http.get("/health").json().get("workers", [])) < count:
-        assert time.monotonic() < deadline, "the workers did not all start"
-        time.sleep(0.2)
-
-
 def test_cli_settings_never_print_the_token(tmp_path: Path) -> None:
-    from tests.conftest import run_cli
-
     result = run_cli("config", "show", env={"TAXIPIPE_SERVE__ADMIN_TOKEN": "s3cret-token",
                                             "TAXIPIPE_HOME": str(tmp_path / "home")})
     assert result.returncode == 0 and "s3cret-token" not in result.stdout + result.stderr
@@ -394,8 +381,6 @@ def test_cli_settings_never_print_the_token(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_token_file_is_one_sentence_before_listening(tmp_path: Path) -> None:
-    from tests.conftest import run_cli
-
     missing = tmp_path / "no-such-token"
     result = run_cli("serve", "--home", str(tmp_path / "home"), "--port", str(free_port()),
                      env={"TAXIPIPE_SERVE__ADMIN_TOKEN_FILE": str(missing)})

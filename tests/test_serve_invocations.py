@@ -16,8 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from taxipipe.serve.app import create_app
-from tests.conftest import REPO, free_port, wait_healthy
-from tests.test_serve import RIDE, serve_settings
+from tests.helpers import REPO, RIDE, free_port, serve_settings, store_uri, wait_healthy
 
 COLUMNS = ["PULocationID", "DOLocationID", "trip_distance"]
 JSON = {"Content-Type": "application/json"}
@@ -145,7 +144,7 @@ def test_no_champion_is_503_with_the_reason(tmp_path: Path) -> None:
 def test_same_answers_as_mlflow_models_serve(champion_home: Path, rides: pd.DataFrame) -> None:
     """A client of `mlflow models serve` gets the same from `taxipipe serve` on the same champion."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXIPIPE_", "MLFLOW_"))}  # earlier tests set some
-    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{champion_home / 'mlflow' / 'mlflow.db'}",
+    env.update(MLFLOW_TRACKING_URI=store_uri(champion_home),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", MLFLOW_DISABLE_TELEMETRY="true")
     ours, theirs = free_port(), free_port()
     servers = [

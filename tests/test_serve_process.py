@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import REPO, free_port, wait_healthy
-from tests.test_serve import RIDE
-
-
-def start_serve(home: Path, port: int, *flags: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TAXIPIPE_")}
-    environment.update(env or {})
-    return subprocess.Popen([sys.executable, "-m", "taxipipe.cli", "serve", "--home", str(home), "--port", str(port),
-                             *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
-                            cwd=REPO)
+from tests.helpers import RIDE, free_port, start_serve, wait_for, wait_healthy
 
 
 def partial_request(port: int, body: bytes) -> tuple[socket.socket, bytes]:
@@ -77,14 +65,17 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(champion_
                 if response.status_code != 200 or len(json.loads(body)["durations"]) != 5000:
                     failures.append(body[:200].decode())
 
+    def loaded() -> bool:
+        if len(answered) >= 20 or failures:
+            return True
+        assert any(client.is_alive() for client in clients), failures
+        return False
+
     clients = [threading.Thread(target=load) for _ in range(4)]
     for client in clients:
         client.start()
     try:
-        deadline = time.monotonic() + 300
-        while len(answered) < 20 and not failures:
-            assert time.monotonic() < deadline and any(client.is_alive() for client in clients), failures
-            time.sleep(0.05)
+        wait_for(loaded, "20 answers under load", 300)
         pending, rest = partial_request(port, batch)
         httpx.get(f"{url}/health", timeout=60)  # the server has read the partial request's headers by now
         process.send_signal(signal.SIGTERM)

@@ -37,7 +37,7 @@ from taxipipe.stack.state import StackPaths
 from taxipipe.cli import build_parser, stack_runner_env
 from taxipipe.partition import Partition, scheduled_training_month
 from taxipipe.runners.airflow.adapter import logical_date_for
-from tests.conftest import REPO, TlcServer, free_port
+from tests.helpers import REPO, TlcServer, free_port, wait_for
 
 
 DAG_ID = "taxi_duration_pipeline"
@@ -196,16 +196,6 @@ def alive(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def wait_for(condition: Any, seconds: float, what: str, interval: float = 2) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {seconds:.0f} s")
 
 
 def finished_runs(stack: RunningStack, runner: str) -> list[Any]:
@@ -449,11 +439,11 @@ def test_nothing_listens_beyond_localhost_and_no_password_shows(stack: RunningSt
 def test_airflow_backfill_survives_a_killed_scheduler(stack: RunningStack, launched: Launched):
     first_date, last_date = launched.airflow_dates
     api = airflow_api(stack)
-    runs = wait_for(lambda: len(backfill_runs(api)) == 2 and backfill_runs(api), 300, "two backfill runs")
+    runs = wait_for(lambda: len(backfill_runs(api)) == 2 and backfill_runs(api), "two backfill runs", 300, interval=2)
     assert [run["logical_date"][:10] for run in runs] == [first_date, last_date]
 
     first = runs[0]["dag_run_id"]
-    busy = wait_for(lambda: running_tasks(api, first), 600, "a running task of the first run", interval=1)
+    busy = wait_for(lambda: running_tasks(api, first), "a running task of the first run", 600, interval=1)
     scheduler = read_record(stack.paths, "airflow-scheduler")
     os.kill(scheduler.pid, signal.SIGKILL)
     code, states = status_lines(stack)
@@ -470,7 +460,7 @@ def test_airflow_backfill_survives_a_killed_scheduler(stack: RunningStack, launc
         states = [run["state"] for run in backfill_runs(api)]
         return states if all(state in ("success", "failed") for state in states) else None
 
-    assert wait_for(settled, 1500, "both backfill runs finished", interval=5) == ["success", "success"]
+    assert wait_for(settled, "both backfill runs finished", 1500, interval=5) == ["success", "success"]
     stack.timings["airflow backfill of two months"] = time.monotonic() - launched.started
 
     # the scheduler serves no logs (its log server would bind every interface): the API server
@@ -513,7 +503,7 @@ def test_the_prefect_worker_runs_a_deployment(stack: RunningStack, launched: Lau
         state = httpx.get(f"{stack.prefect_api}/flow_runs/{flow_run_id}", timeout=30).json()["state"]["type"]
         return state if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
-    assert wait_for(final_state, 900, "the flow run finished", interval=3) == "COMPLETED"
+    assert wait_for(final_state, "the flow run finished", 900, interval=3) == "COMPLETED"
     stack.timings["prefect deployment run"] = time.monotonic() - launched.started
     [run] = [run for run in finished_runs(stack, "prefect")
              if run.data.tags.get("prefect_flow_run_id") == flow_run_id]
@@ -541,7 +531,7 @@ def test_a_dagster_run_launched_through_the_webserver_lands_in_mlflow(stack: Run
         status = client.get_run_status(run_id)
         return status if status in finished else None
 
-    assert wait_for(final_status, 900, "the Dagster run finished", interval=3) == DagsterRunStatus.SUCCESS
+    assert wait_for(final_status, "the Dagster run finished", 900, interval=3) == DagsterRunStatus.SUCCESS
     stack.timings["dagster run"] = time.monotonic() - launched.started
     [run] = [run for run in finished_runs(stack, "dagster") if run.data.tags.get("dagster.run_id") == run_id]
     assert run.data.tags["partition"] == "green/2021-04" and run.data.metrics["rmse"] > 0
@@ -558,7 +548,7 @@ def killed_database(stack: RunningStack) -> None:
         with socket.socket() as probe:
             return probe.connect_ex(("127.0.0.1", stack.ports["postgres"])) != 0
 
-    wait_for(closed, 60, "PostgreSQL's port closed", interval=0.2)
+    wait_for(closed, "PostgreSQL's port closed", 60, interval=0.2)
     code, states = status_lines(stack)
     assert code == 1 and states["postgres"] == "down" and states["mlflow"] == "unhealthy", states
     assert "healthy" not in states.values(), states

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TlcServer, cli_data_flags, run_cli
 from tests.faults import (FAST, MODEL, OPEN_STORE, child_env, models, one_sentence_failure, read_only, run_with,
-                          start_run, wait_for)
+                          start_run)
+from tests.helpers import TlcServer, cli_data_flags, run_cli, store_uri, wait_for
 
 
 # an interrupted first run ------------------------------------------------------------
@@ -82,7 +82,7 @@ def test_moved_and_copied_homes_keep_working(tmp_path: Path, tlc_server: TlcServ
         assert str(moved) in registry.get_run(version.run_id).info.artifact_uri
     import mlflow.pyfunc
 
-    store = f"sqlite:///{moved / 'mlflow' / 'mlflow.db'}"
+    store = store_uri(moved)
     mlflow.set_tracking_uri(store)
     mlflow.set_registry_uri(store)
     mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
@@ -114,7 +114,7 @@ def test_new_stores_are_copies_of_one_migrated_empty_store(tmp_path: Path, monke
     assert empty.stat().st_mtime_ns == made, "the second store is a copy, not a second migration"
     from mlflow import MlflowClient
 
-    store = f"sqlite:///{tmp_path / 'second' / 'mlflow' / 'mlflow.db'}"
+    store = store_uri(tmp_path / "second")
     run = MlflowClient(store).create_run("0")
     assert run.info.artifact_uri.startswith((tmp_path / "second" / "mlflow" / "artifacts").as_uri())
     with closing(sqlite3.connect(empty)) as cached:
@@ -136,7 +136,7 @@ def test_sqlite_store_in_a_read_only_place_is_one_sentence(home: Path, tmp_path:
                                                           tlc_server: TlcServer) -> None:
     locked = tmp_path / "locked"
     with read_only(locked):
-        uri = f"sqlite:///{locked / 'store' / 'mlflow.db'}"
+        uri = store_uri(locked, "store/mlflow.db")
         result = run_with(["run", *cli_data_flags(home, tlc_server), "--tracking-uri", uri])
         line = one_sentence_failure(result, str(locked / "store" / "mlflow.db"), "mlflow.tracking_uri")
         assert "cannot be written" in line, line
@@ -170,8 +170,8 @@ def test_store_left_unfinished_by_an_older_version_is_created_again(home: Path, 
 def test_custom_sqlite_store_keeps_artifacts_beside_it(home: Path, tmp_path: Path, tlc_server: TlcServer) -> None:
     cwd, store = tmp_path / "cwd", tmp_path / "elsewhere" / "custom.db"
     cwd.mkdir()
-    result = run_cli("run", *cli_data_flags(home, tlc_server), "--tracking-uri", f"sqlite:///{store}",
-                     env=FAST, cwd=cwd)
+    result = run_cli("run", *cli_data_flags(home, tlc_server), "--tracking-uri",
+                     store_uri(store.parent, store.name), env=FAST, cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     assert list(cwd.iterdir()) == [], "nothing is written into the current directory"
     assert list((store.parent / "artifacts").rglob("MLmodel"))

@@ -12,7 +12,7 @@ import pytest
 from taxipipe.errors import CorruptDataError, DataNotFoundError, NetworkError, SchemaError
 from taxipipe.partition import Partition
 from taxipipe.tlc import fetch, read_trips, source_url
-from tests.conftest import TlcServer, cli_data_flags, free_port, run_cli
+from tests.helpers import TlcServer, cli_data_flags, free_port, run_cli
 from tests.faults import one_sentence_failure, served_folder
 
 JANUARY = "green_tripdata_2021-01.parquet"

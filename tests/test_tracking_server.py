@@ -2,39 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TlcServer, cli_data_flags, final_run_id, free_port, run_cli, wait_healthy
-
-
-@pytest.fixture
-def ui_server(tmp_path: Path):
-    port = free_port()
-    server_home = tmp_path / "server-home"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "taxipipe.cli", "ui", "--home", str(server_home), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, process)
-        yield url, server_home, process
-    finally:
-        process.terminate()
-        try:
-            output = process.communicate(timeout=20)[0]
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output = process.communicate()[0]
-    assert f"MLflow UI on {url}/#/experiments?workflowType=machine_learning" in output
-    # the runs' requests leave no access-log lines, and no library warns on the console
-    assert "HTTP/1.1" not in output and "Warning" not in output, output[-2000:]
-    # MLflow names the hosts it answers instead of advising --host 0.0.0.0, a flag `ui` lacks
-    assert "0.0.0.0" not in output and "--allowed-hosts" not in output, output[-2000:]
+from tests.helpers import TlcServer, cli_data_flags, final_run_id, run_cli
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from taxipipe.errors import ConfigError
 from taxipipe.partition import Partition
 from taxipipe.runners.simple import SimplePipeline, StepFailed
 from taxipipe.window import training_window, window_label
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 WINDOW_2023 = {"year": 2023, "month": 3, "train_months": 3}
 

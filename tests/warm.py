@@ -1,4 +1,4 @@
-"""What the fork server of tests/forked.py imports once, before it forks the commands.
+"""Its one job: what the fork server of tests/forked.py imports once, before it forks the commands.
 
 Nothing here reads, when imported, an environment variable a test changes: matplotlib (its
 config and cache directories follow HOME) and the engines are imported by the commands.

@@ -10,7 +10,7 @@ import pytest
 
 from taxipipe import tracking
 from taxipipe.runners.simple import SimplePipeline
-from tests.conftest import cli_data_flags, final_rmse, final_run_id, run_cli
+from tests.helpers import cli_data_flags, final_rmse, final_run_id, run_cli
 
 pytestmark = pytest.mark.slow
 

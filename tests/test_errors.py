@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import TlcServer, cli_data_flags, free_port, run_cli
+from tests.helpers import TlcServer, cli_data_flags, free_port, run_cli, wait_for
 
 FAST_RETRIES = {"TAXIPIPE_DATA__DOWNLOAD_BACKOFF_SECONDS": "0.01"}
 
@@ -106,10 +106,7 @@ def test_sigterm_during_download_leaves_no_partial_file(home: Path, tlc_server: 
     process = subprocess.Popen([sys.executable, "-m", "taxipipe.cli", "run", "--home", str(home),
                                 "--url-template", template], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     downloads = home / "downloads"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (downloads.exists() and any(downloads.iterdir())):
-        time.sleep(0.05)
-    assert downloads.exists() and any(downloads.iterdir()), "the download never started"
+    wait_for(lambda: downloads.exists() and any(downloads.iterdir()), "the download starts", 30)
     process.terminate()
     status = process.wait(timeout=300)  # a wait, not a limit: an interrupted run leaves at once
     slow.shutdown()

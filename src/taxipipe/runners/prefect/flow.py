@@ -17,7 +17,6 @@ from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
-from taxipipe.config import Settings
 from taxipipe.errors import StepFailed, TaxipipeError
 from taxipipe.partition import scheduled_training_month
 from taxipipe.pipeline import STEPS, Step, by_node, month_node

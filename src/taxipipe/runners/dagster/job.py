@@ -159,13 +159,8 @@ def use_dagster_home(home: Path) -> Path:
 
 def run_example(settings: Settings, started: float) -> dict[str, Record]:
     """Run the job once in this process on the partition of `settings`, in a session that
-    holds the home, prints the common lines and records the wall time since `started`.
-
-    The ops run in processes of their own; this one opens the MLflow store in the background
-    meanwhile (`warm_up`), so recording the wall time at the end does not wait for MLflow's import.
-    """
-    session = Session(settings, RUNNER, hold=f"Dagster in-process run, {settings.partition}", started=started,
-                      warm_up=True)
+    holds the home, prints the common lines and records the wall time since `started`."""
+    session = Session(settings, RUNNER, hold=f"Dagster in-process run, {settings.partition}", started=started)
     session.begin(STEPS[-1].name)
     with session:
         records, failed = outcome(run_in_process(settings))

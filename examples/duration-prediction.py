@@ -14,8 +14,8 @@ from pathlib import Path
 
 from taxipipe.flags import add_settings_flags, settings_from
 from taxipipe.config import Settings
-from taxipipe.errors import StepFailed, TaxipipeError
 from taxipipe.pipeline import chain
+from taxipipe.runners.session import example
 from taxipipe.runners.simple import SimplePipeline
 
 
@@ -24,20 +24,16 @@ def run(settings: Settings) -> str:
     return SimplePipeline(settings, runner="script", steps=chain("deploy")).run()["train"]["run_id"]
 
 
+def write_run_id(args: argparse.Namespace, started: float) -> None:
+    run_id = run(settings_from(args))
+    Path("run_id.txt").write_text(run_id)
+    print(f"MLflow run_id: {run_id}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_settings_flags(parser)
-    args = parser.parse_args()
-    try:
-        run_id = run(settings_from(args))
-    except StepFailed:
-        return 1
-    except TaxipipeError as exc:
-        print(f"❌ {exc}", file=sys.stderr)
-        return 1
-    Path("run_id.txt").write_text(run_id)
-    print(f"MLflow run_id: {run_id}")
-    return 0
+    return example(write_run_id, parser)
 
 
 if __name__ == "__main__":

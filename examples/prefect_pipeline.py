@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Sequence
 
-from taxipipe import console, walltime
 from taxipipe.flags import add_settings_flags
-from taxipipe.errors import TaxipipeError
 from taxipipe.runners.prefect import local as prefect_local
+from taxipipe.runners.session import example
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_settings_flags(parser)
     parser.add_argument("--refresh", action="store_true",
@@ -32,34 +30,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="remove the partition's intermediates at the end (the next run redoes them)")
     parser.add_argument("--serve", action="store_true",
                         help="serve the monthly deployment until interrupted instead of running once")
-    return parser.parse_args(argv)
+    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    console.keep_order()
-    started = time.time()
-    args = parse_args(argv)
-    try:
-        run = prefect_local.flow_arguments(args)
-    except TaxipipeError as exc:
-        console.pipeline_failed(str(exc))
-        return 1
-    from taxipipe.runners.prefect.flow import ml_pipeline, monthly_deployment
+def run(args: argparse.Namespace, started: float) -> None:
+    """One flow run, or serve the monthly deployment until interrupted (`--serve`)."""
+    flow_run = prefect_local.flow_arguments(args)
+    from taxipipe.runners.prefect.flow import monthly_deployment, run_example
 
     if args.serve:
         from prefect import serve
 
-        serve(monthly_deployment(run.config, run.overrides))
-        return 0
+        serve(monthly_deployment(flow_run.config, flow_run.overrides))
+    else:
+        run_example(flow_run, args.refresh, args.cleanup, started)
 
-    data = run.settings.data
-    state = ml_pipeline(color=data.color, year=data.year, month=data.month, config=run.config,
-                        overrides=run.overrides, refresh=args.refresh, cleanup=args.cleanup, return_state=True)
-    if not state.is_completed():
-        console.pipeline_failed(state.message or f"the flow run ended in state {state.name}")
-        return 1
-    walltime.record(run.settings, state.result(), started)
-    return 0
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return example(run, parser(), argv)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ def test_an_interrupted_run_leaves_without_waiting_for_the_store_warm_up(make_se
     it forever (seen: a SIGTERM during the download hung the run). An interrupted run leaves at
     once; a failed one still waits, so it never leaves while the warm-up writes a new store."""
     from taxipipe import tracking
-    from taxipipe.errors import DataNotFoundError
+    from taxipipe.errors import DataNotFoundError, StepFailed
+    from taxipipe.runners import session
     from taxipipe.tracking import connection
     from taxipipe.runners.simple import SimplePipeline
 
@@ -48,16 +49,16 @@ def test_an_interrupted_run_leaves_without_waiting_for_the_store_warm_up(make_se
     def run_failing_with(error: BaseException) -> threading.Thread:
         pipeline = SimplePipeline(make_settings())
 
-        def fail(step: Any) -> None:
+        def fail(*args: Any) -> None:
             raise error
 
         def run() -> None:
             try:
                 pipeline.run()
-            except (KeyboardInterrupt, DataNotFoundError) as exc:
-                outcomes.append(type(exc).__name__)
+            except (KeyboardInterrupt, StepFailed) as exc:
+                outcomes.append(type(exc.__cause__ or exc).__name__)
 
-        monkeypatch.setattr(pipeline, "run_task", fail)
+        monkeypatch.setattr(session, "run_step", fail)
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         return thread

@@ -62,13 +62,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from taxipipe import console
     from taxipipe.errors import StepFailed
-    from taxipipe.safety.home_lock import hold_home
+    from taxipipe.runners.session import final_record
     from taxipipe.runners.simple import SimplePipeline
 
     try:
         settings = settings_from(args)
-        with hold_home(settings.home, f"`taxipipe run`, {settings.partition}", wait=True):
-            records = SimplePipeline(settings).run()
+        records = SimplePipeline(settings, hold=f"`taxipipe run`, {settings.partition}").run()
     except StepFailed as failed:
         if args.json:
             print(json.dumps({"ok": False, "step": failed.step, "error": failed.reason}), flush=True)
@@ -80,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": False, "step": None, "error": str(exc)}), flush=True)
         return 1
     if args.json:
-        print(json.dumps({"ok": True, **console.final_record(records)}), flush=True)
+        print(json.dumps({"ok": True, **final_record(records)}), flush=True)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The seed's console output, shared by every runner so they all read alike.
+"""The seed's console lines, shared by every runner so they all read alike (a run's header
+and summary: `runners.session`).
 
 The run's lines go to stdout unless the `taxipipe` logger is set above INFO (`-q`);
 `configure` sets the levels the command line's -v/-q ask for, for taxipipe and its libraries.
@@ -10,10 +11,7 @@ import logging
 import os
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any, Mapping, TextIO
-
-if TYPE_CHECKING:
-    from taxipipe.config import Settings
+from typing import TextIO
 
 LOGGER = logging.getLogger("taxipipe")
 #: Where the run's lines go; None: stdout at the time of writing.
@@ -72,24 +70,6 @@ def say(line: str = "") -> None:
         print(line, file=_human_stream or sys.stdout, flush=True)
 
 
-def header(runner: str, settings: Settings, target: str | None = None, force: bool | None = None,
-           dry_run: bool = False) -> None:
-    """Title, target (the last step the run reaches; every runner names it) and the data months
-    the run will use."""
-    from taxipipe.window import window_label
-
-    partition = settings.partition
-    say(f"🔍 Dry run ({runner} runner): nothing is executed" if dry_run
-        else f"🚀 Starting ML Pipeline ({runner} runner)")
-    if target is not None:
-        say(f"🎯 Target: {target}")
-    say(f"📅 Data: {partition.color} {window_label(settings.training_months)} "
-        f"(validation {settings.validation_month.label})")
-    if force is not None:
-        say(f"🔨 Force: {force}")
-    say("=" * 60)
-
-
 def task_started(name: str) -> None:
     say(f"🚀 Running task: {name}")
 
@@ -111,58 +91,3 @@ def task_failed(name: str, reason: str) -> None:
 
 def pipeline_failed(reason: str) -> None:
     print(f"❌ {reason}", file=sys.stderr, flush=True)
-
-
-def final_summary(records: Mapping[str, Mapping]) -> None:
-    """The closing lines: RMSE and MLflow run id (and the deployment verdict if any)."""
-    say("=" * 60)
-    say("🎉 Pipeline completed successfully!")
-    trained = records.get("train")
-    if trained:
-        say(f"📊 Final model RMSE: {trained['rmse']:.4f}")
-        say(f"🆔 Model run ID: {trained['run_id']}")
-    deployed = records.get("deploy")
-    if deployed:
-        say(f"🏷️  {deployed['summary']}")
-    from taxipipe.peak_memory import describe, peak_rss_bytes
-
-    say(f"📈 Peak memory: {describe(peak_rss_bytes())} (this process)")
-
-
-def final_record(records: Mapping[str, Mapping]) -> dict[str, Any]:
-    """What a finished run produced, for machines (`taxipipe run --json`)."""
-    from taxipipe.peak_memory import peak_rss_bytes
-
-    trained, deployed = records.get("train", {}), records.get("deploy", {})
-    last = records[next(reversed(records))] if records else {}
-    return {"partition": deployed.get("partition"), "rmse": trained.get("rmse"),
-            "run_id": trained.get("run_id"), "best_iteration": trained.get("best_iteration"),
-            "model_name": deployed.get("model_name"), "version": deployed.get("version"),
-            "champion": deployed.get("champion"), "reason": deployed.get("reason"),
-            "window": trained.get("window"), "compute": trained.get("compute"),
-            "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1), "step_seconds": last.get("timings", {})}
-
-
-def markdown_report(settings: Settings, records: Mapping[str, Mapping], states: Mapping[str, str]) -> str:
-    """A run's report in markdown: RMSE, row counts, and each step's state and time."""
-    from taxipipe.window import window_label
-
-    partition = settings.partition
-    lines = [f"# ml-pipeline: {partition.color} {window_label(settings.training_months)} "
-             f"(validation {settings.validation_month.label})", ""]
-    trained = records.get("train")
-    if trained:
-        lines += [f"**RMSE:** {trained['rmse']:.4f} (MLflow run `{trained['run_id']}`)", ""]
-    if "deploy" in records:
-        lines += [f"**Deployment:** {records['deploy']['summary']}", ""]
-    transformed = records.get("transform")
-    if transformed:
-        lines += ["| month | rows read | rides kept |", "|---|---:|---:|"]
-        lines += [f"| {role} | {transformed[role]['rows_in']:,} | {transformed[role]['rows']:,} |"
-                  for role in ("train", "validation")]
-        lines.append("")
-    lines += ["| step | state | seconds |", "|---|---|---:|"]
-    lines += [f"| {name} | {states.get(name, 'Completed')} | {record['seconds']:.2f} |"
-              for name, record in records.items()]
-    lines += ["", "Cached steps show the time they took when they ran."]
-    return "\n".join(lines) + "\n"

@@ -163,7 +163,7 @@ def by_node(records: Mapping[str, Record | list[Record]]) -> dict[str, Record]:
     return flat
 
 
-def log_step_seconds(node: str, ctx: StepContext, upstream: Upstream, record: Record) -> None:
+def record_step_in_mlflow(node: str, ctx: StepContext, upstream: Upstream, record: Record) -> None:
     """After-step hook of every runner: once an MLflow run exists (train on), log step times
     and this process's peak memory.
 
@@ -183,7 +183,7 @@ def log_step_seconds(node: str, ctx: StepContext, upstream: Upstream, record: Re
 
 
 def _after_step_hooks() -> tuple[AfterStep, ...]:
-    return (log_step_seconds,)
+    return (record_step_in_mlflow,)
 
 
 def run_step(step: Step, ctx: StepContext, upstream: Upstream,

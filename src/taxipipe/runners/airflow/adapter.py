@@ -17,12 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
-from taxipipe import console
 from taxipipe.config import Settings, load_settings, merge
-from taxipipe.runners.airflow.environment import airflow_environment
-from taxipipe.errors import ConfigError
+from taxipipe.errors import ConfigError, TaxipipeError
 from taxipipe.partition import PUBLICATION_LAG_MONTHS, Partition, scheduled_training_month
-from taxipipe.pipeline import Step, per_month_records, run_step
+from taxipipe.pipeline import STEPS, Step, per_month_records
+from taxipipe.runners.airflow.environment import airflow_environment
+from taxipipe.runners.session import Session, run_task
 from taxipipe.steps import Record, StepContext, Upstream
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 DAG_ID = "taxi_duration_pipeline"
 RUNNER = "airflow"
+INSTALL_HINT = "Airflow is not installed here: run `make env` (or `uv sync --extra airflow`)"
 
 
 def training_partition(logical_date: datetime, color: str = "green") -> Partition:
@@ -71,9 +72,7 @@ def step_context() -> StepContext:
 def run_node(step: Step, upstream: Upstream, ctx: StepContext | None = None) -> Record:
     """Run one node in the running task (`ctx`: its `step_context`) and print its line as it
     ends, so the run's lines keep their order with what the step printed meanwhile."""
-    record = run_step(step, ctx or step_context(), upstream)
-    console.task_done(step.name, record["seconds"], record.get("summary"))
-    return record
+    return run_task(step, ctx or step_context(), upstream)
 
 
 def use_airflow_home(airflow_home: Path, dags_folder: Path) -> None:
@@ -94,6 +93,26 @@ def migrate_once(airflow_home: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{result.stdout}{result.stderr}")
+
+
+def run_example(settings: Settings, dags_folder: Path, started: float) -> dict[str, Record]:
+    """Run the DAG once in this process (`dag.test()`) in an Airflow home under the project
+    home, in a session that prints the common lines and records the wall time since `started`."""
+    airflow_home = settings.home / "airflow"
+    use_airflow_home(airflow_home, dags_folder)
+    try:
+        import airflow  # noqa: F401
+    except ImportError:
+        raise ConfigError(INSTALL_HINT) from None
+    with Session(settings, RUNNER, started=started) as session:
+        session.begin(STEPS[-1].name)
+        migrate_once(airflow_home)
+        outcome = run_in_process(settings, dags_folder)
+        for task_id in outcome.failed:
+            session.failed(task_id, "the task log above says why")
+        if outcome.state != "success":
+            raise TaxipipeError(f"the DAG run ended '{outcome.state}'")
+        return session.finish(outcome.records)
 
 
 class Outcome(NamedTuple):

@@ -42,10 +42,10 @@ from dagster import (
 
 from taxipipe import console
 from taxipipe.config import Settings, load_settings, merge
-from taxipipe.errors import PERMANENT_ERRORS
-from taxipipe.safety.home_lock import hold_home
+from taxipipe.errors import PERMANENT_ERRORS, TaxipipeError
 from taxipipe.partition import PUBLICATION_LAG_MONTHS, Partition
-from taxipipe.pipeline import STEPS, Step, by_node, month_node, run_step
+from taxipipe.pipeline import STEPS, Step, by_node, month_node
+from taxipipe.runners.session import Session, run_task
 from taxipipe.steps import STEP_LIBRARIES, Record, StepContext
 
 RUNNER = "dagster"
@@ -86,11 +86,9 @@ def _run(step: Step, ctx: StepContext, upstream: dict[str, Record]) -> Record:
     """Run one node and print its line as it ends (in order with whatever the step printed);
     an error no retry can fix fails the op at once."""
     try:
-        record = run_step(step, ctx, upstream)
+        return run_task(step, ctx, upstream)
     except PERMANENT_ERRORS as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
-    console.task_done(step.name, record["seconds"], record.get("summary"))
-    return record
 
 
 @op(out=DynamicOut(str), required_resource_keys={"taxipipe"})
@@ -159,16 +157,29 @@ def use_dagster_home(home: Path) -> Path:
     return dagster_home
 
 
+def run_example(settings: Settings, started: float) -> dict[str, Record]:
+    """Run the job once in this process on the partition of `settings`, in a session that
+    holds the home, prints the common lines and records the wall time since `started`."""
+    session = Session(settings, RUNNER, hold=f"Dagster in-process run, {settings.partition}", started=started)
+    session.begin(STEPS[-1].name)
+    with session:
+        records, failed = outcome(run_in_process(settings))
+        for name, reason in failed.items():
+            session.failed(name, reason)
+        if failed:
+            raise TaxipipeError(f"the Dagster run failed at {', '.join(failed)}")
+        return session.finish(records)
+
+
 def run_in_process(settings: Settings) -> ExecuteInProcessResult:
-    """Run the job once on the partition of `settings`, holding the home's run lock.
+    """Run the job once on the partition of `settings` (the caller holds the home's run lock).
 
     Dagster's console logger shows its event lines (`dagster - DEBUG - ... STEP_START`) only
     under -v; by default only its warnings and errors. Its run storage keeps every event.
     """
     use_dagster_home(settings.home)
     resource = TaxipipeSettings(overrides=json.dumps(settings.model_dump(mode="json")))
-    owner = f"Dagster in-process run, {settings.partition}"
-    with hold_home(settings.home, owner, wait=True), DagsterInstance.get() as instance:
+    with DagsterInstance.get() as instance:
         return job_for(settings.data.color).execute_in_process(
             partition_key=f"{settings.partition.label}-01", resources={"taxipipe": resource},
             instance=instance, raise_on_error=False,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from taxipipe import console, tracking, walltime
+from taxipipe import console
 from taxipipe.config import Settings
 from taxipipe.errors import StepFailed, TaxipipeError, UsageError
 from taxipipe.fingerprint import essential, fingerprint, home_key
@@ -31,6 +31,7 @@ from taxipipe.layout import Layout, remove
 from taxipipe.runners.make.state import Entry, MakeState, lock_path
 from taxipipe.safety.home_lock import hold_home
 from taxipipe.pipeline import BY_NAME, STEPS, Step, chain, graph, run_step
+from taxipipe.runners.session import Session, header
 from taxipipe.steps import Record, StepContext
 
 RUNNER = "make"
@@ -89,6 +90,8 @@ class Check:
 
 class MakeRun:
     """One `taxipipe make` invocation on one partition."""
+
+    session: Session  #: the run's session, from `build` on
 
     def __init__(self, settings: Settings, target: str = DEFAULT_TARGET, force: bool = False,
                  jobs: int = 1) -> None:
@@ -184,7 +187,7 @@ class MakeRun:
 
     def dry_run(self) -> dict[str, list[str]]:
         """Print, for every step of the chain, "up to date" or why it would run; run nothing."""
-        console.header(RUNNER, self.settings, self.target, self.force, dry_run=True)
+        header(RUNNER, self.settings, self.target, self.force, dry_run=True)
         reasons = self.plan()
         for step in self.chain:
             if reasons[step.name]:
@@ -195,13 +198,11 @@ class MakeRun:
 
     # -- building ---------------------------------------------------------------------------
 
-    def build(self) -> dict[str, Record]:
-        """Bring the target up to date; return every step's record (recorded or new).
-
-        The caller holds the home's run lock (see `make`).
-        """
-        console.header(RUNNER, self.settings, self.target, self.force)
-        tracking.check_reachable(self.settings)
+    def build(self, session: Session) -> dict[str, Record]:
+        """Bring the target up to date in `session`, which holds the home's run lock (see
+        `make`); return every step's record (recorded or new)."""
+        self.session = session
+        session.begin(self.target, self.force)
         planned = self.plan()
         pending = list(self.chain)
         running: dict[Future[Record], tuple[Check, set[str]]] = {}
@@ -226,8 +227,7 @@ class MakeRun:
             self.state.save()
         if failure is not None:
             raise failure
-        console.final_summary(self.records)
-        return self.records
+        return session.finish(self.records)
 
     def _decide(self, step: Step, planned: dict[str, list[str]]) -> Check:
         check = self.inspect(step)
@@ -241,12 +241,11 @@ class MakeRun:
         entry = self.state.steps[step.name]
         self.records[step.name] = entry.record
         self.fingerprints[step.name] = entry.fingerprint
-        console.task_up_to_date(step.name)
+        self.session.up_to_date(step.name, entry.record)
 
     def _start(self, pool: Any, check: Check) -> Future[Record]:
         step = check.step
-        console.task_started(step.name)
-        console.say(f"   ↳ because {'; '.join(check.reasons)}")
+        self.session.started_node(step.name, check.reasons)
         self.state.running[step.name] = {"started_at": _now(), "reasons": check.reasons}
         self.state.save()
         upstream = {name: self.records[name] for name in step.upstream}
@@ -260,8 +259,7 @@ class MakeRun:
             record = future.result()
         except TaxipipeError as exc:
             self.state.save()
-            console.task_failed(step.name, str(exc))
-            return StepFailed(step.name, str(exc))
+            return self.session.failed(step.name, str(exc))
         written = {self._key(path): self.hasher.state(self._key(path), path, trust_stat=False)
                    for path in step.writes(self.context)}
         outputs = {key: state for key, state in written.items() if state is not None}
@@ -278,7 +276,7 @@ class MakeRun:
         self.records[step.name] = record
         self.fingerprints[step.name] = fingerprint
         self.ran.add(step.name)
-        console.task_done(step.name, record["seconds"], record.get("summary"))
+        self.session.done(step.name, record)
         return None
 
     def _present_outputs(self) -> set[str]:
@@ -292,13 +290,9 @@ def make(settings: Settings, target: str = DEFAULT_TARGET, force: bool = False, 
     """Build `target` for the configured partition, holding the home's run lock; record the wall
     time when train ran (from the lock taken)."""
     resolve_target(target, settings)
-    with hold_home(settings.home, f"`taxipipe make` target {target}, {settings.partition}", wait_for_lock):
-        started = time.time()
-        build = MakeRun(settings, target, force, jobs)
-        records = build.build()
-    if "train" in build.ran:
-        walltime.record(settings, records, started)
-    return records
+    owner = f"`taxipipe make` target {target}, {settings.partition}"
+    with Session(settings, RUNNER, hold=owner, wait=wait_for_lock) as session:
+        return MakeRun(settings, target, force, jobs).build(session)
 
 
 def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

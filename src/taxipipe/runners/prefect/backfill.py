@@ -19,10 +19,11 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect_dask import DaskTaskRunner
 
-from taxipipe import tracking
+from taxipipe import console, tracking
 from taxipipe.config import Settings
+from taxipipe.errors import TaxipipeError
 from taxipipe.pipeline import graph, run_step
-from taxipipe.runners.prefect.local import flow_settings
+from taxipipe.runners.prefect.local import FlowArguments, flow_settings
 from taxipipe.runners.prefect.tasks import RUNNER
 from taxipipe.steps import Record, StepContext
 from taxipipe.window import window_key
@@ -52,6 +53,23 @@ def backfill(months: list[str], config: str | None = None,
     tracking.experiment_id(first, tracking.client(first), RUNNER)
     futures = [train_month.submit(settings, month) for month, settings in runs]
     return [future.result() for future in futures]
+
+
+def run_example(run: FlowArguments, months: list[str], workers: int) -> list[Record]:
+    """Backfill `months` on the Dask scheduler of the settings (or a LocalCluster of `workers`)
+    through the shared Prefect API; print one line per month."""
+    runner = dask_task_runner(run.settings.compute.dask_scheduler, workers)
+    run.overrides.get("compute", {}).pop("dask_scheduler", None)
+    with shared_api():
+        state = backfill.with_options(task_runner=runner)(
+            months=months, config=run.config, overrides=run.overrides, return_state=True)
+    if not state.is_completed():
+        raise TaxipipeError(state.message or f"the backfill ended in state {state.name}")
+    trained = state.result()
+    for month in trained:
+        champion = " 🏆" if month["champion"] else ""
+        console.say(f"📊 {month['window']}: RMSE {month['rmse']:.4f} (MLflow run {month['run_id']}){champion}")
+    return trained
 
 
 @contextmanager

@@ -17,14 +17,12 @@ from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
-from taxipipe import console
-from taxipipe.config import Settings
 from taxipipe.errors import StepFailed, TaxipipeError
-from taxipipe.safety.home_lock import hold_home
 from taxipipe.partition import scheduled_training_month
 from taxipipe.pipeline import STEPS, Step, by_node, month_node
-from taxipipe.runners.prefect.local import DEPLOYMENT_NAME, MONTHLY_CRON, flow_settings
+from taxipipe.runners.prefect.local import DEPLOYMENT_NAME, MONTHLY_CRON, FlowArguments, flow_settings
 from taxipipe.runners.prefect.tasks import RUNNER, TASKS
+from taxipipe.runners.session import Session, markdown_report, record_wall_time
 from taxipipe.steps import Record, StepContext
 
 if TYPE_CHECKING:
@@ -34,9 +32,9 @@ if TYPE_CHECKING:
 class _Steps:
     """Calls the step tasks of one flow run and keeps their records and final states."""
 
-    def __init__(self, settings: Settings, refresh: bool) -> None:
-        self.settings, self.refresh = settings, refresh
-        self.context = StepContext(settings, runner=RUNNER)
+    def __init__(self, session: Session, refresh: bool) -> None:
+        self.session, self.settings, self.refresh = session, session.settings, refresh
+        self.context = StepContext(self.settings, runner=RUNNER)
         self.records: dict[str, Any] = {}
         self.states: dict[str, str] = {}
 
@@ -60,17 +58,14 @@ class _Steps:
         """The task's record; a user-facing error becomes StepFailed, a bug keeps its traceback."""
         if not state.is_completed():
             error = state.result(raise_on_failure=False)
-            console.task_failed(name, str(error))
+            failure = self.session.failed(name, str(error))
             if not isinstance(error, TaxipipeError):
                 state.result()
-            raise StepFailed(name, str(error)) from error
-        record = state.result()
+            raise failure from error
         self.states[name] = state.name
         if state.name == "Cached":
-            console.task_up_to_date(name)
-        else:
-            console.task_done(name, record["seconds"], record.get("summary"))
-        return record
+            return self.session.up_to_date(name, state.result())
+        return self.session.done(name, state.result())
 
 
 @flow(name="ml-pipeline", description="NYC taxi trip duration: extract, validate, train, deploy.")
@@ -90,20 +85,34 @@ def ml_pipeline(color: str | None = None, year: int | None = None, month: int | 
         year, month = due.year, due.month
     try:
         settings = flow_settings(color, year, month, config, overrides)
-        console.header(RUNNER, settings, target="cleanup" if cleanup else "deploy")
-        run = _Steps(settings, refresh)
-        with hold_home(settings.home, f"Prefect flow run {flow_run.name}, {settings.partition}", wait=True):
+        session = Session(settings, RUNNER, hold=f"Prefect flow run {flow_run.name}, {settings.partition}")
+        session.begin("cleanup" if cleanup else "deploy")
+        run = _Steps(session, refresh)
+        with session:
             for step in STEPS:
                 if cleanup or step.name != "cleanup":
                     run(step)
     except (StepFailed, TaxipipeError) as failure:
         return Failed(message=str(failure))
     partition = settings.partition
+    records = by_node(run.records)
     create_markdown_artifact(key=f"ml-pipeline-{partition.color}-{partition.label}",
-                             markdown=console.markdown_report(settings, by_node(run.records), run.states),
+                             markdown=markdown_report(settings, records, run.states),
                              description="RMSE, row counts and step times of this run")
-    console.final_summary(run.records)
-    return by_node(run.records)
+    return session.finish(records, wall_time=False)
+
+
+def run_example(run: FlowArguments, refresh: bool, cleanup: bool, started: float) -> dict[str, Record]:
+    """One flow run in this process; the wall time since `started` (before Prefect started its
+    temporary server) recorded on the MLflow run of its train."""
+    data = run.settings.data
+    state = ml_pipeline(color=data.color, year=data.year, month=data.month, config=run.config,
+                        overrides=run.overrides, refresh=refresh, cleanup=cleanup, return_state=True)
+    if not state.is_completed():
+        raise TaxipipeError(state.message or f"the flow run ended in state {state.name}")
+    records = state.result()
+    record_wall_time(run.settings, records, started)
+    return records
 
 
 def monthly_deployment(config: str | None = None,

@@ -12,9 +12,9 @@ import pytest
 from taxipipe import compute, tracking
 from taxipipe.compute.stream import month_counts, write_clean
 from taxipipe.config import load_settings
-from taxipipe.errors import ConfigError
+from taxipipe.errors import ConfigError, StepFailed
 from taxipipe.partition import Partition
-from taxipipe.runners.simple import SimplePipeline, StepFailed
+from taxipipe.runners.simple import SimplePipeline
 from taxipipe.window import training_window, window_label
 from tests.helpers import run_cli
 

@@ -1,33 +1,18 @@
-"""Compare what each runner recorded in MLflow: one row per run, and a consistency check.
-
-Every runner trains the same model on the same data and config, so runs that share the data
-partition and the parameters must agree on RMSE; a difference beyond `RMSE_AGREEMENT` is a bug.
-Each row also says what the run cost: its wall time (`taxipipe.walltime`), the sum of the times
-of the steps that ran in that run (not those it reused, up to date or cached), and the
-difference, the overhead of the engine that ran the steps. Single runs are noisy: `timing_warnings`
-says when their times cannot be compared.
-"""
+"""The runs as a table that fits the terminal, as JSON, and as a chart (a PNG)."""
 
 from __future__ import annotations
 
 import json
-import re
 import textwrap
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from taxipipe import tracking
-from taxipipe.config import Settings
-from taxipipe.layout import Home
-from taxipipe.models.base import RMSE_AGREEMENT
-from taxipipe.walltime import REUSED_TAG, WALL_METRIC
+from taxipipe.compare.runs import Disagreement, RunRow
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-STEP_METRIC = "step_seconds."
 #: Column headers and values when the terminal is narrow.
 SHORT_STEPS = {"extract": "extr", "validate_data": "vdata", "transform": "trans", "features": "feat",
                "validate_model": "vmod", "deploy": "depl", "cleanup": "clean"}
@@ -36,31 +21,6 @@ SHORT_FEATURES = {"categorical": "cat", "onehot": "1hot"}
 SHORT_COMPUTE = {"memory": "mem", "external": "ext"}
 #: The width of the tables when the output is no terminal and COLUMNS is unset.
 DEFAULT_WIDTH = 100
-#: A step whose time differs between two runs of the same data and config by more than this
-#: factor and `NOISE_SECONDS` ran on a machine busier in one run than in the other.
-NOISE_FACTOR = 1.5
-NOISE_SECONDS = 1.0
-#: Runs started further apart than this ran in different machine states.
-APART_HOURS = 1.0
-
-
-@dataclass
-class RunRow:
-    runner: str
-    partition: str  # the training window: green/2021-01, or green/2023-01..2023-03
-    kind: str
-    feature_mode: str
-    compute: str  # memory, external or dask
-    rmse: float
-    wall_seconds: float | None  # the whole run as its user waited for it (None: not recorded)
-    steps_seconds: float  # the sum of the times of the steps that ran in this run
-    overhead_seconds: float | None  # wall minus steps: what the engine added
-    step_seconds: dict[str, float]
-    run_id: str
-    start_time: str
-    champion: bool
-    config_key: str = field(repr=False)
-    reused_steps: list[str] = field(default_factory=list)  # up to date or cached: an earlier run's work
 
 
 @dataclass(frozen=True)
@@ -73,139 +33,6 @@ class Column:
     compact: Callable[[int, RunRow], str] | None = None
     numeric: bool = False
     optional: bool = False  # left out first when the table does not fit
-
-
-@dataclass
-class Disagreement:
-    partition: str
-    kind: str
-    feature_mode: str
-    runs: dict[str, float]
-
-    def describe(self) -> str:
-        values = ", ".join(f"{run_id[:8]}={rmse:.6f}" for run_id, rmse in self.runs.items())
-        return f"{self.partition} {self.kind} {self.feature_mode}: same data and config, RMSE differs ({values})"
-
-
-def experiment_pattern(settings: Settings) -> re.Pattern[str]:
-    """Names the configured experiment template gives, whatever the runner."""
-    prefix, _, suffix = settings.mlflow.experiment_name.partition("{runner}")
-    return re.compile(re.escape(prefix) + (".+" if _ else "") + re.escape(suffix) + "$")
-
-
-def store_is_empty(settings: Settings) -> bool:
-    """True when the embedded store has not been created yet (nothing to compare, nothing to open)."""
-    return settings.mlflow.tracking_uri is None and not Home(settings.home).mlflow_store.exists()
-
-
-def collect(settings: Settings, latest_only: bool = True) -> list[RunRow]:
-    """The runs of every runner's experiment (`mlflow.experiment_name`) that finished training."""
-    if store_is_empty(settings):
-        return []
-    client = tracking.client(settings)
-    pattern = experiment_pattern(settings)
-    experiments = [e for e in client.search_experiments() if pattern.match(e.name)]
-    if not experiments:
-        return []
-    champion = tracking.champion_version(client, settings.mlflow.model_name)
-    champion_run = champion.run_id if champion is not None else None
-    rows: list[RunRow] = []
-    seen: set[tuple[str, str, str, str]] = set()
-    runs = client.search_runs([e.experiment_id for e in experiments], "metrics.rmse > 0",
-                              order_by=["attributes.start_time DESC"], max_results=5000)
-    for run in runs:
-        tags, metrics = run.data.tags, run.data.metrics
-        runner = tags.get("runner", "?")
-        identity = (runner, tags.get("window", tags.get("partition", "?")), tags.get("model_kind", "xgboost"),
-                    tags.get("feature_mode", "?"))
-        if latest_only and identity in seen:
-            continue
-        seen.add(identity)
-        reused = [step for step in tags.get(REUSED_TAG, "").split(",") if step]
-        steps = {k[len(STEP_METRIC):]: v for k, v in metrics.items()
-                 if k.startswith(STEP_METRIC) and k[len(STEP_METRIC):] not in reused}
-        total, wall = round(sum(steps.values()), 3), metrics.get(WALL_METRIC)
-        rows.append(RunRow(
-            runner=runner, partition=identity[1], kind=identity[2], feature_mode=identity[3],
-            compute=tags.get("compute", "memory"), rmse=metrics["rmse"], wall_seconds=wall,
-            steps_seconds=total, overhead_seconds=None if wall is None else round(wall - total, 3),
-            step_seconds=steps, run_id=run.info.run_id,
-            start_time=datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M"),
-            champion=run.info.run_id == champion_run,
-            config_key=json.dumps(sorted(run.data.params.items())), reused_steps=reused,
-        ))
-    return sorted(rows, key=lambda row: (row.partition, row.kind, row.feature_mode, row.runner))
-
-
-def disagreements(rows: list[RunRow]) -> list[Disagreement]:
-    """Groups of runs with the same data and config whose RMSE spread exceeds RMSE_AGREEMENT."""
-    groups: dict[str, list[RunRow]] = {}
-    for row in rows:
-        groups.setdefault(row.config_key, []).append(row)
-    found = []
-    for members in groups.values():
-        scores = [row.rmse for row in members]
-        if max(scores) - min(scores) > RMSE_AGREEMENT:
-            found.append(Disagreement(members[0].partition, members[0].kind, members[0].feature_mode,
-                                      {row.run_id: row.rmse for row in members}))
-    return found
-
-
-def champion_elsewhere(settings: Settings, rows: list[RunRow]) -> str | None:
-    """Where the champion is when none of `rows` holds it (None when one does)."""
-    if any(row.champion for row in rows):
-        return None
-    name = settings.mlflow.model_name
-    client = tracking.client(settings)
-    version = tracking.champion_version(client, name)
-    if version is None:
-        return f"no champion yet: no version of model {name} holds the alias '{tracking.CHAMPION}'"
-    run = client.get_run(version.run_id)
-    tags, started = run.data.tags, datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc)
-    experiment = client.get_experiment(run.info.experiment_id).name
-    where = ("an earlier run that `taxipipe compare --all` lists" if experiment_pattern(settings).match(experiment)
-             else f"a run of experiment {experiment}")
-    return (f"the champion ({name} version {version.version}) is {where}: run {run.info.run_id[:8]}, "
-            f"{tags.get('runner', '?')}, {tags.get('window', tags.get('partition', '?'))}, "
-            f"RMSE {run.data.metrics.get('rmse', float('nan')):.4f}, started {started:%Y-%m-%d %H:%M} UTC")
-
-
-def timing_warnings(rows: list[RunRow]) -> list[str]:
-    """Why the times of these single runs cannot be compared, if they cannot.
-
-    Runs started hours apart, or the same step on the same data and config taking far longer
-    in one run than in another, mean the machine's load differed between the runs: the wall
-    times then rank the load, not the engines. Step times above the wall time come from a run
-    recorded before reused steps were tagged.
-    """
-    found: list[str] = []
-    started = [datetime.strptime(row.start_time, "%Y-%m-%d %H:%M") for row in rows]
-    if len(rows) > 1 and (max(started) - min(started)).total_seconds() > APART_HOURS * 3600:
-        first, last = started.index(min(started)) + 1, started.index(max(started)) + 1
-        hours = (max(started) - min(started)).total_seconds() / 3600
-        found.append(f"runs #{first} and #{last} started {hours:.1f} h apart, in different machine states: "
-                     "their times do not compare")
-    groups: dict[tuple[str, str], list[int]] = {}
-    for number, row in enumerate(rows, 1):
-        groups.setdefault((row.config_key, row.compute), []).append(number)
-    for members in groups.values():
-        spreads = []
-        for step in {name for number in members for name in rows[number - 1].step_seconds}:
-            timed = sorted((rows[n - 1].step_seconds[step], n) for n in members if step in rows[n - 1].step_seconds)
-            (fast, quick), (slow, slowest) = timed[0], timed[-1]
-            if slow > NOISE_FACTOR * fast and slow - fast > NOISE_SECONDS:
-                spreads.append((slow - fast, step, fast, quick, slow, slowest))
-        if spreads:
-            _, step, fast, quick, slow, slowest = max(spreads)
-            found.append(f"{step} took {fast:.1f} s in run #{quick} and {slow:.1f} s in #{slowest} on the same data "
-                         "and config: the machine was busier during one of them, so the wall times rank the "
-                         "load, not the engines")
-    found += [f"run #{number}'s step times exceed its wall time: they include steps an earlier run did"
-              for number, row in enumerate(rows, 1) if (row.overhead_seconds or 0.0) < 0]
-    if found:
-        found.append("to rank the engines, measure them in one session, several times each: "
-                     "benchmarks/bench_engines.py (docs/engines.md)")
-    return found
 
 
 def table(rows: list[RunRow], width: int = DEFAULT_WIDTH, notes: Iterable[str] = ()) -> str:
@@ -403,31 +230,3 @@ def plot(rows: list[RunRow], path: Path, notes: Iterable[str] = ()) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     chart.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(chart)
-
-
-def report(settings: Settings, latest_only: bool, as_machine: bool, plot_path: Path | None,
-           check: bool, width: int | None = None) -> tuple[str, int, bool]:
-    """The text (table or JSON), the exit status of `taxipipe compare`, and whether it wrote
-    the plot (only when there are runs).
-
-    Only `check` judges the runs: it adds the verdict and fails when runs disagree or none exist.
-    The table fits `width` columns (default: the terminal's width).
-    """
-    rows = collect(settings, latest_only)
-    problems = disagreements(rows)
-    champion = champion_elsewhere(settings, rows) if rows else None
-    cautions = timing_warnings(rows)
-    if plot_path is not None and rows:
-        plot(rows, plot_path, [*([champion] if champion else []), *cautions])
-    if as_machine:
-        text = as_json(rows, problems, champion, cautions)
-    elif not rows:
-        text = f"no runs yet in {settings.tracking_uri()} (experiments {settings.mlflow.experiment_name})"
-    else:
-        width = width or terminal_width()
-        verdict = [textwrap.fill("⚠️  " + p.describe(), width, subsequent_indent="    ") for p in problems] or [
-            f"✅ runs on the same data and config agree on RMSE (within {RMSE_AGREEMENT:g})"]
-        notes = [*([champion] if champion else []), *(f"⚠️  {caution}" for caution in cautions)]
-        text = "\n".join([table(rows, width, notes), *(["", *verdict] if check else [])])
-    status = 1 if check and (problems or not rows) else 0
-    return text, status, plot_path is not None and bool(rows)

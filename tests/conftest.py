@@ -137,7 +137,7 @@ def ui_server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen]]:
     port = free_port()
     server_home = tmp_path / "server-home"
     process = subprocess.Popen(
-        [sys.executable, "-m", "taxipipe.cli", "ui", "--home", str(server_home), "--port", str(port)],
+        [sys.executable, "-m", "taxipipe", "ui", "--home", str(server_home), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
     )
     url = f"http://127.0.0.1:{port}"

@@ -126,7 +126,7 @@ def run_with(args: list[str], **popen: Any) -> subprocess.CompletedProcess[str]:
     """`taxipipe ARGS` in a child with FAST downloads; forked unless it needs Popen's options."""
     if not popen:
         return run_cli(*args, env=FAST)
-    return subprocess.run([sys.executable, "-m", "taxipipe.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "taxipipe", *args], capture_output=True, text=True,
                           env=child_env(), timeout=600, **popen)
 
 

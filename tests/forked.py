@@ -82,7 +82,7 @@ def _command(script: str | None, args: list[str], env: dict[str, str], cwd: str,
 
 
 def _start(script: str | None, args: list[str], cwd: str) -> None:
-    """`python -m taxipipe.cli ARGS` (which leaves through os._exit) or `python SCRIPT ARGS`."""
+    """`python -m taxipipe ARGS` (which leaves through os._exit) or `python SCRIPT ARGS`."""
     if script is None:
         from taxipipe import cli
 

@@ -114,7 +114,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     environment = command_env(env)
     if not FRESH_INTERPRETER.intersection(args):
         return forked.run_cli(list(args), environment, cwd, timeout)
-    return subprocess.run([sys.executable, "-m", "taxipipe.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "taxipipe", *args], capture_output=True,
                           text=True, env=environment, cwd=cwd, timeout=timeout)
 
 
@@ -228,6 +228,6 @@ def serve_settings(home: Path, **serve: Any) -> Settings:
 
 def start_serve(home: Path, port: int, *flags: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`taxipipe serve` on `home` and `port` in a fresh interpreter, its output piped."""
-    return subprocess.Popen([sys.executable, "-m", "taxipipe.cli", "serve", "--home", str(home), "--port", str(port),
+    return subprocess.Popen([sys.executable, "-m", "taxipipe", "serve", "--home", str(home), "--port", str(port),
                              *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=command_env(env), cwd=REPO)

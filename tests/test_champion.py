@@ -249,7 +249,7 @@ class RegistryProxy:
 @pytest.mark.slow
 def test_registry_errors_fail_the_gate_closed(tmp_path: Path, home: Path, tlc_server: TlcServer) -> None:
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "taxipipe.cli", "ui", "--home", str(tmp_path / "server"),
+    server = subprocess.Popen([sys.executable, "-m", "taxipipe", "ui", "--home", str(tmp_path / "server"),
                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env=child_env())
     proxy = RegistryProxy(port)

@@ -103,7 +103,7 @@ def test_sigterm_during_download_leaves_no_partial_file(home: Path, tlc_server: 
     slow = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
     threading.Thread(target=slow.serve_forever, daemon=True).start()
     template = f"http://127.0.0.1:{slow.server_address[1]}/{{color}}_tripdata_{{year}}-{{month:02d}}.parquet"
-    process = subprocess.Popen([sys.executable, "-m", "taxipipe.cli", "run", "--home", str(home),
+    process = subprocess.Popen([sys.executable, "-m", "taxipipe", "run", "--home", str(home),
                                 "--url-template", template], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     downloads = home / "downloads"
     wait_for(lambda: downloads.exists() and any(downloads.iterdir()), "the download starts", 30)

@@ -148,7 +148,7 @@ def test_each_steps_record_holds_the_fields_its_type_declares(built: tuple[Path,
 def test_second_deploy_runs_nothing_and_imports_nothing_heavy(built_home: Path, tlc_server: TlcServer) -> None:
     runs = mlflow_runs(built_home)
     trained = lock(built_home)["steps"]["train"]["record"]
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "taxipipe.cli", "make", "deploy",
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "taxipipe", "make", "deploy",
                              *cli_data_flags(built_home, tlc_server)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     second = Build(result.stdout)

@@ -160,7 +160,7 @@ def test_prometheus_scrapes_serve_and_evaluates_every_alert_and_panel(
     assert monitor.returncode == 3, monitor.stdout + monitor.stderr
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    serve = subprocess.Popen([sys.executable, "-m", "taxipipe.cli", "serve", "--home", str(champion_home),
+    serve = subprocess.Popen([sys.executable, "-m", "taxipipe", "serve", "--home", str(champion_home),
                               "--port", str(port), "--workers", "2"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     import httpx

@@ -237,7 +237,7 @@ def test_served_champion_switches_through_a_deploy_without_a_failed_request(
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAXIPIPE_")}
     env.update(TAXIPIPE_SERVE__RELOAD_SECONDS="1")
-    process = subprocess.Popen([sys.executable, "-m", "taxipipe.cli", "serve", "--home", str(home), "--port",
+    process = subprocess.Popen([sys.executable, "-m", "taxipipe", "serve", "--home", str(home), "--port",
                                 str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                cwd=REPO)
     import httpx

@@ -148,7 +148,7 @@ def test_same_answers_as_mlflow_models_serve(champion_home: Path, rides: pd.Data
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", MLFLOW_DISABLE_TELEMETRY="true")
     ours, theirs = free_port(), free_port()
     servers = [
-        subprocess.Popen([sys.executable, "-m", "taxipipe.cli", "serve", "--home", str(champion_home), "--port",
+        subprocess.Popen([sys.executable, "-m", "taxipipe", "serve", "--home", str(champion_home), "--port",
                           str(ours)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO),
         subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/nyc-taxi-duration@champion",
                           "--env-manager", "local", "-h", "127.0.0.1", "-p", str(theirs)],

@@ -57,7 +57,7 @@ class RunningStack:
         return StackPaths.of(self.home)
 
     def cli(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "taxipipe.cli", "stack", *args], env=self.env,
+        return subprocess.run([sys.executable, "-m", "taxipipe", "stack", *args], env=self.env,
                               capture_output=True, text=True, timeout=timeout)
 
     def up(self) -> str:
@@ -239,7 +239,7 @@ def test_a_taken_port_stops_up_before_anything_starts(tmp_path: Path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "taxipipe.cli", "stack", "up"], capture_output=True,
+        result = subprocess.run([sys.executable, "-m", "taxipipe", "stack", "up"], capture_output=True,
                                 text=True, env=stack_env(home, mlflow=port), timeout=300)
     assert result.returncode == 1
     assert result.stderr.strip() == (
@@ -312,7 +312,7 @@ def test_a_shell_without_the_home_finds_the_running_stack(tmp_path: Path, monkey
     shell = without_home(env, shell_home)
 
     def stack(*args: str, environment: dict[str, str] = shell) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "taxipipe.cli", "stack", *args], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "taxipipe", "stack", *args], capture_output=True,
                               text=True, env=environment, timeout=120)
 
     exported = stack("env")
@@ -341,7 +341,7 @@ def test_a_shell_without_the_home_finds_the_running_stack(tmp_path: Path, monkey
 def test_env_switches_a_shell_without_a_stack_or_a_secret(tmp_path: Path):
     home = tmp_path / "home"
     env = stack_env(home, mlflow=5001, prefect=4201)
-    shell = subprocess.run(["sh", "-c", f'eval "$({sys.executable} -m taxipipe.cli stack env)"; '
+    shell = subprocess.run(["sh", "-c", f'eval "$({sys.executable} -m taxipipe stack env)"; '
                                         'echo "$TAXIPIPE_MLFLOW__TRACKING_URI $PREFECT_API_URL $AIRFLOW_HOME"'],
                            capture_output=True, text=True, env=env, timeout=120)
     assert shell.returncode == 0, shell.stderr
@@ -393,7 +393,7 @@ def test_up_starts_every_service_healthy_and_again_starts_nothing(stack: Running
     assert user["TAXIPIPE_DATA__URL_TEMPLATE"] == stack.env["TAXIPIPE_DATA__URL_TEMPLATE"]
 
     elsewhere = without_home(stack.env, stack.home.parent / "shell")
-    status = subprocess.run([sys.executable, "-m", "taxipipe.cli", "stack", "status"], env=elsewhere,
+    status = subprocess.run([sys.executable, "-m", "taxipipe", "stack", "status"], env=elsewhere,
                             capture_output=True, text=True, timeout=120)
     assert status.returncode == 0, status.stdout + status.stderr
     assert status.stdout.startswith(f"🏠 stack home {stack.home}, the running stack's")

@@ -44,8 +44,8 @@ EXAMPLES = REPO / "examples"
 FLOORS = Path(__file__).with_name("engine_floors.py")
 MONTH = ("green", 2021, 1)
 COMMANDS = {
-    "simple": ([PY, "-m", "taxipipe.cli", "run"], "python"),
-    "make": ([PY, "-m", "taxipipe.cli", "make", "deploy"], "python"),
+    "simple": ([PY, "-m", "taxipipe", "run"], "python"),
+    "make": ([PY, "-m", "taxipipe", "make", "deploy"], "python"),
     "airflow": ([PY, str(EXAMPLES / "airflow_pipeline.py")], "airflow"),
     "prefect": ([PY, str(EXAMPLES / "prefect_pipeline.py")], "prefect"),
     "dagster": ([PY, str(EXAMPLES / "dagster_pipeline.py")], "dagster"),

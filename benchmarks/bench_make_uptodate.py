@@ -30,7 +30,7 @@ TEMPLATE = "{color}_tripdata_{year}-{month:02d}.parquet"
 def taxipipe(*args: str) -> tuple[float, str]:
     """Run `taxipipe ARGS` in a child process; return its wall time and output."""
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "taxipipe.cli", *args], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "taxipipe", *args], capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         sys.exit(f"taxipipe {' '.join(args)} failed:\n{result.stdout}{result.stderr}")

@@ -59,7 +59,7 @@ def step_seconds(stdout: str) -> dict[str, float]:
 class Ours:
     def __init__(self, folder: Path, scenario: dict, home: Path) -> None:
         self.home = home
-        self.command = [sys.executable, "-m", "taxipipe.cli", "run", "--home", str(home),
+        self.command = [sys.executable, "-m", "taxipipe", "run", "--home", str(home),
                         "--url-template", str(folder / TEMPLATE), "--color", scenario["color"],
                         "--year", str(scenario["year"]), "--month", str(scenario["month"]),
                         "--features", scenario["features"]]

@@ -94,7 +94,7 @@ def make_months(folder: Path, labels: list[str], rows: int) -> None:
 
 
 def ours(folder: Path, home: Path, window: int, mode: str) -> tuple[Sample, float]:
-    command = [sys.executable, "-m", "taxipipe.cli", "run", "--home", str(home), "--color", "yellow",
+    command = [sys.executable, "-m", "taxipipe", "run", "--home", str(home), "--color", "yellow",
                "--url-template", str(folder / TEMPLATE), "--year", str(LAST[0]), "--month", str(LAST[1]),
                "--train-months", str(window), *MODES[mode]]
     sample = tree_peak(command, MODE_ENV[mode], folder)

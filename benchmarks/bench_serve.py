@@ -48,7 +48,7 @@ def free_port() -> int:
 
 
 def train_champion(home: Path) -> None:
-    command = [sys.executable, "-m", "taxipipe.cli", "run", "-q", "--home", str(home), "--year", "2021",
+    command = [sys.executable, "-m", "taxipipe", "run", "-q", "--home", str(home), "--year", "2021",
                "--month", "1", "--url-template", str(TLC / TEMPLATE)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
@@ -205,7 +205,7 @@ def main() -> None:
         ride_list = rides()
         ours_port, theirs_port = free_port(), free_port()
         servers = [
-            Server("taxipipe serve", [sys.executable, "-m", "taxipipe.cli", "serve", "-q", "--home", str(home),
+            Server("taxipipe serve", [sys.executable, "-m", "taxipipe", "serve", "-q", "--home", str(home),
                                       "--port", str(ours_port)], env, ours_port),
             Server("mlflow models serve", [sys.executable, "-m", "mlflow", "models", "serve", "-m",
                                            "models:/nyc-taxi-duration@champion", "--env-manager", "local",

@@ -48,7 +48,7 @@ KINDS = [
 def ours(row: Row, home: Path) -> tuple[float, dict[str, float], float]:
     """RMSE, MLflow metrics and wall seconds of `taxipipe run` for `row` in a fresh `home`."""
     env = {"TAXIPIPE_HOME": str(home), **{f"TAXIPIPE_MODEL__PARAMS__{k}": v for k, v in row.params.items()}}
-    command = [sys.executable, "-m", "taxipipe.cli", "run", "--year", "2021", "--month", "1",
+    command = [sys.executable, "-m", "taxipipe", "run", "--year", "2021", "--month", "1",
                "--url-template", str(TLC / TEMPLATE), *row.flags]
     measured = measure(command, env=env, cwd=home.parent)
     run_id = next(line for line in measured.stdout.splitlines() if line.startswith("🆔")).split()[-1]

@@ -185,16 +185,11 @@ def start_run(settings: Settings, report: MonitorReport) -> str:
 
 def log_to_mlflow(settings: Settings, report: MonitorReport) -> None:
     """The month, the champion and every statistic, on the report's run."""
-    from mlflow.entities import Metric, Param, RunTag
-
     from taxipipe import tracking
 
-    client = tracking.client(settings)
     partition = report.partition
-    now = int(time.time() * 1000)
     params = {"color": partition.color, "year": partition.year, "month": partition.month,
               "model_name": report.model_name, "model_version": report.model_version,
               "champion_run_id": report.champion_run_id, "reference": window_key(report.reference)}
-    client.log_batch(report.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in report.metrics().items()],
-                     params=[Param(k, str(v)) for k, v in params.items()],
-                     tags=[RunTag("drift.reasons", "; ".join(report.reasons) or "none")])
+    tracking.log_values(tracking.client(settings), report.run_id, params=params, metrics=report.metrics(),
+                        tags={"drift.reasons": "; ".join(report.reasons) or "none"})

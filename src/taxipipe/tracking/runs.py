@@ -213,7 +213,6 @@ def failed_on_error(mlflow_client: MlflowClient, run_id: str) -> Iterator[None]:
         raise
 
 
-
 def log_values(mlflow_client: MlflowClient, run_id: str, params: dict[str, Any] | None = None,
                metrics: dict[str, Any] | None = None, tags: dict[str, Any] | None = None) -> None:
     """Log params, metrics (None left out) and tags on the run in one batch."""

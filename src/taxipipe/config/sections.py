@@ -172,15 +172,36 @@ class MonitorSettings(Section):
 
 
 class StackSettings(Section):
-    """`taxipipe stack`: the ports of its servers on 127.0.0.1 and how long to wait for them."""
+    """`taxipipe stack`: the ports of its servers, the address workers reach them on, and how long
+    to wait for them."""
 
+    listen: str = Field(
+        default="", description="an IP address of this host where the servers workers reach also listen, "
+                                "with credentials (docs/production.md); empty: 127.0.0.1 only"
+    )
     postgres_port: int = Field(default=5432, ge=1, le=65535)
     mlflow_port: int = Field(default=5000, ge=1, le=65535)
     airflow_port: int = Field(default=8080, ge=1, le=65535)
     prefect_port: int = Field(default=4200, ge=1, le=65535)
     dagster_port: int = Field(default=3000, ge=1, le=65535)
+    dask_port: int = Field(default=8786, ge=1, le=65535, description="the Dask scheduler's, with --listen")
     airflow_parallelism: int = Field(default=4, ge=1, description="task slots of the LocalExecutor")
     start_timeout_seconds: float = Field(default=300, gt=0)
     project_dir: Path | None = Field(
         default=None, description="holds dags/ and prefect.yaml; None: the checkout of the package"
     )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_address(cls, address: str) -> str:
+        import ipaddress
+
+        if not address:
+            return address
+        try:
+            return str(ipaddress.ip_address(address))
+        except ValueError:
+            raise PydanticCustomError(
+                "listen_address", "stack.listen '{address}' is not an IP address of this host: give one such "
+                "as 10.0.0.5 (the address workers on other hosts reach), or leave it empty",
+                {"address": address}) from None

@@ -6,6 +6,8 @@ Two homes stand for two hosts; the steps of one run alternate between them again
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Iterator
 
@@ -17,7 +19,7 @@ from taxipipe.errors import SharedFileError
 from taxipipe.pipeline import graph, run_step
 from taxipipe.steps import Record, StepContext
 from taxipipe.tracking import shared_files
-from tests.helpers import TlcServer, running_ui
+from tests.helpers import TlcServer, free_port, running_ui, store_uri, wait_healthy
 
 WORKDIR = "partitions/green/2021-01"
 
@@ -123,3 +125,44 @@ def test_an_embedded_run_shares_nothing(tlc_server: TlcServer, tmp_path: Path) -
         "downloads/green_tripdata_2021-02.parquet", "downloads/green_tripdata_2021-02.parquet.source",
         f"{WORKDIR}/train_clean.parquet", f"{WORKDIR}/validation_clean.parquet"}
     assert shared_files.upload(settings, [settings.home / WORKDIR / "train_clean.parquet"]) == {}
+
+
+@pytest.mark.slow
+def test_files_move_with_mlflow_credentials_when_the_server_demands_them(tlc_server: TlcServer, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from taxipipe.errors import TrackingError
+    from taxipipe.tracking import server_command, server_env
+
+    port = free_port()
+    command = [*server_command(port, str(tmp_path / "artifacts")), "--app-name", "basic-auth"]
+    env = {**os.environ, **server_env(store_uri(tmp_path, "mlflow.db")),
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret", "MLFLOW_AUTH_ADMIN_PASSWORD": "s3cret-Passw0rd"}
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, process)
+        settings = settings_of(tmp_path / "home", tlc_server, url)
+        written = settings.home / WORKDIR / "encoder.json"
+        written.parent.mkdir(parents=True)
+        written.write_text('{"mode": "categorical"}')
+        monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+        with pytest.raises(TrackingError, match="refused access .* MLFLOW_TRACKING_USERNAME"):
+            shared_files.upload(settings, [written])
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret-Passw0rd")
+        manifest = shared_files.upload(settings, [written])
+        assert (tmp_path / "artifacts" / "intermediates" / WORKDIR / "encoder.json").read_bytes() == written.read_bytes()
+        elsewhere = settings_of(tmp_path / "other", tlc_server, url)
+        fetched = elsewhere.home / WORKDIR / "encoder.json"
+        assert shared_files.fetch(elsewhere, fetched, manifest[f"{WORKDIR}/encoder.json"])
+        assert fetched.read_bytes() == written.read_bytes()
+        assert shared_files.remove(settings, [settings.home / WORKDIR]) == [f"intermediates/{WORKDIR}"]
+        assert not (tmp_path / "artifacts" / "intermediates" / WORKDIR).exists()
+    finally:
+        process.terminate()
+        try:
+            process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()

@@ -84,19 +84,24 @@ def test_steps_on_two_hosts_train_the_same_model(two_hosts, simple_rmse: float) 
 
 @pytest.mark.slow
 def test_a_tampered_file_in_the_store_is_refused(two_hosts, server, tlc_server: TlcServer, tmp_path: Path) -> None:
-    hosts, records, _ = two_hosts
+    hosts, records, ran_on = two_hosts
     url, _ = server
     name = f"{WORKDIR}/model.bin"
     answer = httpx.put(f"{url}/api/2.0/mlflow-artifacts/artifacts/{shared_files.remote_path(name)}",
                        content=b"not the model", timeout=60)
     assert answer.status_code == 200, answer.text
     third = settings_of(tmp_path / "C", tlc_server, url)
+    # a stale encoder of the same size in the third host's home is replaced by the run's
+    encoder = third.home / WORKDIR / "encoder.json"
+    encoder.parent.mkdir(parents=True)
+    encoder.write_bytes(b"x" * records["features"]["shared_files"][f"{WORKDIR}/encoder.json"]["bytes"])
     save = next(node for node in graph(third) if node.name == "save")
     with pytest.raises(SharedFileError) as refused:
         run_step(save, StepContext(third), {"train": records["train"], "validate_model": records["validate_model"]})
     message = str(refused.value)
     assert "\n" not in message and f"intermediates/{name}" in message and "13 bytes" in message, message
     assert not (third.home / name).exists()
+    assert encoder.read_bytes() == (hosts[ran_on["features"]].home / WORKDIR / "encoder.json").read_bytes()
 
 
 @pytest.mark.slow

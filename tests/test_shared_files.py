@@ -1,11 +1,12 @@
 """Steps on two hosts that share no disk: files go through a real MLflow server's artifact proxy.
 
 Two homes stand for two hosts; the steps of one run alternate between them against one
-`taxipipe ui` server (`--serve-artifacts`), so each step reads files the other host wrote.
+`mlflow server --serve-artifacts`, so each step reads files the other host wrote.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -15,11 +16,11 @@ import httpx
 import pytest
 
 from taxipipe.config import Settings, load_settings
-from taxipipe.errors import SharedFileError
+from taxipipe.errors import SharedFileError, TrackingError
 from taxipipe.pipeline import graph, run_step
 from taxipipe.steps import Record, StepContext
-from taxipipe.tracking import shared_files
-from tests.helpers import TlcServer, free_port, running_ui, store_uri, wait_healthy
+from taxipipe.tracking import server_command, server_env, shared_files
+from tests.helpers import TlcServer, free_port, stop, store_uri, wait_healthy
 
 WORKDIR = "partitions/green/2021-01"
 
@@ -35,11 +36,29 @@ def files_under(folder: Path) -> set[str]:
     return {path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()}
 
 
+@contextlib.contextmanager
+def mlflow_server(root: Path, *options: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`mlflow server --serve-artifacts` as `taxipipe` starts it, proxying to `root`/artifacts, on a
+    free port; yields its URL, then stops it by its pid."""
+    port = free_port()
+    environment = {**os.environ, **server_env(store_uri(root, "mlflow.db"), quiet=True), **(env or {})}
+    with (root / "server.log").open("w") as log:
+        process = subprocess.Popen([*server_command(port, str(root / "artifacts"), quiet=True), *options],
+                                   env=environment, cwd=root, stdout=log, stderr=log)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_healthy(url, process)
+            yield url
+        finally:
+            stop(process)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """One tracking server for the module: its URL and the folder its artifact proxy writes to."""
-    with running_ui(tmp_path_factory.mktemp("tracking")) as (url, server_home, _):
-        yield url, server_home / "mlflow" / "artifacts"
+    root = tmp_path_factory.mktemp("tracking")
+    with mlflow_server(root) as url:
+        yield url, root / "artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -133,41 +152,25 @@ def test_an_embedded_run_shares_nothing(tlc_server: TlcServer, tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_files_move_with_mlflow_credentials_when_the_server_demands_them(tlc_server: TlcServer, tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from taxipipe.errors import TrackingError
-    from taxipipe.tracking import server_command, server_env
-
-    port = free_port()
-    command = [*server_command(port, str(tmp_path / "artifacts")), "--app-name", "basic-auth"]
-    env = {**os.environ, **server_env(store_uri(tmp_path, "mlflow.db")),
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret", "MLFLOW_AUTH_ADMIN_PASSWORD": "s3cret-Passw0rd"}
-    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, process)
-        settings = settings_of(tmp_path / "home", tlc_server, url)
+def test_files_move_with_mlflow_credentials_when_the_server_demands_them(
+        tlc_server: TlcServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    admin = ("admin", "s3cret-Passw0rd")
+    with mlflow_server(tmp_path, "--app-name", "basic-auth", env={
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret", "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1]}) as url:
+        settings = settings_of(tmp_path / "A", tlc_server, url)
         written = settings.home / WORKDIR / "encoder.json"
         written.parent.mkdir(parents=True)
         written.write_text('{"mode": "categorical"}')
         monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
-        with pytest.raises(TrackingError, match="refused access .* MLFLOW_TRACKING_USERNAME"):
+        with pytest.raises(TrackingError, match=r"^the tracking server \S+ refused access to its artifact store "
+                                                r"\(HTTP 401\); set MLFLOW_TRACKING_USERNAME"):
             shared_files.upload(settings, [written])
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret-Passw0rd")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", admin[0])
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin[1])
         manifest = shared_files.upload(settings, [written])
-        assert (tmp_path / "artifacts" / "intermediates" / WORKDIR / "encoder.json").read_bytes() == written.read_bytes()
-        elsewhere = settings_of(tmp_path / "other", tlc_server, url)
-        fetched = elsewhere.home / WORKDIR / "encoder.json"
-        assert shared_files.fetch(elsewhere, fetched, manifest[f"{WORKDIR}/encoder.json"])
+        other = settings_of(tmp_path / "B", tlc_server, url)
+        fetched = other.home / WORKDIR / "encoder.json"
+        assert shared_files.fetch(other, fetched, manifest[f"{WORKDIR}/encoder.json"])
         assert fetched.read_bytes() == written.read_bytes()
         assert shared_files.remove(settings, [settings.home / WORKDIR]) == [f"intermediates/{WORKDIR}"]
         assert not (tmp_path / "artifacts" / "intermediates" / WORKDIR).exists()
-    finally:
-        process.terminate()
-        try:
-            process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()

@@ -148,29 +148,28 @@ def test_an_embedded_run_shares_nothing(tlc_server: TlcServer, tmp_path: Path) -
         "downloads/green_tripdata_2021-01.parquet", "downloads/green_tripdata_2021-01.parquet.source",
         "downloads/green_tripdata_2021-02.parquet", "downloads/green_tripdata_2021-02.parquet.source",
         f"{WORKDIR}/train_clean.parquet", f"{WORKDIR}/validation_clean.parquet"}
-    assert shared_files.upload(settings, [settings.home / WORKDIR / "train_clean.parquet"]) == {}
+    assert shared_files.upload(settings.tracking_uri(), settings.home, [settings.home / WORKDIR / "train_clean.parquet"]) == {}
 
 
 @pytest.mark.slow
-def test_files_move_with_mlflow_credentials_when_the_server_demands_them(
-        tlc_server: TlcServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_files_move_with_mlflow_credentials_when_the_server_demands_them(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     admin = ("admin", "s3cret-Passw0rd")
     with mlflow_server(tmp_path, "--app-name", "basic-auth", env={
             "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret", "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1]}) as url:
-        settings = settings_of(tmp_path / "A", tlc_server, url)
-        written = settings.home / WORKDIR / "encoder.json"
+        writer, reader = tmp_path / "A", tmp_path / "B"
+        written = writer / WORKDIR / "encoder.json"
         written.parent.mkdir(parents=True)
         written.write_text('{"mode": "categorical"}')
         monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
         with pytest.raises(TrackingError, match=r"^the tracking server \S+ refused access to its artifact store "
                                                 r"\(HTTP 401\); set MLFLOW_TRACKING_USERNAME"):
-            shared_files.upload(settings, [written])
+            shared_files.upload(url, writer, [written])
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", admin[0])
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin[1])
-        manifest = shared_files.upload(settings, [written])
-        other = settings_of(tmp_path / "B", tlc_server, url)
-        fetched = other.home / WORKDIR / "encoder.json"
-        assert shared_files.fetch(other, fetched, manifest[f"{WORKDIR}/encoder.json"])
+        manifest = shared_files.upload(url, writer, [written])
+        fetched = reader / WORKDIR / "encoder.json"
+        assert shared_files.fetch(url, reader, fetched, manifest[f"{WORKDIR}/encoder.json"])
         assert fetched.read_bytes() == written.read_bytes()
-        assert shared_files.remove(settings, [settings.home / WORKDIR]) == [f"intermediates/{WORKDIR}"]
+        assert shared_files.remove(url, writer, [writer / WORKDIR]) == [f"intermediates/{WORKDIR}"]
         assert not (tmp_path / "artifacts" / "intermediates" / WORKDIR).exists()

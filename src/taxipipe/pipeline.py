@@ -260,7 +260,8 @@ def _bring_reads(step: Step, ctx: StepContext, upstream: Upstream) -> Record | N
     """
     from taxipipe.tracking import shared_files
 
-    if shared_files.server(ctx.settings) is None:
+    uri, home = ctx.settings.tracking_uri(), ctx.settings.home
+    if shared_files.server(uri) is None:
         return None
     known: shared_files.Manifest = {}
     for previous in upstream.values():
@@ -268,10 +269,10 @@ def _bring_reads(step: Step, ctx: StepContext, upstream: Upstream) -> Record | N
     downloads = {ctx.layout.download(month): month for month in ctx.settings.months}
     moved: dict[str, dict[str, int]] = {"downloaded": {}, "fetched": {}}
     for path in step.reads(ctx):
-        name = shared_files.key(ctx.settings, path)
+        name = shared_files.key(home, path)
         if path in downloads and not path.exists():
             moved["downloaded"][name] = steps.extract_month(ctx, downloads[path])["bytes"]
-        elif name in known and shared_files.fetch(ctx.settings, path, known[name]):
+        elif name in known and shared_files.fetch(uri, home, path, known[name]):
             moved["fetched"][name] = known[name]["bytes"]
     return {"shared_files": known, "transfers": moved}
 
@@ -282,6 +283,7 @@ def _share_writes(step: Step, ctx: StepContext, shared: Record, record: Record) 
     from taxipipe.tracking import shared_files
 
     downloads = {ctx.layout.download(month) for month in ctx.settings.months}
-    sent = shared_files.upload(ctx.settings, [path for path in step.writes(ctx) if path not in downloads])
+    sent = shared_files.upload(ctx.settings.tracking_uri(), ctx.settings.home,
+                               [path for path in step.writes(ctx) if path not in downloads])
     record["shared_files"] = {**shared["shared_files"], **sent}
     record["transfers"] = {**shared["transfers"], "uploaded": {name: file["bytes"] for name, file in sent.items()}}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -173,3 +174,16 @@ def test_files_move_with_mlflow_credentials_when_the_server_demands_them(tmp_pat
         assert fetched.read_bytes() == written.read_bytes()
         assert shared_files.remove(url, writer, [writer / WORKDIR]) == [f"intermediates/{WORKDIR}"]
         assert not (tmp_path / "artifacts" / "intermediates" / WORKDIR).exists()
+
+
+@pytest.mark.slow
+def test_a_server_without_the_artifact_proxy_fails_at_once_in_one_sentence(tmp_path: Path) -> None:
+    with mlflow_server(tmp_path, "--no-serve-artifacts") as url:
+        written = tmp_path / "A" / WORKDIR / "encoder.json"
+        written.parent.mkdir(parents=True)
+        written.write_text("{}")
+        started = time.monotonic()
+        with pytest.raises(TrackingError, match=r"^the tracking server \S+ does not serve artifacts, .*; start it "
+                                                r"with --serve-artifacts$"):
+            shared_files.upload(url, tmp_path / "A", [written])
+        assert time.monotonic() - started < 10, "no retries of the disabled proxy's answer"

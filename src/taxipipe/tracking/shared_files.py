@@ -29,6 +29,8 @@ _ENDPOINT = "/api/2.0/mlflow-artifacts/artifacts"
 _CHUNK_BYTES = 1 << 20
 #: The digests of the files this process hashed or fetched, trusted while size and mtime stay.
 _HASHER = FileHasher({})
+#: The servers found serving artifacts (one probe each: MLflow would retry a disabled proxy's 503).
+_SERVING: set[str] = set()
 
 
 class SharedFile(TypedDict):
@@ -125,13 +127,21 @@ def _holds(path: Path, expected: SharedFile) -> bool:
 
 
 def _request(uri: str, name: str, method: str, **kwargs: Any) -> Response:
-    """One request to the artifact proxy with MLflow's credentials and retries; a refusal or a
-    missing file is one sentence."""
+    """One request to the artifact proxy with MLflow's credentials and retries; a server without
+    the proxy, a refusal or a missing file is one sentence."""
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
     where = remote_path(name)
-    answer = http_request(get_default_host_creds(uri), f"{_ENDPOINT}/{quote(where)}", method, **kwargs)
+    credentials = get_default_host_creds(uri)
+    if uri not in _SERVING:
+        probe = http_request(credentials, _ENDPOINT, "GET", params={"path": PREFIX}, max_retries=0,
+                             raise_on_status=False)
+        if probe.status_code == 503 and "--serve-artifacts" in probe.text:
+            raise TrackingError(f"the tracking server {uri} does not serve artifacts, and the steps hand each "
+                                "other files through it; start it with --serve-artifacts")
+        _SERVING.add(uri)
+    answer = http_request(credentials, f"{_ENDPOINT}/{quote(where)}", method, **kwargs)
     if answer.ok:
         return answer
     answer.close()

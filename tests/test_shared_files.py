@@ -135,6 +135,12 @@ def test_cleanup_leaves_no_intermediate_on_the_server(two_hosts, server) -> None
     assert files_under(artifacts / shared_files.PREFIX) == set()
     # the run's model stays in the store
     assert any(name.endswith("MLmodel") for name in files_under(artifacts))
+    # a host that comes later finds no intermediate, and says so
+    late = hosts["B"].home / "late"
+    with pytest.raises(SharedFileError, match=rf"^intermediates/{WORKDIR}/model.bin is not in the tracking "
+                                              r"server's artifact store at \S+; run the pipeline again"):
+        shared_files.fetch(server[0], late, late / WORKDIR / "model.bin", records["deploy"]["shared_files"][
+            f"{WORKDIR}/model.bin"])
 
 
 def test_an_embedded_run_shares_nothing(tlc_server: TlcServer, tmp_path: Path) -> None:

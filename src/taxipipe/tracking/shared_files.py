@@ -29,7 +29,7 @@ _ENDPOINT = "/api/2.0/mlflow-artifacts/artifacts"
 _CHUNK_BYTES = 1 << 20
 #: The digests of the files this process hashed or fetched, trusted while size and mtime stay.
 _HASHER = FileHasher({})
-#: The servers found serving artifacts (one probe each: MLflow would retry a disabled proxy's 503).
+#: The servers found serving artifacts (`_check_serving`).
 _SERVING: set[str] = set()
 
 
@@ -135,12 +135,7 @@ def _request(uri: str, name: str, method: str, **kwargs: Any) -> Response:
     where = remote_path(name)
     credentials = get_default_host_creds(uri)
     if uri not in _SERVING:
-        probe = http_request(credentials, _ENDPOINT, "GET", params={"path": PREFIX}, max_retries=0,
-                             raise_on_status=False)
-        if probe.status_code == 503 and "--serve-artifacts" in probe.text:
-            raise TrackingError(f"the tracking server {uri} does not serve artifacts, and the steps hand each "
-                                "other files through it; start it with --serve-artifacts")
-        _SERVING.add(uri)
+        _check_serving(uri, credentials)
     answer = http_request(credentials, f"{_ENDPOINT}/{quote(where)}", method, **kwargs)
     if answer.ok:
         return answer
@@ -153,3 +148,15 @@ def _request(uri: str, name: str, method: str, **kwargs: Any) -> Response:
                               "run the pipeline again from the step that writes it")
     raise TrackingError(f"the tracking server {uri} answered HTTP {answer.status_code} to {method} {where}; "
                         "check it and run again")
+
+
+def _check_serving(uri: str, credentials: Any) -> None:
+    """Fail at once, with the fix, when the server runs with `--no-serve-artifacts` (MLflow would
+    retry its 503 answer for seconds to minutes); one unretried probe per server."""
+    from mlflow.utils.rest_utils import http_request
+
+    probe = http_request(credentials, _ENDPOINT, "GET", params={"path": PREFIX}, max_retries=0, raise_on_status=False)
+    if probe.status_code == 503 and "--serve-artifacts" in probe.text:
+        raise TrackingError(f"the tracking server {uri} does not serve artifacts, and the steps hand each other "
+                            "files through it; start it with --serve-artifacts")
+    _SERVING.add(uri)

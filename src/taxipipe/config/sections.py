@@ -201,7 +201,6 @@ class StackSettings(Section):
         try:
             return str(ipaddress.ip_address(address))
         except ValueError:
-            raise PydanticCustomError(
-                "listen_address", "stack.listen '{address}' is not an IP address of this host: give one such "
-                "as 10.0.0.5 (the address workers on other hosts reach), or leave it empty",
-                {"address": address}) from None
+            raise PydanticCustomError("sentence", "{sentence}", {"sentence": (
+                f"stack.listen '{address}' is not an IP address: give one of this host's, such as 10.0.0.5 "
+                "(the address workers on other hosts reach), or leave it empty")}) from None

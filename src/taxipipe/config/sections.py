@@ -119,6 +119,8 @@ class ValidationSettings(Section):
 class ComputeSettings(Section):
     engine: Literal["local", "dask"] = "local"
     dask_scheduler: str = Field(default="", description="tcp://HOST:PORT; empty: a LocalCluster")
+    dask_tls_dir: Path | None = Field(default=None, description="ca.pem, client.pem and client-key.pem for a "
+                                      "tls:// scheduler (a listening stack's HOME/stack/tls)")
     external_memory: bool = Field(default=False, description="stream the window through XGBoost's "
                                   "external memory even when it would fit")
     memory_gb: float | None = Field(default=None, gt=0, description="None: half the available memory")

@@ -127,7 +127,7 @@ class Stack:
         return load_secrets(self.paths, self.databases, self._engine_secrets)
 
     def _engine_secrets(self) -> dict[str, str]:
-        return {"stack_id": token(6), **mlflow_secrets(),
+        return {"stack_id": token(12), **mlflow_secrets(),
                 **{key: value for engine in self.engines for key, value in engine.secrets().items()}}
 
     @property

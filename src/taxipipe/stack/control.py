@@ -4,6 +4,9 @@ PostgreSQL and MLflow are the stack's own; every other service belongs to an eng
 declares it in its folder (`runners/NAME/services.py`); the caller passes the engines to run
 (`runners/engines.py`).
 
+With `stack.listen` (`up --listen ADDRESS`) the stack also runs a Dask scheduler, and `up`
+ends by writing the join file a worker host needs (`stack/join_file.py`).
+
 Every command first says which home's stack it speaks for. `up` records the running stack's
 home (and the settings its runs get) outside any home, so `env`, `status` and `down` from a
 shell without that home still find it; a shell whose own home has a stack speaks for that one

@@ -270,11 +270,13 @@ def test_stack_env_exports_each_clients_credentials(listening: RunningStack):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_new_credentials_wait_for_a_stopped_stack_and_retire_the_old_join_file(listening: RunningStack,
-                                                                               tmp_path: Path):
+def test_new_credentials_and_another_address_wait_for_a_stopped_stack(listening: RunningStack, tmp_path: Path):
     old = join_file.read(the_join_file(listening))
     refused = listening.cli("up", "--listen", ADDRESS, "--new-credentials", timeout=120)
     assert refused.returncode == 1 and refused.stderr.startswith("❌ --new-credentials needs a stopped stack")
+    moved = listening.cli("up", timeout=120)
+    assert (moved.returncode, moved.stderr.strip()) == (
+        1, f"❌ the running stack listens on {ADDRESS}: `taxipipe stack down` first to change --listen")
     processes = listening.processes()
     assert listening.cli("down", timeout=300).returncode == 0
     assert not [process for process in processes if alive(process)]

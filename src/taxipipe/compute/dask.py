@@ -1,10 +1,10 @@
-"""Training on a Dask cluster: dask.dataframe reads the encoded window, xgboost.dask trains.
+"""Training on a Dask cluster: the encoded window goes to the workers, xgboost.dask trains.
 
 The cluster is the scheduler at compute.dask_scheduler (tcp://HOST:PORT), or, when that is
-empty, a LocalCluster sized to this machine that lives as long as the training. Workers
-read the encoded window from the run's home, so on several machines the home must be
-shared storage (as for Airflow's Celery workers). The booster comes back to this process
-and is saved and served like one trained in memory. (Imported only to train.)
+empty, a LocalCluster sized to this machine that lives as long as the training. This process reads the encoded window a row group
+at a time and sends each to the cluster, so workers on other hosts need no shared disk. The
+booster comes back to this process and is saved and served like one trained in memory.
+(Imported only to train.)
 """
 
 from __future__ import annotations
@@ -71,7 +71,6 @@ def quiet_xgboost_console() -> None:
 
 def train_on_cluster(settings: Settings, encoder: Any, train_path: Path, validation_path: Path) -> Trained:
     """xgboost.dask on the window, early stopping on the validation month, scored here."""
-    import dask.dataframe as dd
     import pyarrow.parquet as pq
     import xgboost.dask as dxgb
 
@@ -84,8 +83,8 @@ def train_on_cluster(settings: Settings, encoder: Any, train_path: Path, validat
     model, names = settings.model, encoder.feature_names
     kinds = {"feature_types": encoder.feature_types, "enable_categorical": True}
     with connect(settings) as client:
-        window = dd.read_parquet(str(train_path))
-        validation = dd.read_parquet(str(validation_path))
+        window = send_encoded(client, train_path)
+        validation = send_encoded(client, validation_path)
         dtrain = dxgb.DaskQuantileDMatrix(client, window[names], window[TARGET], **kinds)
         dvalid = dxgb.DaskDMatrix(client, validation[names], validation[TARGET], **kinds)
         output = dxgb.train(client, booster_params(model.params), dtrain, num_boost_round=model.params.n_estimators,
@@ -98,3 +97,59 @@ def train_on_cluster(settings: Settings, encoder: Any, train_path: Path, validat
         **metrics, "dask_workers": len(workers),
         "dask_workers_peak_rss_mb": round(sum(workers.values()) / 2**20, 1)})
     return Trained(fit, target, pq.ParquetFile(train_path).metadata.num_rows)
+
+
+def send_encoded(client: Any, path: Path) -> Any:
+    """An encoded file as a dask DataFrame held by the workers, sent from here a row group at a time.
+
+    Row groups form the partitions `dask.dataframe.read_parquet` would make of the file, so the
+    booster is the one workers reading the file from a shared disk would train; partition i
+    goes to the i-th worker (round robin), and its row groups are joined there.
+    """
+    import dask.dataframe as dd
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(path)
+    workers = sorted(client.scheduler_info()["workers"])
+    if not workers:
+        raise ComputeError(f"the Dask scheduler at {client.scheduler.address} has no workers; start "
+                           "`dask worker` (or `taxipipe stack join`) on the worker hosts")
+    parts = []
+    sizes = [source.metadata.row_group(index).total_byte_size for index in range(source.num_row_groups)]
+    for number, groups in enumerate(partition_row_groups(sizes)):
+        worker = [workers[number % len(workers)]]
+        pieces = [client.scatter(source.read_row_group(index).to_pandas(), workers=worker, hash=False)
+                  for index in groups]
+        parts.append(client.submit(join_row_groups, pieces, workers=worker))
+    return dd.from_delayed(parts, meta=source.schema_arrow.empty_table().to_pandas(), verify_meta=False)
+
+
+#: dask.dataframe.read_parquet's default partition size (its pyarrow engine's `blocksize`).
+PARTITION_BYTES = 256 << 20
+
+
+def partition_row_groups(sizes: list[int], limit: int = PARTITION_BYTES) -> list[list[int]]:
+    """The row groups (by their uncompressed bytes) that make each partition, as read_parquet
+    groups them: one partition while the file is at most twice `limit`; otherwise consecutive
+    row groups while their sum stays within `limit`."""
+    if not sizes:
+        return []
+    if sum(sizes) <= 2 * limit:
+        return [list(range(len(sizes)))]
+    partitions, current, total = [], [0], sizes[0]
+    for index, size in enumerate(sizes[1:], start=1):
+        if total + size <= limit:
+            current.append(index)
+            total += size
+        else:
+            partitions.append(current)
+            current, total = [index], size
+    partitions.append(current)
+    return partitions
+
+
+def join_row_groups(pieces: list[Any]) -> Any:
+    """On a worker: one partition of the row groups sent to the cluster."""
+    import pandas as pd
+
+    return pd.concat(pieces, ignore_index=True) if len(pieces) > 1 else pieces[0]

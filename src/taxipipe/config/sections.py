@@ -119,6 +119,8 @@ class ValidationSettings(Section):
 class ComputeSettings(Section):
     engine: Literal["local", "dask"] = "local"
     dask_scheduler: str = Field(default="", description="tcp://HOST:PORT; empty: a LocalCluster")
+    dask_tls_dir: Path | None = Field(default=None, description="ca.pem, client.pem and client-key.pem for a "
+                                      "tls:// scheduler (a listening stack's HOME/stack/tls)")
     external_memory: bool = Field(default=False, description="stream the window through XGBoost's "
                                   "external memory even when it would fit")
     memory_gb: float | None = Field(default=None, gt=0, description="None: half the available memory")
@@ -201,7 +203,6 @@ class StackSettings(Section):
         try:
             return str(ipaddress.ip_address(address))
         except ValueError:
-            raise PydanticCustomError(
-                "listen_address", "stack.listen '{address}' is not an IP address of this host: give one such "
-                "as 10.0.0.5 (the address workers on other hosts reach), or leave it empty",
-                {"address": address}) from None
+            raise PydanticCustomError("sentence", "{sentence}", {"sentence": (
+                f"stack.listen '{address}' is not an IP address: give one of this host's, such as 10.0.0.5 "
+                "(the address workers on other hosts reach), or leave it empty")}) from None

@@ -14,7 +14,7 @@ from taxipipe.compute.dask import connect
 from taxipipe.config import load_settings
 from taxipipe.errors import ComputeError
 from taxipipe.runners.simple import SimplePipeline
-from tests.helpers import cli_data_flags, free_port, run_cli
+from tests.helpers import cli_data_flags, free_port, run_cli, stop_processes
 
 WINDOW_2023 = {"year": 2023, "month": 3, "train_months": 3}
 #: xgboost.dask sketches quantiles per worker and sums histograms across workers, so cut
@@ -43,13 +43,7 @@ def dask_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             client.wait_for_workers(2, timeout=120)
         yield address
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
         log.close()
 
 

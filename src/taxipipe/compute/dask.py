@@ -1,7 +1,8 @@
 """Training on a Dask cluster: the encoded window goes to the workers, xgboost.dask trains.
 
-The cluster is the scheduler at compute.dask_scheduler (tcp://HOST:PORT), or, when that is
-empty, a LocalCluster sized to this machine that lives as long as the training. This process reads the encoded window a row group
+The cluster is the scheduler at compute.dask_scheduler (tcp://HOST:PORT, or tls://HOST:PORT
+with the certificates in compute.dask_tls_dir), or, when that is empty, a LocalCluster sized
+to this machine that lives as long as the training. This process reads the encoded window a row group
 at a time and sends each to the cluster, so workers on other hosts need no shared disk. The
 booster comes back to this process and is saved and served like one trained in memory.
 (Imported only to train.)
@@ -34,15 +35,69 @@ def connect(settings: Settings) -> Iterator[Any]:
                 client.run(quiet_xgboost_console)
             yield client
         return
+    security = tls_security(settings)
     try:
-        client = Client(address, timeout="10s")
-    except (OSError, TimeoutError):
-        raise ComputeError(
-            f"cannot reach the Dask scheduler at {address}; start it (`dask scheduler`) or point "
-            "compute.dask_scheduler (--scheduler) at a running one, or leave it empty for a local cluster"
-        ) from None
+        client = Client(address, timeout="10s", security=security)
+    except OSError as exc:
+        if security is not None and ("TLS" in str(exc) or "SSL" in str(exc)):
+            raise ComputeError(
+                f"the Dask scheduler at {address} refused the TLS handshake: the certificates in "
+                f"compute.dask_tls_dir ({settings.compute.dask_tls_dir}) are not its stack's; copy them "
+                "again from the stack's HOME/stack/tls (or its join file)") from None
+        raise unreachable(address) from None
+    except TimeoutError:
+        raise unreachable(address) from None
     with client:
         yield client
+
+
+def unreachable(address: str) -> ComputeError:
+    return ComputeError(
+        f"cannot reach the Dask scheduler at {address}; start it (`dask scheduler`) or point "
+        "compute.dask_scheduler (--scheduler) at a running one, or leave it empty for a local cluster")
+
+
+#: What compute.dask_tls_dir holds: the stack's certificate authority, the client's certificate and key.
+TLS_FILES = ("ca.pem", "client.pem", "client-key.pem")
+
+
+def tls_paths(settings: Settings) -> tuple[Path, Path, Path] | None:
+    """The files of compute.dask_tls_dir for a tls:// scheduler (None for another cluster); a
+    tls:// address without the folder, or a folder that lacks a file, is one sentence."""
+    address, folder = settings.compute.dask_scheduler, settings.compute.dask_tls_dir
+    if not address.startswith("tls://"):
+        return None
+    if folder is None:
+        raise ComputeError(
+            f"the Dask scheduler {address} speaks TLS: set compute.dask_tls_dir "
+            "(TAXIPIPE_COMPUTE__DASK_TLS_DIR) to a folder holding its ca.pem, client.pem and client-key.pem "
+            "(a listening stack's HOME/stack/tls; `taxipipe stack env` exports it)")
+    ca, cert, key = (folder / name for name in TLS_FILES)
+    missing = [path.name for path in (ca, cert, key) if not path.is_file()]
+    if missing:
+        raise ComputeError(f"compute.dask_tls_dir ({folder}) lacks {', '.join(missing)}: copy ca.pem, "
+                           "client.pem and client-key.pem from the stack's HOME/stack/tls")
+    return ca, cert, key
+
+
+def tls_security(settings: Settings) -> Any:
+    """The mutual-TLS `Security` of a tls:// scheduler, None for a tcp:// one."""
+    paths = tls_paths(settings)
+    if paths is None:
+        return None
+    import ssl
+
+    from distributed.security import Security
+
+    ca, cert, key = paths
+    security = Security(tls_ca_file=str(ca), tls_client_cert=str(cert), tls_client_key=str(key),
+                        require_encryption=True)
+    try:
+        security.get_connection_args("client")
+    except (ssl.SSLError, ValueError) as exc:
+        raise ComputeError(f"the certificates in compute.dask_tls_dir ({ca.parent}) cannot be read ({exc}); "
+                           "copy them again from the stack's HOME/stack/tls") from None
+    return security
 
 
 def quiet_xgboost_console() -> None:

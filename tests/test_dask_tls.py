@@ -130,6 +130,26 @@ def test_a_window_trains_on_tls_workers_that_cannot_see_the_runs_home(
     assert home.is_dir() and seen == {address: [] for address in seen} and len(seen) == 2, seen
 
 
+def test_the_worker_command_keeps_the_certificates_private_and_listens_with_tls(tmp_path: Path) -> None:
+    import stat
+
+    tls = certificates.make(tmp_path / "stack-tls", "10.213.0.1")
+    join = a_join_file(tls, "tls://10.213.0.1:8786")
+    command, env = worker_command(join, tmp_path / "home", hostname="host-a", nthreads=3)
+
+    folder = worker_home(tmp_path / "home")
+    for name, source in (("ca.pem", tls.ca), ("client.pem", tls.client_cert), ("client-key.pem", tls.client_key)):
+        written = folder / "tls" / name
+        assert written.read_text() == source.read_text() and stat.S_IMODE(written.stat().st_mode) == 0o600
+        assert str(written) in command
+    flags = dict(zip(command, command[1:]))
+    assert command[command.index("distributed.cli.dask_worker") + 1] == "tls://10.213.0.1:8786"
+    assert (flags["--name"], flags["--nthreads"], flags["--protocol"]) == ("host-a", "3", "tls")
+    assert "--no-dashboard" in command and flags["--dashboard-address"].startswith("127.0.0.1:")
+    assert flags["--local-directory"] == str(folder / "work") and (folder / "work").is_dir()
+    assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
+
+
 def test_a_tls_scheduler_without_the_certificates_is_one_sentence(tmp_path: Path) -> None:
     from taxipipe.compute.dask import connect
 

@@ -102,3 +102,19 @@ def test_row_groups_form_the_partitions_read_parquet_would_make(tmp_path: Path) 
         assert [sum(metadata.row_group(index).num_rows for index in part) for part in groups] == expected
         assert [index for part in groups for index in part] == list(range(len(sizes)))
     assert len(partition_row_groups(sizes)) == 1 and partition_row_groups([]) == []
+
+
+def test_a_scheduler_without_workers_is_one_sentence(tmp_path: Path) -> None:
+    import logging
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from distributed import Client, LocalCluster
+
+    from taxipipe.compute.dask import send_encoded
+
+    path = tmp_path / "encoded.parquet"
+    pq.write_table(pa.table({"trip_distance": [1.0], "duration": [5.0]}), path)
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=":0", silence_logs=logging.WARNING) as cluster, \
+            Client(cluster) as client, pytest.raises(ComputeError, match="has no workers; start `dask worker`"):
+        send_encoded(client, path)

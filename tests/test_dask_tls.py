@@ -162,6 +162,10 @@ def test_a_tls_scheduler_without_the_certificates_is_one_sentence(tmp_path: Path
     with pytest.raises(ComputeError, match=r"compute.dask_tls_dir \(.*\) lacks client-key.pem"):
         with connect(tls_settings(address, tls.directory)):
             pass
+    tls.client_key.write_text("not a key")
+    with pytest.raises(ComputeError, match=r"the certificates in compute.dask_tls_dir \(.*\) cannot be read"):
+        with connect(tls_settings(address, tls.directory)):
+            pass
 
 
 def test_a_tls_scheduler_without_the_certificates_is_refused_before_any_download(home: Path, tlc_server) -> None:

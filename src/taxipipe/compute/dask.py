@@ -2,10 +2,10 @@
 
 The cluster is the scheduler at compute.dask_scheduler (tcp://HOST:PORT, or tls://HOST:PORT
 with the certificates in compute.dask_tls_dir), or, when that is empty, a LocalCluster sized
-to this machine that lives as long as the training. This process reads the encoded window a row group
-at a time and sends each to the cluster, so workers on other hosts need no shared disk. The
-booster comes back to this process and is saved and served like one trained in memory.
-(Imported only to train.)
+to this machine that lives as long as the training. This process reads the encoded window a
+row group at a time and sends each to the cluster, so workers on other hosts need no shared
+disk. The booster comes back to this process and is saved and served like one trained in
+memory. (Imported only to train.)
 """
 
 from __future__ import annotations

@@ -79,6 +79,13 @@ def tls_from(join: join_file.JoinFile, folder: Path) -> TlsFiles:
     return files
 
 
+def stop_session(process: subprocess.Popen[bytes]) -> None:
+    """End a worker this test started in a session of its own: it and every process it forked."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=60)
+
+
 def mlflow_search(stack: RunningStack, auth: tuple[str, str] | None = None) -> int:
     return httpx.get(f"{url(stack, 'mlflow')}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
                      auth=auth, timeout=30).status_code
@@ -234,10 +241,34 @@ def test_an_edge_worker_with_the_join_files_secret_registers(listening: RunningS
         assert wait_for(lambda: stranger.poll() is not None, "the worker with another secret ended", 180) != 0
         assert not registered("stranger")
     finally:
-        for process in (joined, stranger):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)  # the worker's session: it and what it forked
-            process.wait(timeout=60)
+        stop_session(joined)
+        stop_session(stranger)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_dask_worker_from_the_join_file_computes_for_a_client_of_stack_env(listening: RunningStack,
+                                                                            tmp_path: Path):
+    """The joining host's worker (`stack/dask_worker.py`) and a client with `stack env`'s
+    settings (`compute.dask_tls_dir`) meet at the stack's scheduler, over mutual TLS both ways."""
+    from taxipipe.stack.dask_worker import worker_command
+
+    command, env = worker_command(join_file.read(the_join_file(listening)), tmp_path / "worker-home", "joined", 1)
+    worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    script = ("from taxipipe.config import load_settings\n"
+              "from taxipipe.compute.dask import connect\n"
+              "with connect(load_settings()) as client:\n"
+              "    client.wait_for_workers(1, timeout=120)\n"
+              "    print(sorted(info['name'] for info in client.scheduler_info()['workers'].values()),\n"
+              "          client.submit(sum, [1, 2, 3]).result())\n")
+    try:
+        result = subprocess.run([sys.executable, "-c", script], env=listening.user_env(), capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.split("\n")[-2] == "['joined'] 6"
+    finally:
+        stop_session(worker)
 
 
 @pytest.mark.slow

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taxipipe.cli.parsing import command
-from taxipipe.flags import add_settings_flags, overrides_from, settings_from
+from taxipipe.errors import StackError
+from taxipipe.flags import add_settings_flags, overrides_from
+
+if TYPE_CHECKING:
+    from taxipipe.config import Settings
 
 
 # -- stack ----------------------------------------------------------------------------------
@@ -22,13 +26,25 @@ def stack_runner_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
+def stack_settings(args: argparse.Namespace) -> Settings:
+    """The settings flags, with `--listen` as stack.listen (only `up` takes it, and --new-credentials)."""
+    from taxipipe.config import load_settings
+
+    if args.action != "up" and (args.listen is not None or args.new_credentials):
+        raise StackError(f"--listen and --new-credentials go with `taxipipe stack up`, not `{args.action}`")
+    overrides = overrides_from(args)
+    if args.listen is not None:
+        overrides["stack"] = {"listen": args.listen}
+    return load_settings(args.config, overrides)
+
+
 def cmd_stack(args: argparse.Namespace) -> int:
     from taxipipe.runners.engines import ENGINES
     from taxipipe.stack import control
 
-    settings = settings_from(args)
+    settings = stack_settings(args)
     if args.action == "up":
-        control.up(settings, ENGINES, stack_runner_env(args))
+        control.up(settings, ENGINES, stack_runner_env(args), new_credentials=args.new_credentials)
     elif args.action == "down":
         control.down(settings, ENGINES)
     elif args.action == "env":
@@ -47,11 +63,19 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 def add_stack(commands: Any) -> None:
     stack = command(commands, "stack", cmd_stack,
-                    "PostgreSQL, MLflow, Airflow, Prefect and Dagster servers on 127.0.0.1 (docs/production.md)",
+                    "PostgreSQL, MLflow, Airflow, Prefect and Dagster servers on 127.0.0.1, or for workers "
+                    "on other hosts with --listen (docs/production.md)",
                     description="Run the shared stack in the background, with state and logs in HOME/stack.")
     stack.add_argument("action", choices=["up", "down", "status", "env"],
                        help="up: start what is missing; down: stop everything; status: health of each "
                             "service (exit 1 if one is not healthy); env: export lines for a shell")
+    stack.add_argument("--listen", metavar="ADDRESS",
+                       help="up: the servers workers reach (MLflow, Airflow's API, Prefect, a Dask scheduler) "
+                            "listen on this address of the host, with credentials, and a join file for "
+                            "workers is written (setting stack.listen)")
+    stack.add_argument("--new-credentials", action="store_true",
+                       help="up, on a stopped stack: new passwords, keys and certificates (old join files "
+                            "stop working)")
     add_settings_flags(stack)
 
 

@@ -37,8 +37,8 @@ _UNFINISHED: set[Path] = set()
 
 
 @contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it over `target` only on success.
+def atomic_path(target: Path, mode: int = FILE_MODE) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; rename it over `target` (with `mode`) only on success.
 
     The temporary name ends in `.part`, so no glob for the real files' suffix lists it. A crash or an exception leaves `target` as it was and removes the temporary file, so no
     later run ever sees half a file under the real name. The temporary name carries the
@@ -52,7 +52,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         yield tmp
         if tmp.exists():
-            tmp.chmod(FILE_MODE)
+            tmp.chmod(mode)
         os.replace(tmp, target)
     except OSError as exc:
         _name_target(exc, tmp, target)
@@ -127,3 +127,12 @@ def write_text_atomic(target: Path, text: str) -> None:
     """Write a small text file atomically."""
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+def write_private(target: Path, data: str | bytes) -> None:
+    """Write a small file atomically, readable by this user only (mode 0600): a secret."""
+    with atomic_path(target, 0o600) as tmp:
+        if isinstance(data, str):
+            tmp.write_text(data)
+        else:
+            tmp.write_bytes(data)

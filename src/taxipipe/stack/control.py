@@ -4,6 +4,9 @@ PostgreSQL and MLflow are the stack's own; every other service belongs to an eng
 declares it in its folder (`runners/NAME/services.py`); the caller passes the engines to run
 (`runners/engines.py`).
 
+With `stack.listen` (`up --listen ADDRESS`) the stack also runs a Dask scheduler, and `up`
+ends by writing the join file a worker host needs (`stack/join_file.py`).
+
 Every command first says which home's stack it speaks for. `up` records the running stack's
 home (and the settings its runs get) outside any home, so `env`, `status` and `down` from a
 shell without that home still find it; a shell whose own home has a stack speaks for that one
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +28,10 @@ from typing import Callable, Mapping, Sequence
 
 from taxipipe.config import DEFAULT_URL_TEMPLATE, Settings
 from taxipipe.errors import StackError
-from taxipipe.stack import postgres, processes, state
+from taxipipe.stack import dask_scheduler, join_file, postgres, processes, state
+from taxipipe.stack.join_file import JoinFile, code_version
 from taxipipe.stack.processes import PidRecord
-from taxipipe.stack.services import Engine, Service, Stack
+from taxipipe.stack.services import MLFLOW_ADMIN, Engine, Service, Stack, auth_database
 from taxipipe.stack.state import StackPaths
 
 _print_lock = threading.Lock()
@@ -63,7 +68,8 @@ def locate(settings: Settings) -> Located:
     """This shell's stack, or the running one when this shell's home has none.
 
     The running stack is the one the last `up` recorded (and `down` has not stopped): its
-    home, ports and the settings its runs get, such as the URL template given to `up`.
+    home, ports, listen address and the settings its runs get, such as the URL template given
+    to `up`. The listen address is the recorded one even for a shell with the stack's home.
     """
     home = settings.home
     record = state.read_running()
@@ -71,7 +77,9 @@ def locate(settings: Settings) -> Located:
         return Located(settings, f"🏠 stack home {home}")
     running_home = Path(record["home"])
     if running_home == home:
-        return Located(settings, f"🏠 stack home {home}", record.get("runner_env", {}))
+        listen = record.get("stack", {}).get("listen", "")
+        same = settings.model_copy(update={"stack": settings.stack.model_copy(update={"listen": listen})})
+        return Located(same, f"🏠 stack home {home}", record.get("runner_env", {}))
     if StackPaths.of(home).root.exists():
         return Located(settings, f"🏠 stack home {home} (the running stack's home is {running_home}: "
                                  f"--home {running_home} speaks for it)")
@@ -81,12 +89,18 @@ def locate(settings: Settings) -> Located:
                             "has no stack)", record.get("runner_env", {}))
 
 
-def _record_running(settings: Settings, runner_env: Mapping[str, str]) -> None:
-    """What `locate` reads: the home, the ports, and the settings the runs get."""
+def _runs_env(settings: Settings, runner_env: Mapping[str, str]) -> dict[str, str]:
+    """The settings the stack's runs get: `up`'s flags, and a URL template other than the default."""
     runs = dict(runner_env)
     if settings.data.url_template != DEFAULT_URL_TEMPLATE:
         runs.setdefault("TAXIPIPE_DATA__URL_TEMPLATE", settings.data.url_template)
-    state.record_running(settings.home, {"stack": settings.stack.model_dump(mode="json"), "runner_env": runs})
+    return runs
+
+
+def _record_running(settings: Settings, runner_env: Mapping[str, str]) -> None:
+    """What `locate` reads: the home, the ports and listen address, and the settings the runs get."""
+    state.record_running(settings.home, {"stack": settings.stack.model_dump(mode="json"),
+                                         "runner_env": _runs_env(settings, runner_env)})
 
 
 def _running(paths: StackPaths, name: str) -> PidRecord | None:
@@ -96,13 +110,16 @@ def _running(paths: StackPaths, name: str) -> PidRecord | None:
     return record if record is not None and record.leader_alive() else None
 
 
-def service_names(engines: Sequence[Engine]) -> tuple[str, ...]:
-    """Every service of a stack running `engines`, in start order."""
-    return (postgres.SERVICE, "mlflow", *(name for engine in engines for name in engine.service_names))
+def service_names(engines: Sequence[Engine], listening: bool = False) -> tuple[str, ...]:
+    """Every service of a stack running `engines`, in start order; a listening stack's
+    (`stack.listen`) also has a Dask scheduler."""
+    return (postgres.SERVICE, "mlflow", *(name for engine in engines for name in engine.service_names),
+            *((dask_scheduler.SERVICE,) if listening else ()))
 
 
 def _services(stack: Stack) -> dict[str, Service]:
-    services = [stack.mlflow(), *(service for engine in stack.engines for service in engine.services(stack))]
+    services = [stack.mlflow(), *(service for engine in stack.engines for service in engine.services(stack)),
+                *([dask_scheduler.service(stack)] if stack.listening else [])]
     return {service.name: service for service in services}
 
 
@@ -135,15 +152,24 @@ def start_missing(stack: Stack, service: Service, missing: set[str]) -> None:
         _start(stack, service)
 
 
-def up(settings: Settings, engines: Sequence[Engine], runner_env: Mapping[str, str]) -> None:
-    """Start every missing service: PostgreSQL, then MLflow and each engine's side by side."""
+def up(settings: Settings, engines: Sequence[Engine], runner_env: Mapping[str, str],
+       new_credentials: bool = False) -> None:
+    """Start every missing service: PostgreSQL, then MLflow and each engine's side by side (and,
+    with `stack.listen`, the Dask scheduler), then write a listening stack's join file.
+
+    `new_credentials` (refused while a service runs) first makes every login, signing key and
+    certificate anew, so join files written before stop working.
+    """
     recorded = state.read_running()
     elsewhere = recorded is not None and Path(recorded["home"]) != settings.home
     say(f"🏠 stack home {settings.home}" + (f" (the running stack's home is {recorded['home']})" if elsewhere else ""))
+    if new_credentials:
+        _renew_credentials(Stack(settings, engines))
     stack = Stack(settings, engines, runner_env)
     paths = stack.paths
+    _require_same_listen(stack, recorded)
     services = _services(stack)
-    names = service_names(engines)
+    names = service_names(engines, stack.listening)
     missing = {name for name in names if _running(paths, name) is None}
     for name in names:
         record = _running(paths, name)
@@ -154,7 +180,7 @@ def up(settings: Settings, engines: Sequence[Engine], runner_env: Mapping[str, s
     for name in missing - {postgres.SERVICE}:
         service = services[name]
         if service.port is not None:
-            processes.require_free_port(service.port, name, service.setting or "")
+            processes.require_free_port(service.port, name, service.setting or "", service.host)
     env = stack.base_env()
     postgres.preflight(paths, env)
     paths.create(engine.name for engine in engines)
@@ -172,6 +198,7 @@ def up(settings: Settings, engines: Sequence[Engine], runner_env: Mapping[str, s
     chains: list[Callable[[], None]] = [
         lambda: start_missing(stack, services["mlflow"], missing),
         *(partial(engine.start, stack, services, missing, databases) for engine in engines),
+        *([lambda: start_missing(stack, services[dask_scheduler.SERVICE], missing)] if stack.listening else []),
     ]
     with ThreadPoolExecutor(len(chains)) as pool:
         futures = [pool.submit(chain) for chain in chains]
@@ -180,7 +207,51 @@ def up(settings: Settings, engines: Sequence[Engine], runner_env: Mapping[str, s
         raise errors[0]
     notes = [engine.ready_note(stack) for engine in engines if engine.ready_note is not None]
     say("; ".join([f"🟢 stack up in {time.monotonic() - started:.1f}s", *notes]))
+    if stack.listening:
+        say(f"🔑 join file {write_join_file(stack, _runs_env(settings, runner_env))} (a secret: copy it to "
+            f"worker hosts only)")
     say('👉 eval "$(taxipipe stack env)" points this shell and its runners at the stack')
+
+
+def _running_names(stack: Stack) -> list[str]:
+    return [name for name in service_names(stack.engines, listening=True) if _running(stack.paths, name)]
+
+
+def _require_same_listen(stack: Stack, recorded: dict | None) -> None:
+    """Refuse to change where a running stack listens: its servers would stay where they are."""
+    if recorded is None or Path(recorded["home"]) != stack.settings.home:
+        return
+    listening = recorded.get("stack", {}).get("listen", "")
+    if listening != stack.settings.stack.listen and _running_names(stack):
+        where = f"on {listening}" if listening else "on 127.0.0.1 only"
+        raise StackError(f"the running stack listens {where}: `taxipipe stack down` first to change --listen")
+
+
+def _renew_credentials(stack: Stack) -> None:
+    """Forget every login, signing key and certificate of a stopped stack (made anew on start)."""
+    running = _running_names(stack)
+    if running:
+        verb = "runs" if len(running) == 1 else "run"
+        raise StackError(f"--new-credentials needs a stopped stack, and {', '.join(running)} {verb}: "
+                         "`taxipipe stack down` first")
+    state.forget_secrets(stack.paths, stack.credentials)
+    auth_database(stack.paths).unlink(missing_ok=True)
+    shutil.rmtree(stack.paths.tls, ignore_errors=True)
+    say("🔑 new credentials: join files written before no longer work")
+
+
+def write_join_file(stack: Stack, runner_env: Mapping[str, str]) -> Path:
+    """What a worker host needs to join the listening `stack`, in HOME/stack/join-<stack id>.json."""
+    files = dask_scheduler.tls_files(stack)
+    engine_fields = {key: value for engine in stack.engines for key, value in engine.join(stack).items()}
+    join = JoinFile(stack_id=stack.secrets["stack_id"], taxipipe_version=code_version(), address=stack.host,
+                    mlflow_url=stack.mlflow_url, mlflow_username=MLFLOW_ADMIN,
+                    mlflow_password=stack.secrets["mlflow_admin"], dask_scheduler=dask_scheduler.address(stack),
+                    dask_ca_pem=files.ca.read_text(), dask_cert_pem=files.client_cert.read_text(),
+                    dask_key_pem=files.client_key.read_text(), runner_env=dict(runner_env), **engine_fields)
+    path = stack.paths.root / join.name()
+    join_file.write(path, join)
+    return path
 
 
 def _stop(paths: StackPaths, name: str) -> None:
@@ -202,7 +273,7 @@ def down(settings: Settings, engines: Sequence[Engine]) -> None:
     if not paths.root.exists():
         say(f"⏭️  no stack in {settings.home}")
         return
-    present = [name for name in service_names(engines)
+    present = [name for name in service_names(engines, listening=True)
                if name != postgres.SERVICE and processes.read_record(paths, name)]
     with ThreadPoolExecutor(max(len(present), 1)) as pool:
         for future in [pool.submit(_stop, paths, name) for name in present]:
@@ -233,7 +304,7 @@ def status(settings: Settings, engines: Sequence[Engine]) -> list[ServiceState]:
     stack = Stack(settings, engines)
     services = _services(stack)
     states = []
-    for name in service_names(engines):
+    for name in service_names(engines, stack.listening):
         record = _running(stack.paths, name)
         if name == postgres.SERVICE:
             port = record.port if record else settings.stack.postgres_port
@@ -251,5 +322,7 @@ def status(settings: Settings, engines: Sequence[Engine]) -> list[ServiceState]:
 def environment(located: Located, engines: Sequence[Engine]) -> str:
     """`export` lines that point a shell (and every runner it starts) at the located stack, with
     the settings its runs get (the URL template given to `up`), after a comment naming its home."""
-    exported = {**located.runner_env, **Stack(located.settings, engines).user_env()}
+    stack = Stack(located.settings, engines)
+    exported = {**located.runner_env, **stack.user_env(),
+                **(dask_scheduler.shell_env(stack) if stack.listening else {})}
     return "\n".join([f"# {located.line}"] + [f"export {key}={shlex.quote(value)}" for key, value in exported.items()])

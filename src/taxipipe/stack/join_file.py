@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from taxipipe.errors import StackError
+from taxipipe.safety.atomic import write_private
 
 #: The join file's name under HOME/stack/: join-<stack id>.json.
 PREFIX = "join-"
@@ -55,11 +55,7 @@ class JoinFile:
 
 def write(path: Path, join: JoinFile) -> None:
     """Write `join` to `path` atomically, readable by this user only."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.part")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        json.dump(asdict(join), file, indent=1)
-    temporary.replace(path)
+    write_private(path, json.dumps(asdict(join), indent=1))
 
 
 def read(path: Path) -> JoinFile:

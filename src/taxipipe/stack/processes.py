@@ -126,22 +126,28 @@ def wait_until(condition: Callable[[], bool], seconds: float, interval: float = 
         time.sleep(interval)
 
 
-def port_is_free(port: int) -> bool:
-    """Whether nothing listens on 127.0.0.1:port (a bind succeeds)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether nothing listens on host:port (a bind succeeds)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError:
             return False
     return True
 
 
-def require_free_port(port: int, service: str, setting: str) -> None:
-    if not port_is_free(port):
-        raise StackError(
-            f"port {port} on 127.0.0.1, wanted by {service}, is taken: stop what listens there or set "
-            f"stack.{setting} (TAXIPIPE_STACK__{setting.upper()}) to a free port")
+def require_free_port(port: int, service: str, setting: str, host: str = "127.0.0.1") -> None:
+    """Refuse, in one sentence, a port something else holds (or an address not of this host)."""
+    if port_is_free(port, host):
+        return
+    if not port_is_free(0, host):
+        raise StackError(f"{host} is not an address of this host: give stack.listen (--listen) one of its "
+                         "addresses, the one worker hosts reach")
+    raise StackError(
+        f"port {port} on {host}, wanted by {service}, is taken: stop what listens there or set "
+        f"stack.{setting} (TAXIPIPE_STACK__{setting.upper()}) to a free port")
 
 
 def run_checked(command: Sequence[str], env: Mapping[str, str], what: str, log: Path,

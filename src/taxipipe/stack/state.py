@@ -10,7 +10,9 @@ import pwd
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Collection, Iterable, Mapping
+
+from taxipipe.safety.atomic import write_private
 
 #: PostgreSQL refuses to run as root: under root the cluster runs as this user.
 RUN_AS_ROOT_USER = "postgres"
@@ -64,6 +66,16 @@ class StackPaths:
     def artifacts(self) -> Path:
         return self.root / "artifacts"
 
+    @property
+    def tls(self) -> Path:
+        """The Dask scheduler's CA, certificates and keys (`stack up --listen`)."""
+        return self.root / "tls"
+
+    @property
+    def mlflow(self) -> Path:
+        """MLflow's own files beside its database: the basic-auth app's config and user store."""
+        return self.root / "mlflow"
+
     def engine_home(self, engine: str) -> Path:
         """Where one engine keeps its files (created by `create`)."""
         return self.root / engine
@@ -75,7 +87,7 @@ class StackPaths:
         """The directories, with a home for each of `engines`, private to this user."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
-        for directory in (self.logs, self.run, self.artifacts, *map(self.engine_home, engines)):
+        for directory in (self.logs, self.run, self.artifacts, self.mlflow, *map(self.engine_home, engines)):
             directory.mkdir(mode=0o700, exist_ok=True)
 
 
@@ -95,12 +107,17 @@ def load_secrets(paths: StackPaths, databases: Iterable[str],
     values = {"postgres": token(), **{f"db_{name}": token() for name in databases}, **generate(), **kept}
     if values.keys() == kept.keys():
         return kept
-    temporary = paths.secrets.with_suffix(".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        json.dump(values, file, indent=1)
-    temporary.replace(paths.secrets)
+    write_private(paths.secrets, json.dumps(values, indent=1))
     return values
+
+
+def forget_secrets(paths: StackPaths, names: Collection[str]) -> None:
+    """Drop `names` from the kept secrets, so the next `load_secrets` makes them anew."""
+    if not paths.secrets.exists():
+        return
+    kept = json.loads(paths.secrets.read_text())
+    write_private(paths.secrets, json.dumps({key: value for key, value in kept.items() if key not in names},
+                                            indent=1))
 
 
 def running_record() -> Path:

@@ -10,14 +10,16 @@ UI_START_PAGE = "/#/experiments?workflowType=machine_learning"
 
 
 def server_command(port: int, artifacts_destination: str, *, default_artifact_root: str | None = None,
-                   host: str = "127.0.0.1", allowed_hosts: str | None = None, quiet: bool = False) -> list[str]:
+                   host: str = "127.0.0.1", allowed_hosts: str | None = None, app_name: str | None = None,
+                   quiet: bool = False) -> list[str]:
     """`mlflow server` on `host`:`port` with one worker, proxying artifacts to `artifacts_destination`.
 
     Clients on other hosts upload and download files through the server (`--serve-artifacts`);
     they land under `artifacts_destination`, never in the server's working directory (MLflow's
     default). Experiments the server creates keep artifacts at `default_artifact_root` (by
     default the proxy, `mlflow-artifacts:/`). `allowed_hosts` (`host:port,…`) are the Host headers
-    it answers (MLflow's default otherwise). `quiet` drops the line per request. The store is
+    it answers (MLflow's default otherwise). `app_name` is a server app such as `basic-auth`
+(its configuration in the environment). `quiet` drops the line per request. The store is
     named in the environment (`server_env`), not here, where a password would show in `ps`.
     """
     command = [sys.executable, "-m", "mlflow", "server", "--serve-artifacts",
@@ -27,6 +29,8 @@ def server_command(port: int, artifacts_destination: str, *, default_artifact_ro
         command += ["--default-artifact-root", default_artifact_root]
     if allowed_hosts is not None:
         command += ["--allowed-hosts", allowed_hosts]
+    if app_name is not None:
+        command += ["--app-name", app_name]
     if quiet:
         command += ["--uvicorn-opts", "--no-access-log --log-level warning"]
     return command

@@ -4,6 +4,10 @@ processor, on the stack's PostgreSQL.
 The scheduler runs without its log server (which would bind every interface); the API server
 reads task logs from the shared log folder. The admin's password is generated, so Airflow never
 prints one.
+
+A listening stack (`stack.listen`) runs no task itself: its executor is the EdgeExecutor, whose
+workers on other hosts reach only the API server on the listen address, with tokens signed by
+the stack's JWT secret (`airflow edge worker`; their log servers run on the workers).
 """
 
 from __future__ import annotations
@@ -27,8 +31,16 @@ ADMIN = "admin"
 SERVICES = ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor")
 
 
+EDGE_EXECUTOR = "airflow.providers.edge3.executors.EdgeExecutor"
+
+
 def url(stack: Stack) -> str:
-    return f"http://127.0.0.1:{stack.ports.airflow_port}"
+    return f"http://{stack.host}:{stack.ports.airflow_port}"
+
+
+def edge_api_url(stack: Stack) -> str:
+    """Where edge workers call the API server (they derive the execution API's URL from it)."""
+    return f"{url(stack)}/edge_worker/v1/rpcapi"
 
 
 def conn_file(stack: Stack) -> Path:
@@ -43,15 +55,28 @@ def passwords_file(stack: Stack) -> Path:
 def secrets() -> dict[str, str]:
     return {
         "airflow_admin": token(12),
-        "airflow_jwt_secret": token(32),
+        # HS512 wants a key of 64 bytes or more
+        "airflow_jwt_secret": token(48),
         "airflow_secret_key": token(32),
         "airflow_fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
     }
 
 
+def executor_env(stack: Stack) -> dict[str, str]:
+    """The LocalExecutor, or on a listening stack the EdgeExecutor with its API on the listen address."""
+    if not stack.listening:
+        return {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+    return {"AIRFLOW__CORE__EXECUTOR": EDGE_EXECUTOR, "AIRFLOW__EDGE__API_ENABLED": "True",
+            "AIRFLOW__EDGE__API_URL": edge_api_url(stack)}
+
+
 def shell_env(stack: Stack) -> dict[str, str]:
-    return {**airflow_environment(stack.home(NAME), stack.project / "dags"),
+    return {**airflow_environment(stack.home(NAME), stack.project / "dags"), **executor_env(stack),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD": f"cat {conn_file(stack)}"}
+
+
+def join(stack: Stack) -> dict[str, str]:
+    return {"airflow_edge_api_url": edge_api_url(stack), "airflow_jwt_secret": stack.secrets["airflow_jwt_secret"]}
 
 
 def environment(stack: Stack) -> dict[str, str]:
@@ -59,7 +84,7 @@ def environment(stack: Stack) -> dict[str, str]:
     return {
         **stack.runner_environment(),
         **airflow_environment(airflow_home, stack.project / "dags"),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        **executor_env(stack),
         "AIRFLOW__CORE__PARALLELISM": str(stack.ports.airflow_parallelism),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__FERNET_KEY": stack.secrets["airflow_fernet_key"],
@@ -67,7 +92,7 @@ def environment(stack: Stack) -> dict[str, str]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(stack)),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": stack.database_url("airflow", "psycopg2"),
-        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__HOST": stack.host,
         "AIRFLOW__API__PORT": str(stack.ports.airflow_port),
         "AIRFLOW__API__BASE_URL": url(stack),
         "AIRFLOW__API__WORKERS": "1",
@@ -121,7 +146,8 @@ def services(stack: Stack) -> list[Service]:
 
     return [
         Service("airflow-api-server", stack.python("airflow", "api-server"), env,
-                _component(stack, "metadatabase"), stack.ports.airflow_port, url(stack), "airflow_port"),
+                _component(stack, "metadatabase"), stack.ports.airflow_port, url(stack), "airflow_port",
+                host=stack.host),
         Service("airflow-scheduler", stack.python("taxipipe.runners.airflow.scheduler", "--skip-serve-logs"), env,
                 _component(stack, "scheduler", "airflow-scheduler")),
         Service("airflow-dag-processor", stack.python("airflow", "dag-processor"), env,
@@ -158,5 +184,7 @@ def ready_note(stack: Stack) -> str:
     return f"Airflow login '{ADMIN}', password in {passwords_file(stack)}"
 
 
-ENGINE = Engine(NAME, SERVICES, services, start, databases=("airflow",), secrets=secrets, shell_env=shell_env,
-                stale=("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD",), ready_note=ready_note)
+ENGINE = Engine(NAME, SERVICES, services, start, databases=("airflow",), secrets=secrets,
+                credentials=("airflow_admin", "airflow_jwt_secret", "airflow_secret_key"), shell_env=shell_env,
+                join=join, stale=("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD", "AIRFLOW__CORE__EXECUTOR",
+                                  "AIRFLOW__EDGE__API_ENABLED", "AIRFLOW__EDGE__API_URL"), ready_note=ready_note)

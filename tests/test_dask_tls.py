@@ -185,3 +185,13 @@ def test_another_stacks_certificates_are_refused_in_one_sentence(tmp_path: Path,
     with pytest.raises(ComputeError, match=f"the Dask scheduler at {tls_cluster.address} refused the TLS handshake"):
         with connect(tls_settings(tls_cluster.address, other.directory)):
             pass
+
+
+@pytest.mark.slow
+def test_a_plain_tcp_client_of_the_tls_scheduler_is_one_sentence(tls_cluster: TlsCluster) -> None:
+    from taxipipe.compute.dask import connect
+
+    plain = tls_cluster.address.replace("tls://", "tcp://")
+    with pytest.raises(ComputeError, match=f"the Dask scheduler at {plain} closed the connection: if it speaks TLS"):
+        with connect(tls_settings(plain, None)):
+            pass

@@ -24,6 +24,7 @@ from taxipipe.errors import ComputeError
 def connect(settings: Settings) -> Iterator[Any]:
     """A client on the configured scheduler, or on a LocalCluster started for the block."""
     from distributed import Client, LocalCluster
+    from distributed.comm import CommClosedError
 
     from taxipipe import console
 
@@ -44,6 +45,10 @@ def connect(settings: Settings) -> Iterator[Any]:
                 f"the Dask scheduler at {address} refused the TLS handshake: the certificates in "
                 f"compute.dask_tls_dir ({settings.compute.dask_tls_dir}) are not its stack's; copy them "
                 "again from the stack's HOME/stack/tls (or its join file)") from None
+        if security is None and isinstance(exc, CommClosedError):
+            raise ComputeError(
+                f"the Dask scheduler at {address} closed the connection: if it speaks TLS (a listening "
+                "stack's does), give tls://HOST:PORT and set compute.dask_tls_dir") from None
         raise unreachable(address) from None
     except TimeoutError:
         raise unreachable(address) from None

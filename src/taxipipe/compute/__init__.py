@@ -90,7 +90,7 @@ def _rows(path: Path, mtime_ns: int) -> int:
 
 
 def choose(settings: Settings, months: Sequence[Path]) -> Mode:
-    """The mode that trains on `months` (the window's downloads and the validation month)."""
+    """The mode that trains on `months` (parquet files of the window's and the validation month's rides)."""
     check(settings)
     if settings.compute.engine == "dask":
         return "dask"

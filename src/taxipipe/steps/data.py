@@ -157,8 +157,9 @@ def transform(ctx: StepContext, upstream: Upstream) -> TransformRecord:
 def features(ctx: StepContext, upstream: Upstream) -> FeaturesRecord:
     """Fit the encoder on the training month and encode both months.
 
-    The compute mode (`taxipipe.compute.choose`) depends on the memory free when it is chosen,
-    so it is chosen here, once, and recorded: train (in whatever process) reads it from this
+    The compute mode (`taxipipe.compute.choose`) depends on the memory free when it is chosen
+    and on the rides of the clean files this step reads (which a host that never downloaded the
+    months has too), so it is chosen here, once, and recorded: train (in whatever process) reads it from this
     record, as it reads the feature files written for it.
     """
     import pandas as pd
@@ -166,7 +167,7 @@ def features(ctx: StepContext, upstream: Upstream) -> FeaturesRecord:
     from taxipipe.compute import choose
     from taxipipe.features import TARGET, Encoder, save_matrix
 
-    compute = choose(ctx.settings, [ctx.layout.download(month) for month in ctx.settings.months])
+    compute = choose(ctx.settings, [ctx.clean_path(role) for role in ROLES])
     mode = ctx.settings.model.features
     if compute != "memory":
         return _features_streamed(ctx, compute)

@@ -42,12 +42,12 @@ def token(secret: str, method: str) -> str:
 
 
 def probe(join: JoinFile) -> Probe:
-    """A read of the edge API (a task's log path) signed with the join file's secret: 403 when the
-    server signs with another."""
+    """A read of the edge API (the log path of a task that does not exist: 404) signed with the
+    join file's secret: 403 when the server signs with another."""
     method = "logs/logfile_path/taxipipe_join_check/check/check/1/-1"
     url = f"{join.airflow_edge_api_url.rstrip('/')}/{method}"
     return Probe("Airflow's API server", api_base(join), lambda: http_status(
-        "GET", url, headers={"Authorization": token(join.airflow_jwt_secret, method)}))
+        "GET", url, headers={"Authorization": token(join.airflow_jwt_secret, method)}), accepts=(404,))
 
 
 def worker(host: WorkerHost) -> Worker:

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 from taxipipe.config import DEFAULT_URL_TEMPLATE, Settings, load_settings
-from tests.helpers import REPO, TEST_MONTHS, TlcServer, free_port, store_uri, train_champion, wait_healthy
+from tests.helpers import REPO, TEST_MONTHS, TlcServer, free_port, running_ui, store_uri, train_champion
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -134,25 +134,5 @@ def simple_rmse(trained_home: Path) -> float:
 @pytest.fixture
 def ui_server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen]]:
     """`taxipipe ui` on a free port, serving the store of its own home; stopped, its output checked."""
-    port = free_port()
-    server_home = tmp_path / "server-home"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "taxipipe", "ui", "--home", str(server_home), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, process)
-        yield url, server_home, process
-    finally:
-        process.terminate()
-        try:
-            output = process.communicate(timeout=20)[0]
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output = process.communicate()[0]
-    assert f"MLflow UI on {url}/#/experiments?workflowType=machine_learning" in output
-    # the runs' requests leave no access-log lines, and no library warns on the console
-    assert "HTTP/1.1" not in output and "Warning" not in output, output[-2000:]
-    # MLflow names the hosts it answers instead of advising --host 0.0.0.0, a flag `ui` lacks
-    assert "0.0.0.0" not in output and "--allowed-hosts" not in output, output[-2000:]
+    with running_ui(tmp_path) as served:
+        yield served

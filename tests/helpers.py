@@ -3,6 +3,7 @@ the real months, free ports, waiting for a condition, the URI of a home's MLflow
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import random
@@ -14,7 +15,7 @@ import time
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from taxipipe.config import Settings, load_settings
 from taxipipe.partition import Partition
@@ -204,6 +205,34 @@ def free_port() -> int:
                 continue
         return port
     raise RuntimeError("no free port outside the ephemeral range")
+
+
+@contextlib.contextmanager
+def running_ui(root: Path) -> Iterator[tuple[str, Path, subprocess.Popen]]:
+    """`taxipipe ui` on a free port, serving the store of its own home under `root`; yields its
+    URL, that home and the process, then stops it by its pid and checks its output."""
+    port = free_port()
+    server_home = root / "server-home"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "taxipipe", "ui", "--home", str(server_home), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=root,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process)
+        yield url, server_home, process
+    finally:
+        process.terminate()
+        try:
+            output = process.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output = process.communicate()[0]
+    assert f"MLflow UI on {url}/#/experiments?workflowType=machine_learning" in output
+    # the runs' requests leave no access-log lines, and no library warns on the console
+    assert "HTTP/1.1" not in output and "Warning" not in output, output[-2000:]
+    # MLflow names the hosts it answers instead of advising --host 0.0.0.0, a flag `ui` lacks
+    assert "0.0.0.0" not in output and "--allowed-hosts" not in output, output[-2000:]
 
 
 def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 300) -> None:

@@ -28,6 +28,9 @@ def test_pipeline_through_a_tracking_server(ui_server, home: Path, tlc_server: T
     assert client.get_registered_model("nyc-taxi-duration").description.startswith("NYC taxi trip duration")
     assert (server_home / "mlflow" / "mlflow.db").exists()
     assert not (home / "mlflow").exists()
+    # the steps handed each other files through the artifact proxy, and cleanup removed them
+    shared = server_home / "mlflow" / "artifacts" / "intermediates"
+    assert shared.is_dir() and not [path for path in shared.rglob("*") if path.is_file()]
 
     # a file sent through the server's artifact proxy, as a worker on another host sends it,
     # lands beside the server's store, not in the server's working directory

@@ -56,6 +56,11 @@ class StackError(TaxipipeError):
     """A server of `taxipipe stack` cannot start: a port is taken, a program is missing..."""
 
 
+class SharedFileError(TaxipipeError):
+    """A file a step reads is missing from the tracking server's artifact store, or is not the
+    file the step that wrote it recorded."""
+
+
 class StorageError(TaxipipeError):
     """A file could not be written: the disk is full, or the place is read-only."""
 
@@ -101,7 +106,7 @@ def storage_error(exc: BaseException, where: object = "the home directory") -> S
 #: Failures another attempt cannot fix: runners fail at once on these instead of retrying.
 PERMANENT_ERRORS: tuple[type[TaxipipeError], ...] = (
     ConfigError, DataNotFoundError, SchemaError, CorruptDataError, DataQualityError, PipelineStateError,
-    StorageError,
+    StorageError, SharedFileError,
 )
 
 

@@ -87,7 +87,7 @@ STEPS: tuple[Step, ...] = (
     Step("save", steps.save, ("train", "validate_model"),
          lambda ctx: [ctx.layout.encoder, ctx.layout.model, ctx.layout.validation_clean], _none, (),
          "log the pyfunc model and a plot"),
-    Step("deploy", steps.deploy, ("validate_model", "save"), _none,
+    Step("deploy", steps.deploy, ("validate_model", "save"), lambda ctx: [ctx.layout.validation_clean],
          lambda ctx: [ctx.layout.deployment_record], REGISTRY_KEYS,
          "register the version, move 'champion' if allowed"),
     Step("cleanup", steps.cleanup, ("deploy",), _none, _none, ("artifacts.keep_downloads",),
@@ -228,9 +228,12 @@ def _tracking_error(exc: Exception, step: Step, ctx: StepContext) -> TrackingErr
 
 
 def _timed(step: Step, ctx: StepContext, upstream: Upstream, hooks: Sequence[AfterStep] | None) -> Record:
+    shared = _bring_reads(step, ctx, upstream)
     started = time.perf_counter()
     record = step.run(ctx, upstream)
     record["seconds"] = round(time.perf_counter() - started, 3)
+    if shared is not None:
+        _share_writes(step, ctx, shared, record)
     record["finished_at"] = round(time.time(), 3)
     timings: dict[str, float] = {}
     for previous in upstream.values():
@@ -245,3 +248,40 @@ def _timed(step: Step, ctx: StepContext, upstream: Upstream, hooks: Sequence[Aft
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             console.say(f"⚠️  '{step.name}' succeeded, but recording its time in MLflow failed ({reason})")
     return record
+
+
+def _bring_reads(step: Step, ctx: StepContext, upstream: Upstream) -> Record | None:
+    """Before a step, when tracking is a server: put every file the step reads into this home.
+
+    A missing download comes again from its source (`steps.extract_month`); any other file the
+    upstream records name comes from the server's artifact store unless the home holds it
+    already (`tracking.shared_files`). Returns the upstream records' shared files and what moved,
+    or None when tracking is embedded: the home then holds every file and nothing is shared.
+    """
+    from taxipipe.tracking import shared_files
+
+    if shared_files.server(ctx.settings) is None:
+        return None
+    known: shared_files.Manifest = {}
+    for previous in upstream.values():
+        known.update(previous.get("shared_files", {}))
+    downloads = {ctx.layout.download(month): month for month in ctx.settings.months}
+    moved: dict[str, dict[str, int]] = {"downloaded": {}, "fetched": {}}
+    for path in step.reads(ctx):
+        name = shared_files.key(ctx.settings, path)
+        if path in downloads and not path.exists():
+            moved["downloaded"][name] = steps.extract_month(ctx, downloads[path])["bytes"]
+        elif name in known and shared_files.fetch(ctx.settings, path, known[name]):
+            moved["fetched"][name] = known[name]["bytes"]
+    return {"shared_files": known, "transfers": moved}
+
+
+def _share_writes(step: Step, ctx: StepContext, shared: Record, record: Record) -> None:
+    """After a step, when tracking is a server: upload what it wrote (downloads excepted: each
+    host fetches those from their source) and record every shared file so far with its digest."""
+    from taxipipe.tracking import shared_files
+
+    downloads = {ctx.layout.download(month) for month in ctx.settings.months}
+    sent = shared_files.upload(ctx.settings, [path for path in step.writes(ctx) if path not in downloads])
+    record["shared_files"] = {**shared["shared_files"], **sent}
+    record["transfers"] = {**shared["transfers"], "uploaded": {name: file["bytes"] for name, file in sent.items()}}

@@ -16,7 +16,9 @@ Upstream = Mapping[str, Record]
 
 class StepRecord(TypedDict, total=False):
     """What every step's record holds besides its own fields: a line for the console, and what
-    `pipeline.run_step` adds (the step's seconds, when it finished, the times up to it).
+    `pipeline.run_step` adds (the step's seconds, when it finished, the times up to it; when
+    tracking is a server, every shared file so far with its sha256 and bytes, and the bytes this
+    step moved: `downloaded` from the source, `fetched` from and `uploaded` to the server).
 
     Each step's record type extends it; records stay small JSON-able dicts, so every engine
     carries them (XCom, Prefect results, Dagster outputs, make's lock file).
@@ -26,10 +28,13 @@ class StepRecord(TypedDict, total=False):
     seconds: float
     finished_at: float
     timings: dict[str, float]
+    shared_files: dict[str, dict[str, Any]]
+    transfers: dict[str, dict[str, int]]
 
 ROLES = ("train", "validation")
 #: Record fields that say how a run went rather than what it produced (ignored when comparing).
-VOLATILE_FIELDS = frozenset({"seconds", "finished_at", "timings", "summary", "downloaded", "deployed_at"})
+VOLATILE_FIELDS = frozenset({"seconds", "finished_at", "timings", "summary", "downloaded", "deployed_at",
+                             "shared_files", "transfers"})
 #: The libraries the steps import as they run (about 4 s of CPU in a fresh interpreter). Engines
 #: that fork a process per step import them once in the process they fork from: Dagster's
 #: executor (`runners/dagster/job.py`) and the stack's Airflow scheduler (`runners/airflow/scheduler.py`).

@@ -31,10 +31,12 @@ class DeployRecord(StepRecord, Deployment):
 
 
 class CleanupRecord(StepRecord):
-    """The files cleanup removed and the bytes they held."""
+    """The files cleanup removed and the bytes they held, and what it removed from the tracking
+    server's artifact store."""
 
     removed: list[str]
     bytes_freed: int
+    removed_remote: list[str]
 
 
 def validate_model(ctx: StepContext, upstream: Upstream) -> VerdictRecord:
@@ -120,14 +122,20 @@ def deploy(ctx: StepContext, upstream: Upstream) -> DeployRecord:
 def cleanup(ctx: StepContext, upstream: Upstream) -> CleanupRecord:
     """Remove the partition's intermediates (and its downloads if asked); report what went.
 
-    Waits for the home's run lock, so it never deletes what a run holding it is using.
+    Waits for the home's run lock, so it never deletes what a run holding it is using. When
+    tracking is a server, the files the run shared through its artifact store go too (the
+    intermediates and the deployment record, whose verdict the registered version's tags keep).
     """
+    from taxipipe.tracking import shared_files
+
     layout = ctx.layout
+    remote = shared_files.remove(ctx.settings, [layout.workdir, layout.deployment_record])
     targets = [layout.workdir]
     if not ctx.settings.artifacts.keep_downloads:
         targets += layout.downloads(ctx.settings.months)
     with hold_home(ctx.settings.home, f"cleanup of {ctx.settings.partition} ({ctx.runner})", wait=True):
         removed = remove(targets)
     freed = sum(removed.values())
-    return {"removed": [str(path) for path in removed], "bytes_freed": freed,
-            "summary": f"removed {len(removed)} file(s), {freed:,} bytes"}
+    shared = f"; {len(remote)} path(s) from the tracking server's artifact store" if remote else ""
+    return {"removed": [str(path) for path in removed], "bytes_freed": freed, "removed_remote": remote,
+            "summary": f"removed {len(removed)} file(s), {freed:,} bytes{shared}"}

@@ -1,0 +1,146 @@
+"""A home's files through the tracking server's artifact proxy, so hosts need no shared disk.
+
+When the tracking URI is a server (http or https), a file one step writes and a later step
+reads, perhaps on another host, goes to the server's proxied artifact store
+(`mlflow server --serve-artifacts`) under `intermediates/<its path under the home>`, and comes
+back only if it matches the digest its writer recorded. Both ways are streamed a chunk at a
+time; credentials are MLflow's own (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or
+MLFLOW_TRACKING_TOKEN), so a worker needs no bucket credentials. With any other tracking URI
+(the embedded SQLite store) every call does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, TypedDict
+from urllib.parse import quote
+
+from taxipipe.config import Settings
+from taxipipe.errors import SharedFileError, TrackingError
+from taxipipe.hashing import FileHasher, FileState
+from taxipipe.safety.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from requests import Response
+
+#: Where the server's artifact store keeps the homes' files, below its artifact root.
+PREFIX = "intermediates"
+_ENDPOINT = "/api/2.0/mlflow-artifacts/artifacts"
+_CHUNK_BYTES = 1 << 20
+#: The digests of the files this process hashed or fetched, trusted while size and mtime stay.
+_HASHER = FileHasher({})
+
+
+class SharedFile(TypedDict):
+    """What the step that wrote a file recorded of it."""
+
+    sha256: str
+    bytes: int
+
+
+#: Shared files by their path under the home (`partitions/green/2021-01/model.bin`).
+Manifest = dict[str, SharedFile]
+
+
+def server(settings: Settings) -> str | None:
+    """The tracking server's URL, or None when tracking is embedded (nothing is shared)."""
+    uri = settings.tracking_uri()
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
+
+
+def key(settings: Settings, path: Path) -> str:
+    """The name of a file of the home in a manifest: its path under the home."""
+    return path.relative_to(settings.home).as_posix()
+
+
+def remote_path(name: str) -> str:
+    """Where the server's artifact store keeps the file `name` (a manifest key)."""
+    return f"{PREFIX}/{name}"
+
+
+def upload(settings: Settings, paths: Iterable[Path]) -> Manifest:
+    """Send each of `paths` that exists to the server's store; return their digests and sizes."""
+    uri = server(settings)
+    if uri is None:
+        return {}
+    sent: Manifest = {}
+    for path in paths:
+        state = _HASHER.state(str(path), path)
+        if state is None:
+            continue
+        name = key(settings, path)
+        with open(path, "rb") as handle:
+            _request(uri, name, "PUT", data=handle).close()
+        sent[name] = {"sha256": state.sha256, "bytes": state.size}
+    return sent
+
+
+def fetch(settings: Settings, path: Path, expected: SharedFile) -> bool:
+    """Make `path` the file `expected` describes: kept if the home holds it already, otherwise
+    fetched from the server's store and checked. True when it was fetched.
+
+    A file whose size or digest differs is never put in place: it fails in one sentence.
+    """
+    uri = server(settings)
+    if uri is None or _holds(path, expected):
+        return False
+    name = key(settings, path)
+    digest, size = hashlib.sha256(), 0
+    with atomic_path(path) as tmp:
+        with _request(uri, name, "GET", stream=True) as answer, open(tmp, "wb") as out:
+            for chunk in answer.iter_content(_CHUNK_BYTES):
+                digest.update(chunk)
+                size += out.write(chunk)
+        if (digest.hexdigest(), size) != (expected["sha256"], expected["bytes"]):
+            raise SharedFileError(
+                f"{remote_path(name)} in the tracking server's artifact store ({size:,} bytes) is not the file "
+                f"the run recorded ({expected['bytes']:,} bytes, sha256 {expected['sha256'][:12]}); "
+                "run the pipeline again from the step that writes it")
+    _HASHER.known[str(path)] = FileState(expected["sha256"], size, path.stat().st_mtime_ns)
+    return True
+
+
+def remove(settings: Settings, paths: Iterable[Path]) -> list[str]:
+    """Delete files or folders of the home from the server's store; return their remote paths."""
+    uri = server(settings)
+    if uri is None:
+        return []
+    removed = []
+    for path in paths:
+        name = key(settings, path)
+        _request(uri, name, "DELETE").close()
+        removed.append(remote_path(name))
+    return removed
+
+
+def _holds(path: Path, expected: SharedFile) -> bool:
+    """Whether `path` is already the file `expected` describes (hashed only if its size fits)."""
+    try:
+        if path.stat().st_size != expected["bytes"]:
+            return False
+    except FileNotFoundError:
+        return False
+    state = _HASHER.state(str(path), path)
+    return state is not None and state.sha256 == expected["sha256"]
+
+
+def _request(uri: str, name: str, method: str, **kwargs: Any) -> Response:
+    """One request to the artifact proxy with MLflow's credentials and retries; a refusal or a
+    missing file is one sentence."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    where = remote_path(name)
+    answer = http_request(get_default_host_creds(uri), f"{_ENDPOINT}/{quote(where)}", method, **kwargs)
+    if answer.ok:
+        return answer
+    answer.close()
+    if answer.status_code in (401, 403):
+        raise TrackingError(f"the tracking server {uri} refused access to its artifact store (HTTP "
+                            f"{answer.status_code}); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    if answer.status_code == 404 and method == "GET":
+        raise SharedFileError(f"{where} is not in the tracking server's artifact store at {uri}; "
+                              "run the pipeline again from the step that writes it")
+    raise TrackingError(f"the tracking server {uri} answered HTTP {answer.status_code} to {method} {where}; "
+                        "check it and run again")

@@ -1,0 +1,173 @@
+"""Steps on two hosts that share no disk: files go through a real MLflow server's artifact proxy.
+
+Two homes stand for two hosts; the steps of one run alternate between them against one
+`taxipipe ui` server (`--serve-artifacts`), so each step reads files the other host wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from taxipipe.config import Settings, load_settings
+from taxipipe.errors import SharedFileError
+from taxipipe.pipeline import graph, run_step
+from taxipipe.steps import Record, StepContext
+from taxipipe.tracking import shared_files
+from tests.helpers import TlcServer, free_port, running_ui, store_uri, wait_healthy
+
+WORKDIR = "partitions/green/2021-01"
+
+
+def settings_of(home: Path, tlc_server: TlcServer, tracking_uri: str | None = None) -> Settings:
+    tables: dict = {"home": str(home), "data": {"year": 2021, "month": 1, "url_template": tlc_server.url_template}}
+    if tracking_uri:
+        tables["mlflow"] = {"tracking_uri": tracking_uri}
+    return load_settings(overrides=tables)
+
+
+def files_under(folder: Path) -> set[str]:
+    return {path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """One tracking server for the module: its URL and the folder its artifact proxy writes to."""
+    with running_ui(tmp_path_factory.mktemp("tracking")) as (url, server_home, _):
+        yield url, server_home / "mlflow" / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def two_hosts(server: tuple[str, Path], tlc_server: TlcServer,
+              tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Settings], dict[str, Record], dict[str, str]]:
+    """The run's nodes up to deploy: the downloads on host A, then each node on the other host than
+    the one before it. Returns the settings of each host, the records by node, and where each ran."""
+    root = tmp_path_factory.mktemp("hosts")
+    hosts = {name: settings_of(root / name, tlc_server, server[0]) for name in ("A", "B")}
+    records: dict[str, Record] = {}
+    ran_on: dict[str, str] = {}
+    nodes = [node for node in graph(hosts["A"]) if node.name != "cleanup"]
+    for index, node in enumerate(nodes):
+        host = "A" if node.per_month else "AB"[(index - len(hosts["A"].months) + 1) % 2]
+        records[node.name] = run_step(node, StepContext(hosts[host]), {name: records[name] for name in node.upstream})
+        ran_on[node.name] = host
+    return hosts, records, ran_on
+
+
+@pytest.mark.slow
+def test_steps_on_two_hosts_train_the_same_model(two_hosts, simple_rmse: float) -> None:
+    hosts, records, ran_on = two_hosts
+    assert records["train"]["rmse"] == pytest.approx(simple_rmse, abs=1e-9)
+    assert records["deploy"]["champion"] is True
+    # each host fetched what the other wrote, and downloaded the months itself
+    assert [ran_on[node] for node in ("extract[2021-02]", "validate_data", "transform", "features", "train")] == [
+        "A", "B", "A", "B", "A"]
+    assert set(records["validate_data"]["transfers"]["downloaded"]) == {
+        "downloads/green_tripdata_2021-01.parquet", "downloads/green_tripdata_2021-02.parquet"}
+    assert set(records["features"]["transfers"]["fetched"]) == {
+        f"{WORKDIR}/train_clean.parquet", f"{WORKDIR}/validation_clean.parquet"}
+    assert set(records["train"]["transfers"]["fetched"]) == {
+        f"{WORKDIR}/encoder.json", f"{WORKDIR}/train_features.bin", f"{WORKDIR}/validation_features.bin"}
+    assert records["train"]["transfers"]["uploaded"].keys() == {f"{WORKDIR}/model.bin"}
+    # the last record names every shared file with its digest, and each is what the writer holds
+    shared = records["deploy"]["shared_files"]
+    writer = hosts[ran_on["train"]]
+    model = writer.home / WORKDIR / "model.bin"
+    assert shared[f"{WORKDIR}/model.bin"]["bytes"] == model.stat().st_size
+    assert len(shared) == 7 and not any(name.startswith("downloads/") for name in shared)
+
+
+@pytest.mark.slow
+def test_a_tampered_file_in_the_store_is_refused(two_hosts, server, tlc_server: TlcServer, tmp_path: Path) -> None:
+    hosts, records, ran_on = two_hosts
+    url, _ = server
+    name = f"{WORKDIR}/model.bin"
+    answer = httpx.put(f"{url}/api/2.0/mlflow-artifacts/artifacts/{shared_files.remote_path(name)}",
+                       content=b"not the model", timeout=60)
+    assert answer.status_code == 200, answer.text
+    third = settings_of(tmp_path / "C", tlc_server, url)
+    # a stale encoder of the same size in the third host's home is replaced by the run's
+    encoder = third.home / WORKDIR / "encoder.json"
+    encoder.parent.mkdir(parents=True)
+    encoder.write_bytes(b"x" * records["features"]["shared_files"][f"{WORKDIR}/encoder.json"]["bytes"])
+    save = next(node for node in graph(third) if node.name == "save")
+    with pytest.raises(SharedFileError) as refused:
+        run_step(save, StepContext(third), {"train": records["train"], "validate_model": records["validate_model"]})
+    message = str(refused.value)
+    assert "\n" not in message and f"intermediates/{name}" in message and "13 bytes" in message, message
+    assert not (third.home / name).exists()
+    assert encoder.read_bytes() == (hosts[ran_on["features"]].home / WORKDIR / "encoder.json").read_bytes()
+
+
+@pytest.mark.slow
+def test_cleanup_leaves_no_intermediate_on_the_server(two_hosts, server) -> None:
+    hosts, records, _ = two_hosts
+    _, artifacts = server
+    assert f"{WORKDIR}/model.bin" in files_under(artifacts / shared_files.PREFIX)
+    cleanup = next(node for node in graph(hosts["A"]) if node.name == "cleanup")
+    record = run_step(cleanup, StepContext(hosts["A"]), {"deploy": records["deploy"]})
+    assert record["removed_remote"] == [f"intermediates/{WORKDIR}", "intermediates/deployments/green_2021-01.json"]
+    assert files_under(artifacts / shared_files.PREFIX) == set()
+    # the run's model stays in the store
+    assert any(name.endswith("MLmodel") for name in files_under(artifacts))
+
+
+def test_an_embedded_run_shares_nothing(tlc_server: TlcServer, tmp_path: Path) -> None:
+    settings = settings_of(tmp_path / "home", tlc_server)
+    records: dict[str, Record] = {}
+    for node in graph(settings)[:4]:
+        records[node.name] = run_step(node, StepContext(settings), {name: records[name] for name in node.upstream},
+                                      hooks=())
+    assert list(records)[-1] == "transform"
+    assert not any("shared_files" in record or "transfers" in record for record in records.values())
+    assert files_under(settings.home) == {
+        "downloads/green_tripdata_2021-01.parquet", "downloads/green_tripdata_2021-01.parquet.source",
+        "downloads/green_tripdata_2021-02.parquet", "downloads/green_tripdata_2021-02.parquet.source",
+        f"{WORKDIR}/train_clean.parquet", f"{WORKDIR}/validation_clean.parquet"}
+    assert shared_files.upload(settings, [settings.home / WORKDIR / "train_clean.parquet"]) == {}
+
+
+@pytest.mark.slow
+def test_files_move_with_mlflow_credentials_when_the_server_demands_them(tlc_server: TlcServer, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from taxipipe.errors import TrackingError
+    from taxipipe.tracking import server_command, server_env
+
+    port = free_port()
+    command = [*server_command(port, str(tmp_path / "artifacts")), "--app-name", "basic-auth"]
+    env = {**os.environ, **server_env(store_uri(tmp_path, "mlflow.db")),
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret", "MLFLOW_AUTH_ADMIN_PASSWORD": "s3cret-Passw0rd"}
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, process)
+        settings = settings_of(tmp_path / "home", tlc_server, url)
+        written = settings.home / WORKDIR / "encoder.json"
+        written.parent.mkdir(parents=True)
+        written.write_text('{"mode": "categorical"}')
+        monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+        with pytest.raises(TrackingError, match="refused access .* MLFLOW_TRACKING_USERNAME"):
+            shared_files.upload(settings, [written])
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret-Passw0rd")
+        manifest = shared_files.upload(settings, [written])
+        assert (tmp_path / "artifacts" / "intermediates" / WORKDIR / "encoder.json").read_bytes() == written.read_bytes()
+        elsewhere = settings_of(tmp_path / "other", tlc_server, url)
+        fetched = elsewhere.home / WORKDIR / "encoder.json"
+        assert shared_files.fetch(elsewhere, fetched, manifest[f"{WORKDIR}/encoder.json"])
+        assert fetched.read_bytes() == written.read_bytes()
+        assert shared_files.remove(settings, [settings.home / WORKDIR]) == [f"intermediates/{WORKDIR}"]
+        assert not (tmp_path / "artifacts" / "intermediates" / WORKDIR).exists()
+    finally:
+        process.terminate()
+        try:
+            process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()

@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import textwrap
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -26,6 +28,32 @@ from tests.hosts import Host, Hosts, unavailable_reason
 pytestmark = pytest.mark.slow
 
 SERVER, WORKER_A, WORKER_B, OUTSIDER = "server", "worker-a", "worker-b", "outsider"
+MIRROR_PORT = 8000
+
+#: The pipeline DAG's runs, read through Airflow's API as the generated admin.
+AIRFLOW_RUNS = textwrap.dedent("""
+    import json, os, httpx
+    from pathlib import Path
+    home = Path(os.environ["AIRFLOW_HOME"])
+    base = os.environ["AIRFLOW__EDGE__API_URL"].split("/edge_worker/")[0]
+    password = json.loads((home / "passwords.json").read_text())["admin"]
+    token = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": password}, timeout=30)
+    runs = httpx.get(f"{base}/api/v2/dags/taxi_duration_pipeline/dagRuns", timeout=30,
+                     headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+    print(json.dumps(runs.json()["dag_runs"]))
+""")
+
+#: The hosts the Airflow runs' steps ran on, their ids, and the champion's run.
+MLFLOW_RUNS = textwrap.dedent("""
+    import json
+    from mlflow import MlflowClient
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("airflow-taxi-duration")
+    runs = client.search_runs([experiment.experiment_id])
+    champion = client.get_model_version_by_alias("nyc-taxi-duration", "champion")
+    print(json.dumps({"hosts": sorted({run.data.tags.get("taxipipe.host") for run in runs}),
+                      "run_ids": [run.info.run_id for run in runs], "champion_run": champion.run_id}))
+""")
 
 
 @dataclasses.dataclass
@@ -53,23 +81,70 @@ class Cluster:
     def join(self, host: Host, path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
         return self.hosts.taxipipe(host, "stack", "join", str(path), *flags, timeout=300)
 
+    def on_server(self, script: str) -> subprocess.CompletedProcess[str]:
+        """A Python script on the server host, in a shell pointed at the stack (`stack env`)."""
+        exported = self.hosts.taxipipe(self.server, "stack", "env", timeout=120)
+        assert exported.returncode == 0, exported.stderr
+        env = {**self.server.env(), **{key: " ".join(shlex.split(value)) for key, value
+                                       in re.findall(r"^export (\w+)=(.*)$", exported.stdout, re.M)}}
+        result = self.hosts.run(self.server, [sys.executable, "-c", script], timeout=300, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+        return result
+
+
+def mirror(folder: Path, tlc_dir: Path) -> Path:
+    """The TLC months for the outsider host to serve: the real ones, and every month a scheduled
+    run may train or validate on this year and next, as real months under their names."""
+    folder.mkdir()
+    for month in tlc_dir.glob("*.parquet"):
+        (folder / month.name).symlink_to(month)
+    this_year = datetime.now(timezone.utc).year
+    for year in (this_year - 1, this_year, this_year + 1):
+        for month in range(1, 13):
+            link = folder / f"green_tripdata_{year}-{month:02d}.parquet"
+            if not link.exists():
+                link.symlink_to(tlc_dir / f"green_tripdata_2021-0{1 + month % 2}.parquet")
+    return folder
+
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def cluster(tlc_dir: Path) -> Iterator[Cluster]:
+    """The hosts, a TLC mirror on the outsider host, and a stack listening on the server's address."""
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
     hosts = Hosts([SERVER, WORKER_A, WORKER_B, OUTSIDER])
-    server = hosts[SERVER]
+    server, outsider = hosts[SERVER], hosts[OUTSIDER]
     try:
-        result = hosts.taxipipe(server, "stack", "up", "--listen", server.address, timeout=900)
+        served = mirror(outsider.folder / "tlc", tlc_dir)
+        hosts.start(outsider, [sys.executable, "-m", "http.server", "--bind", outsider.address,
+                               "--directory", str(served), str(MIRROR_PORT)])
+        env = {**server.env(), "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "5",
+               "TAXIPIPE_DATA__URL_TEMPLATE": f"http://{outsider.address}:{MIRROR_PORT}/"
+                                              "{color}_tripdata_{year}-{month:02d}.parquet"}
+        result = hosts.taxipipe(server, "stack", "up", "--listen", server.address, timeout=900, env=env)
         assert result.returncode == 0, result.stdout + result.stderr[-5000:]
-        print(result.stdout)
         join_file = Path(re.search(r"🔑 join file (\S+)", result.stdout).group(1))
         yield Cluster(hosts, join_file)
     finally:
         hosts.taxipipe(server, "stack", "down", timeout=300)
         hosts.close()
+
+
+@pytest.fixture(scope="module")
+def workers(cluster: Cluster) -> Iterator[dict[str, subprocess.Popen[str]]]:
+    """`stack join` running on both worker hosts, each with its own copy of the join file."""
+    hosts = cluster.hosts
+    joins = {name: hosts.start(hosts[name], [sys.executable, "-m", "taxipipe", "stack", "join",
+                                            str(cluster.copy_join_file(hosts[name]))])
+             for name in (WORKER_A, WORKER_B)}
+    try:
+        yield joins
+    finally:
+        for process in joins.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.communicate(timeout=120)
 
 
 def _joined(status: str) -> set[tuple[str, str, str]]:
@@ -78,46 +153,21 @@ def _joined(status: str) -> set[tuple[str, str, str]]:
     return {tuple(line.split()) for line in section.splitlines() if line.strip()}  # type: ignore[misc]
 
 
-def test_two_worker_hosts_join_and_status_lists_them_by_host_and_engine(cluster: Cluster):
-    hosts = cluster.hosts
-    joins = {}
-    for name in (WORKER_A, WORKER_B):
-        host = hosts[name]
-        joins[name] = hosts.start(host, [sys.executable, "-m", "taxipipe", "stack", "join",
-                                         str(cluster.copy_join_file(host))])
-    try:
-        expected = {(name, engine, "alive") for name in (WORKER_A, WORKER_B) for engine in ("airflow", "prefect")}
-        wait_for(lambda: expected <= _joined(cluster.status()), "both worker hosts listed alive by engine",
-                 seconds=300, interval=2)
-        stopping = joins.pop(WORKER_A)
-        stopping.send_signal(signal.SIGTERM)
-        output, errors = stopping.communicate(timeout=120)
-        assert stopping.returncode == 0, output + errors
-        assert "⏹️  2 workers stopped" in output
-        for engine in ("airflow", "prefect"):
-            assert re.search(rf"✅ {engine} worker {WORKER_A} started \(pid \d+, log \S+\)", output), output
-        assert hosts.pids(hosts[WORKER_A]) == [], "every worker process of the host ended"
-        wait_for(lambda: (WORKER_A, "airflow", "gone") in _joined(cluster.status()),
-                 "the stopped host's Airflow worker listed as gone", seconds=120, interval=2)
-    finally:
-        for process in joins.values():
-            process.send_signal(signal.SIGTERM)
-            process.communicate(timeout=120)
-
-
 OUTSIDER_CHECK = textwrap.dedent("""
     import json, socket, ssl, sys
     import httpx
 
     address, ports = sys.argv[1], json.loads(sys.argv[2])
-    PATHS = ["/", "/api/2.0/mlflow/experiments/search?max_results=1", "/api/v2/dags", "/api/ready",
-             "/api/work_pools/taxipipe", "/edge_worker/v1/worker/outsider"]
+    # the UI's page first, then calls that read or change data on MLflow, Airflow, Prefect, edge3
+    CALLS = [("GET", "/"), ("GET", "/api/2.0/mlflow/experiments/search?max_results=1"), ("GET", "/api/v2/dags"),
+             ("POST", "/api/flows/filter"), ("GET", "/api/work_pools/taxipipe"),
+             ("POST", "/edge_worker/v1/jobs/fetch/outsider")]
     answers = {}
     for port in ports:
         seen = []
-        for path in PATHS:
+        for method, path in CALLS:
             try:
-                seen.append(httpx.get(f"http://{address}:{port}{path}", timeout=10).status_code)
+                seen.append(httpx.request(method, f"http://{address}:{port}{path}", timeout=10).status_code)
             except httpx.ConnectError:
                 seen.append("refused")
             except httpx.HTTPError:
@@ -146,8 +196,9 @@ def test_every_port_the_server_opens_on_its_address_refuses_an_outsider(cluster:
     assert result.returncode == 0, result.stderr
     answers = json.loads(result.stdout)
     for port, seen in answers.items():
-        # "/" may be a login page; every path that reads or changes data is refused
-        assert all(status in (401, 403, 404, 405, "refused", "tls refused") for status in seen[1:]), (port, seen)
+        # "/" may be a login page (and Prefect's /api/health and /api/ready answer anyone, with no
+        # data); every call that reads or changes data is refused (422: edge3 wants its token header)
+        assert all(status in (401, 403, 404, 405, 422, "refused", "tls refused") for status in seen[1:]), (port, seen)
         assert any(status in (401, 403, "refused", "tls refused") for status in seen), (port, seen)
 
 
@@ -158,7 +209,7 @@ def _refused(result: subprocess.CompletedProcess[str], host: Host, sentence: str
 
 
 def test_a_join_file_of_other_taxipipe_code_is_one_sentence(cluster: Cluster):
-    host = cluster.hosts[WORKER_B]
+    host = cluster.hosts[OUTSIDER]
     path = cluster.copy_join_file(host, "other-version.json", taxipipe_version="0.0.1+000000000000")
     result = cluster.join(host, path)
     version = json.loads(cluster.join_file.read_text())["taxipipe_version"]
@@ -167,7 +218,7 @@ def test_a_join_file_of_other_taxipipe_code_is_one_sentence(cluster: Cluster):
 
 
 def test_old_credentials_are_one_sentence(cluster: Cluster):
-    host = cluster.hosts[WORKER_B]
+    host = cluster.hosts[OUTSIDER]
     path = cluster.copy_join_file(host, "old.json", mlflow_password="an-old-password")
     result = cluster.join(host, path)
     url = f"http://{cluster.server.address}:5000"
@@ -177,7 +228,7 @@ def test_old_credentials_are_one_sentence(cluster: Cluster):
 
 
 def test_old_airflow_and_prefect_credentials_are_refused_too(cluster: Cluster):
-    host = cluster.hosts[WORKER_B]
+    host = cluster.hosts[OUTSIDER]
     airflow = cluster.copy_join_file(host, "old-airflow.json", airflow_jwt_secret="x" * 64)
     prefect = cluster.copy_join_file(host, "old-prefect.json", prefect_auth_string="taxipipe:old")
     for path, server in ((airflow, "Airflow's API server"), (prefect, "Prefect's server")):
@@ -189,7 +240,7 @@ def test_old_airflow_and_prefect_credentials_are_refused_too(cluster: Cluster):
 
 
 def test_a_join_file_of_another_stack_is_one_sentence(cluster: Cluster):
-    host = cluster.hosts[WORKER_B]
+    host = cluster.hosts[OUTSIDER]
     path = cluster.copy_join_file(host, "other-stack.json", stack_id="0ther0")
     result = cluster.join(host, path)
     served = json.loads(cluster.join_file.read_text())["stack_id"]
@@ -198,13 +249,54 @@ def test_a_join_file_of_another_stack_is_one_sentence(cluster: Cluster):
 
 
 def test_an_unreachable_server_is_retried_with_backoff_then_one_sentence(cluster: Cluster):
-    host = cluster.hosts[WORKER_B]
-    # the outsider's address: a host of the network where nothing listens
-    outsider = cluster.hosts[OUTSIDER].address
-    path = cluster.copy_join_file(host, "moved.json", mlflow_url=f"http://{outsider}:5000")
+    host = cluster.hosts[OUTSIDER]
+    # a port of the server host where nothing listens
+    url = f"http://{cluster.server.address}:5999"
+    path = cluster.copy_join_file(host, "moved.json", mlflow_url=url)
     env = {**host.env(), "TAXIPIPE_STACK__JOIN_TIMEOUT_SECONDS": "6"}
     result = cluster.hosts.taxipipe(host, "stack", "join", str(path), timeout=300, env=env)
-    _refused(result, host, f"MLflow at http://{outsider}:5000 did not answer within 6 s (3 attempts): is the "
-                           "stack up with --listen on that address, and is it reachable from this host?")
-    assert f"⏳ MLflow at http://{outsider}:5000 does not answer (attempt 1, next in 1 s)" in result.stdout
-    assert f"⏳ MLflow at http://{outsider}:5000 does not answer (attempt 2, next in 2 s)" in result.stdout
+    _refused(result, host, f"MLflow at {url} did not answer within 6 s (3 attempts): is the stack up with "
+                           "--listen on that address, and is it reachable from this host?")
+    assert f"⏳ MLflow at {url} does not answer (attempt 1, next in 1 s)" in result.stdout
+    assert f"⏳ MLflow at {url} does not answer (attempt 2, next in 2 s)" in result.stdout
+
+
+def test_two_worker_hosts_join_and_status_lists_them_by_host_and_engine(cluster: Cluster, workers):
+    expected = {(name, engine, "alive") for name in (WORKER_A, WORKER_B) for engine in ("airflow", "prefect")}
+    last: list[str] = []
+
+    def listed() -> bool:
+        last[:] = [cluster.status()]
+        return expected <= _joined(last[0])
+
+    wait_for(listed, "both worker hosts listed alive by engine", seconds=300, interval=2)
+
+
+def test_an_airflow_run_lands_on_the_worker_hosts_and_registers_a_champion(cluster: Cluster, workers):
+    """The scheduled run Airflow starts as soon as the DAG appears (on months the mirror serves
+    under the names the schedule asks for) runs its tasks on the edge workers only."""
+
+    def finished() -> str | None:
+        runs = json.loads(cluster.on_server(AIRFLOW_RUNS).stdout)
+        states = [run["state"] for run in runs if run["run_type"] == "scheduled"]
+        assert "failed" not in states, runs
+        return "success" in states and "success"
+
+    wait_for(finished, "the scheduled Airflow run succeeded", seconds=1500, interval=10)
+    found = json.loads(cluster.on_server(MLFLOW_RUNS).stdout)
+    assert found["hosts"] and set(found["hosts"]) <= {WORKER_A, WORKER_B}, found
+    assert found["champion_run"] in found["run_ids"], found
+
+
+def test_sigterm_stops_a_hosts_workers_and_status_says_it_is_gone(cluster: Cluster, workers):
+    hosts = cluster.hosts
+    stopping = workers[WORKER_A]
+    stopping.send_signal(signal.SIGTERM)
+    output, errors = stopping.communicate(timeout=120)
+    assert stopping.returncode == 0, output + errors
+    assert "⏹️  2 workers stopped" in output
+    for engine in ("airflow", "prefect"):
+        assert re.search(rf"✅ {engine} worker {WORKER_A} started \(pid \d+, log \S+\)", output), output
+    assert hosts.pids(hosts[WORKER_A]) == [], "every worker process of the host ended"
+    wait_for(lambda: (WORKER_A, "airflow", "gone") in _joined(cluster.status()),
+             "the stopped host's Airflow worker listed as gone", seconds=120, interval=2)

@@ -76,7 +76,7 @@ def reach(probe: Probe, timeout: float, path: Path) -> None:
             raise StackError(f"{probe.server} at {probe.url} does not accept the credentials of {path} (HTTP "
                              f"{status}): the join file's credentials are not accepted (changed since, or "
                              "another stack's): get a new join file")
-        if status is not None and (status < 400 or status in probe.accepts):
+        if status is not None and status < 400:
             return
         if status is not None:
             raise StackError(f"{probe.server} at {probe.url} answered HTTP {status} with the credentials of {path}: "

@@ -82,8 +82,6 @@ class Probe:
     server: str
     url: str
     call: Callable[[], int | None]
-    #: statuses beside 2xx and 3xx that mean the login was accepted (a read of what is not there: 404)
-    accepts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, order=True)

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urljoin
 
 from taxipipe.runners.airflow.environment import airflow_environment
 from taxipipe.stack.join_file import JoinFile
@@ -42,12 +43,12 @@ def token(secret: str, method: str) -> str:
 
 
 def probe(join: JoinFile) -> Probe:
-    """A read of the edge API (the log path of a task that does not exist: 404) signed with the
-    join file's secret: 403 when the server signs with another."""
-    method = "logs/logfile_path/taxipipe_join_check/check/check/1/-1"
-    url = f"{join.airflow_edge_api_url.rstrip('/')}/{method}"
+    """A state report of a job that does not exist (edge3 ignores it), signed with the join
+    file's secret: 403 when the server signs with another."""
+    method = "jobs/state/taxipipe_join_check/check/check/1/-1/queued"
+    url = urljoin(join.airflow_edge_api_url, method)  # as the worker joins them: rpcapi gives way
     return Probe("Airflow's API server", api_base(join), lambda: http_status(
-        "GET", url, headers={"Authorization": token(join.airflow_jwt_secret, method)}), accepts=(404,))
+        "PATCH", url, json={}, headers={"Authorization": token(join.airflow_jwt_secret, method)}))
 
 
 def worker(host: WorkerHost) -> Worker:

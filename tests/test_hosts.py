@@ -8,8 +8,10 @@ the join file, as an operator would copy it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import re
 import shlex
 import signal
@@ -18,8 +20,9 @@ import sys
 import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
+import psutil
 import pytest
 
 from tests.helpers import wait_for
@@ -29,19 +32,22 @@ pytestmark = pytest.mark.slow
 
 SERVER, WORKER_A, WORKER_B, OUTSIDER = "server", "worker-a", "worker-b", "outsider"
 MIRROR_PORT = 8000
+DAG_ID = "taxi_duration_pipeline"
 
-#: The pipeline DAG's runs, read through Airflow's API as the generated admin.
-AIRFLOW_RUNS = textwrap.dedent("""
-    import json, os, httpx
+#: One call of Airflow's REST API as the generated admin (argv: method, path, JSON body): its JSON.
+AIRFLOW_API = textwrap.dedent("""
+    import json, os, sys, httpx
     from pathlib import Path
-    home = Path(os.environ["AIRFLOW_HOME"])
     base = os.environ["AIRFLOW__EDGE__API_URL"].split("/edge_worker/")[0]
-    password = json.loads((home / "passwords.json").read_text())["admin"]
+    password = json.loads((Path(os.environ["AIRFLOW_HOME"]) / "passwords.json").read_text())["admin"]
     token = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": password}, timeout=30)
-    runs = httpx.get(f"{base}/api/v2/dags/taxi_duration_pipeline/dagRuns", timeout=30,
-                     headers={"Authorization": f"Bearer {token.json()['access_token']}"})
-    print(json.dumps(runs.json()["dag_runs"]))
+    method, path, body = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    answer = httpx.request(method, f"{base}/api/v2{path}", json=body if method != "GET" else None, timeout=30,
+                           headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+    assert answer.status_code < 300, answer.text
+    print(answer.text)
 """)
+DAG_RUNS = f"/dags/{DAG_ID}/dagRuns"
 
 #: The hosts the Airflow runs' steps ran on, their ids, and the champion's run.
 MLFLOW_RUNS = textwrap.dedent("""
@@ -81,15 +87,18 @@ class Cluster:
     def join(self, host: Host, path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
         return self.hosts.taxipipe(host, "stack", "join", str(path), *flags, timeout=300)
 
-    def on_server(self, script: str) -> subprocess.CompletedProcess[str]:
+    def on_server(self, script: str, *args: str) -> subprocess.CompletedProcess[str]:
         """A Python script on the server host, in a shell pointed at the stack (`stack env`)."""
         exported = self.hosts.taxipipe(self.server, "stack", "env", timeout=120)
         assert exported.returncode == 0, exported.stderr
         env = {**self.server.env(), **{key: " ".join(shlex.split(value)) for key, value
                                        in re.findall(r"^export (\w+)=(.*)$", exported.stdout, re.M)}}
-        result = self.hosts.run(self.server, [sys.executable, "-c", script], timeout=300, env=env)
+        result = self.hosts.run(self.server, [sys.executable, "-c", script, *args], timeout=300, env=env)
         assert result.returncode == 0, result.stdout + result.stderr[-3000:]
         return result
+
+    def airflow(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        return json.loads(self.on_server(AIRFLOW_API, method, path, json.dumps(body or {})).stdout)
 
 
 def mirror(folder: Path, tlc_dir: Path) -> Path:
@@ -119,7 +128,9 @@ def cluster(tlc_dir: Path) -> Iterator[Cluster]:
         served = mirror(outsider.folder / "tlc", tlc_dir)
         hosts.start(outsider, [sys.executable, "-m", "http.server", "--bind", outsider.address,
                                "--directory", str(served), str(MIRROR_PORT)])
+        # a task whose worker died is failed (then retried) after 30 s without its heartbeat
         env = {**server.env(), "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "5",
+               "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
                "TAXIPIPE_DATA__URL_TEMPLATE": f"http://{outsider.address}:{MIRROR_PORT}/"
                                               "{color}_tripdata_{year}-{month:02d}.parquet"}
         result = hosts.taxipipe(server, "stack", "up", "--listen", server.address, timeout=900, env=env)
@@ -277,7 +288,7 @@ def test_an_airflow_run_lands_on_the_worker_hosts_and_registers_a_champion(clust
     under the names the schedule asks for) runs its tasks on the edge workers only."""
 
     def finished() -> str | None:
-        runs = json.loads(cluster.on_server(AIRFLOW_RUNS).stdout)
+        runs = cluster.airflow("GET", DAG_RUNS)["dag_runs"]
         states = [run["state"] for run in runs if run["run_type"] == "scheduled"]
         assert "failed" not in states, runs
         return "success" in states and "success"
@@ -288,15 +299,57 @@ def test_an_airflow_run_lands_on_the_worker_hosts_and_registers_a_champion(clust
     assert found["champion_run"] in found["run_ids"], found
 
 
+def edge_worker(hosts: Hosts, host: Host) -> psutil.Process:
+    """The `airflow edge worker` process `stack join` started on `host` (its session's leader)."""
+    for pid in hosts.pids(host):
+        with contextlib.suppress(psutil.Error, OSError):
+            process = psutil.Process(pid)
+            # it names itself `airflow edge worker: HOSTNAME` (setproctitle)
+            if os.getsid(pid) == pid and "edge worker" in " ".join(process.cmdline()):
+                return process
+    raise AssertionError(f"no airflow edge worker runs on {host.name}")
+
+
+def test_a_task_whose_worker_is_killed_is_retried_on_the_other_host(cluster: Cluster, workers):
+    from taxipipe.partition import Partition
+    from taxipipe.runners.airflow.adapter import logical_date_for
+
+    logical_date = logical_date_for(Partition("green", 2021, 1)).isoformat()
+    run_id = cluster.airflow("POST", DAG_RUNS, {"logical_date": logical_date})["dag_run_id"]
+    instances = f"{DAG_RUNS}/{run_id}/taskInstances"
+
+    def training() -> dict[str, Any] | None:
+        train = cluster.airflow("GET", f"{instances}/train")
+        return train if train["state"] == "running" and train["hostname"] in workers else None
+
+    killed_on = wait_for(training, "the train task running on a worker host", seconds=900, interval=3)["hostname"]
+    edge_worker(cluster.hosts, cluster.hosts[killed_on]).kill()
+    output, errors = workers[killed_on].communicate(timeout=120)
+    assert workers[killed_on].returncode == 1, output + errors
+    assert re.fullmatch(r"❌ the airflow worker exited \(signal 9\); see \S+airflow-worker.log: the other workers "
+                        r"are stopped\n", errors), errors
+    assert cluster.hosts.pids(cluster.hosts[killed_on]) == [], "the host's other workers are stopped"
+
+    def finished() -> str | None:
+        state = cluster.airflow("GET", f"{DAG_RUNS}/{run_id}")["state"]
+        assert state != "failed", cluster.airflow("GET", instances)
+        return state == "success" and state
+
+    wait_for(finished, "the DAG run succeeded after the worker was killed", seconds=1500, interval=10)
+    train = cluster.airflow("GET", f"{instances}/train")
+    survivor = ({WORKER_A, WORKER_B} - {killed_on}).pop()
+    assert train["try_number"] >= 2 and train["hostname"] == survivor, train
+
+
 def test_sigterm_stops_a_hosts_workers_and_status_says_it_is_gone(cluster: Cluster, workers):
     hosts = cluster.hosts
-    stopping = workers[WORKER_A]
+    name, stopping = next((name, process) for name, process in workers.items() if process.poll() is None)
     stopping.send_signal(signal.SIGTERM)
     output, errors = stopping.communicate(timeout=120)
     assert stopping.returncode == 0, output + errors
     assert "⏹️  2 workers stopped" in output
     for engine in ("airflow", "prefect"):
-        assert re.search(rf"✅ {engine} worker {WORKER_A} started \(pid \d+, log \S+\)", output), output
-    assert hosts.pids(hosts[WORKER_A]) == [], "every worker process of the host ended"
-    wait_for(lambda: (WORKER_A, "airflow", "gone") in _joined(cluster.status()),
+        assert re.search(rf"✅ {engine} worker {name} started \(pid \d+, log \S+\)", output), output
+    assert hosts.pids(hosts[name]) == [], "every worker process of the host ended"
+    wait_for(lambda: (name, "airflow", "gone") in _joined(cluster.status()),
              "the stopped host's Airflow worker listed as gone", seconds=120, interval=2)

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from typing import Any, Iterator
 import psutil
 import pytest
 
+from taxipipe.stack.state import StackPaths
 from tests.helpers import wait_for
 from tests.hosts import Host, Hosts, unavailable_reason
 
@@ -139,7 +141,9 @@ def cluster(tlc_dir: Path) -> Iterator[Cluster]:
         yield Cluster(hosts, join_file)
     finally:
         hosts.taxipipe(server, "stack", "down", timeout=300)
+        cluster_folder = StackPaths.of(server.home).postgres  # as root: under user postgres's home
         hosts.close()
+        shutil.rmtree(cluster_folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

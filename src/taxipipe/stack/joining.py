@@ -17,7 +17,7 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from taxipipe import console
 from taxipipe.config import Settings
@@ -26,7 +26,7 @@ from taxipipe.safety.interrupts import INTERRUPTIONS, deferred
 from taxipipe.stack import join_file, processes
 from taxipipe.stack.join_file import JoinFile
 from taxipipe.stack.processes import PidRecord
-from taxipipe.stack.services import Engine, project_dir
+from taxipipe.stack.services import Engine, WorkerKind, project_dir
 from taxipipe.stack.workers import Probe, WorkerHost, http_status
 
 #: The MLflow tag of the Default experiment naming the stack a server belongs to.
@@ -90,18 +90,18 @@ def reach(probe: Probe, timeout: float, path: Path) -> None:
         attempt, wait = attempt + 1, min(wait * 2, MAX_BACKOFF_SECONDS)
 
 
-def choose(engines: Sequence[Engine], names: Sequence[str] | None) -> list[Engine]:
-    """The engines with a worker, or those named (each must have one)."""
-    workers = {engine.name: engine for engine in engines if engine.worker is not None}
+def choose(engines: Sequence[Engine], names: Sequence[str] | None) -> dict[str, WorkerKind]:
+    """The workers of every engine that has one, or of the engines named (each must have one)."""
+    workers = {engine.name: engine.worker for engine in engines if engine.worker is not None}
     if names is None:
-        return list(workers.values())
+        return workers
     unknown = [name for name in names if name not in workers]
     if unknown:
         raise StackError(f"no worker for {', '.join(unknown)}: --engines takes {', '.join(workers)}")
-    return [workers[name] for name in dict.fromkeys(names)]
+    return {name: workers[name] for name in names}
 
 
-def check(join: JoinFile, path: Path, engines: Sequence[Engine], timeout: float) -> None:
+def check(join: JoinFile, path: Path, workers: Mapping[str, WorkerKind], timeout: float) -> None:
     """Every check before anything starts: MLflow, the stack it serves, each engine's server."""
     reach(mlflow_probe(join), timeout, path)
     served = served_stack_id(join)
@@ -109,9 +109,8 @@ def check(join: JoinFile, path: Path, engines: Sequence[Engine], timeout: float)
         raise StackError(f"{path} is the join file of stack {join.stack_id}, but the servers at {join.address} "
                          f"are stack {served or 'of no known id'}: use the join file that stack's `up --listen` "
                          "wrote")
-    for engine in engines:
-        assert engine.worker is not None
-        reach(engine.worker.probe(join), timeout, path)
+    for worker in workers.values():
+        reach(worker.probe(join), timeout, path)
 
 
 def join(settings: Settings, path: Path, engines: Sequence[Engine], names: Sequence[str] | None = None) -> int:
@@ -124,15 +123,14 @@ def join(settings: Settings, path: Path, engines: Sequence[Engine], names: Seque
     check(joined, path, chosen, settings.stack.join_timeout_seconds)
     host = WorkerHost(joined, socket.gethostname(), settings.home, project_dir(settings),
                       settings.stack.worker_concurrency)
-    host.create([engine.name for engine in chosen])
+    host.create(list(chosen))
     running: list[PidRecord] = []
     try:
-        for engine in chosen:
-            assert engine.worker is not None
-            worker = engine.worker.worker(host)
-            log = host.log(engine.name)
-            running.append(processes.spawn(engine.name, worker.command, worker.env, log, worker.cwd))
-            console.say(f"✅ {engine.name} worker {host.hostname} started (pid {running[-1].pid}, log {log})")
+        for name, kind in chosen.items():
+            worker = kind.worker(host)
+            log = host.log(name)
+            running.append(processes.spawn(name, worker.command, worker.env, log, worker.cwd))
+            console.say(f"✅ {name} worker {host.hostname} started (pid {running[-1].pid}, log {log})")
         console.say("🟢 joined; SIGTERM or Ctrl-C stops the workers")
         dead = _watch(running)
     except INTERRUPTIONS:

@@ -250,6 +250,18 @@ def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 300) -> N
     wait_for(healthy, f"{url} answers /health", seconds, interval=0.5)
 
 
+def stop_processes(processes: list[subprocess.Popen], seconds: float = 30) -> None:
+    """SIGTERM each process (the last started first), then SIGKILL any still running after `seconds`."""
+    for process in reversed(processes):
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def serve_settings(home: Path, **serve: Any) -> Settings:
     """Settings on `home` with these `serve` settings."""
     return load_settings(overrides={"home": str(home), "serve": serve})

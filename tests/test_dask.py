@@ -14,7 +14,7 @@ from taxipipe.compute.dask import connect
 from taxipipe.config import load_settings
 from taxipipe.errors import ComputeError
 from taxipipe.runners.simple import SimplePipeline
-from tests.helpers import cli_data_flags, free_port, run_cli
+from tests.helpers import cli_data_flags, free_port, run_cli, stop_processes
 
 WINDOW_2023 = {"year": 2023, "month": 3, "train_months": 3}
 #: xgboost.dask sketches quantiles per worker and sums histograms across workers, so cut
@@ -43,13 +43,7 @@ def dask_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             client.wait_for_workers(2, timeout=120)
         yield address
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
         log.close()
 
 
@@ -85,3 +79,42 @@ def test_an_unreachable_scheduler_is_one_sentence() -> None:
     with pytest.raises(ComputeError, match=f"cannot reach the Dask scheduler at {address}"):
         with connect(settings):
             pass
+
+
+def test_row_groups_form_the_partitions_read_parquet_would_make(tmp_path: Path) -> None:
+    """The client sends the window in the partitions workers reading the file would have made,
+    so the booster (and the RMSE) stays the one a shared disk gave."""
+    import dask.dataframe as dd
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from taxipipe.compute.dask import partition_row_groups
+
+    path = tmp_path / "encoded.parquet"
+    rows = np.arange(200_000, dtype=np.float32)
+    pq.write_table(pa.table({"trip_distance": rows, "duration": rows.astype(np.float64)}), path, row_group_size=15_000)
+    metadata = pq.ParquetFile(path).metadata
+    sizes = [metadata.row_group(index).total_byte_size for index in range(metadata.num_row_groups)]
+    for limit in (sizes[0] // 2, 2 * sizes[0], 3 * sizes[0] + 1, sum(sizes) // 2):
+        groups = partition_row_groups(sizes, limit)
+        expected = [len(part) for part in dd.read_parquet(str(path), blocksize=limit).partitions]
+        assert [sum(metadata.row_group(index).num_rows for index in part) for part in groups] == expected
+        assert [index for part in groups for index in part] == list(range(len(sizes)))
+    assert len(partition_row_groups(sizes)) == 1 and partition_row_groups([]) == []
+
+
+def test_a_scheduler_without_workers_is_one_sentence(tmp_path: Path) -> None:
+    import logging
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from distributed import Client, LocalCluster
+
+    from taxipipe.compute.dask import send_encoded
+
+    path = tmp_path / "encoded.parquet"
+    pq.write_table(pa.table({"trip_distance": [1.0], "duration": [5.0]}), path)
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=":0", silence_logs=logging.WARNING) as cluster, \
+            Client(cluster) as client, pytest.raises(ComputeError, match="has no workers; start `dask worker`"):
+        send_encoded(client, path)

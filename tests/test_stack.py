@@ -60,9 +60,9 @@ class RunningStack:
         return subprocess.run([sys.executable, "-m", "taxipipe", "stack", *args], env=self.env,
                               capture_output=True, text=True, timeout=timeout)
 
-    def up(self) -> str:
+    def up(self, *args: str) -> str:
         started = time.monotonic()
-        result = self.cli("up")
+        result = self.cli("up", *args)
         assert result.returncode == 0, result.stdout + result.stderr[-5000:]
         self.timings.setdefault("up", time.monotonic() - started)
         return result.stdout
@@ -79,12 +79,38 @@ class RunningStack:
         return json.loads(self.paths.secrets.read_text())
 
     def records(self) -> list[PidRecord]:
-        found = [read_record(self.paths, name) for name in SERVICES[1:]]
+        found = [read_record(self.paths, name) for name in service_names(ENGINES, listening=True)[1:]]
         found.append(postgres.running(self.paths))
         return [record for record in found if record is not None]
 
     def processes(self) -> list[psutil.Process]:
         return [process for record in self.records() for process in record.members()]
+
+    def listening(self) -> dict[tuple[str, int], str]:
+        """Every (address, port) a process of the stack listens on, with the process's name."""
+        found = {}
+        for process in self.processes():
+            try:  # a service's short-lived child (a DAG file's parse, a task) may be gone by now
+                connections, name = process.net_connections(kind="inet"), process.name()
+            except psutil.NoSuchProcess:
+                continue
+            for connection in connections:
+                if connection.status == psutil.CONN_LISTEN:
+                    found[(connection.laddr.ip, connection.laddr.port)] = name
+        return found
+
+    def remove(self, base: Path) -> None:
+        """`down`, then end whatever outlived it, and delete the stack's files under `base`."""
+        started = time.monotonic()
+        self.cli("down", timeout=300)
+        self.timings.setdefault("down", time.monotonic() - started)
+        for record in self.records():
+            for process in record.members():
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
+        shutil.rmtree(self.paths.postgres, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
+        print(f"stack timings: {self.timings}")
 
     @property
     def mlflow_url(self) -> str:
@@ -111,16 +137,7 @@ def stack(tlc_server: TlcServer) -> Iterator[RunningStack]:
         print(running.up())
         yield running
     finally:
-        started = time.monotonic()
-        running.cli("down", timeout=300)
-        running.timings.setdefault("down", time.monotonic() - started)
-        for record in running.records():
-            for process in record.members():
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    process.kill()
-        shutil.rmtree(running.paths.postgres, ignore_errors=True)
-        shutil.rmtree(base, ignore_errors=True)
-        print(f"stack timings: {running.timings}")
+        running.remove(base)
 
 
 @dataclass(frozen=True)
@@ -404,15 +421,7 @@ def test_up_starts_every_service_healthy_and_again_starts_nothing(stack: Running
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_nothing_listens_beyond_localhost_and_no_password_shows(stack: RunningStack):
-    listening = {}
-    for process in stack.processes():
-        try:  # a service's short-lived child (a DAG file's parse, a task) may be gone by now
-            connections, name = process.net_connections(kind="inet"), process.name()
-        except psutil.NoSuchProcess:
-            continue
-        for connection in connections:
-            if connection.status == psutil.CONN_LISTEN:
-                listening[(connection.laddr.ip, connection.laddr.port)] = name
+    listening = stack.listening()
     assert {port for _, port in listening} >= set(stack.ports.values())
     assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
 

@@ -47,7 +47,8 @@ def add_settings_flags(parser: argparse.ArgumentParser, only: Collection[str] | 
     flag("--url-template", help="URL, file:// URL or path template of TLC months")
     flag("--train-months", type=int, metavar="N", help="train on the N months ending at --year/--month (default 1)")
     flag("--engine", choices=["local", "dask"], help="where training runs (default local)")
-    flag("--scheduler", metavar="tcp://HOST:PORT", help="Dask scheduler for --engine dask (default: a local cluster)")
+    flag("--scheduler", metavar="tcp://HOST:PORT", help="Dask scheduler for --engine dask, tcp:// or tls:// "
+         "(default: a local cluster)")
 
 
 FLAG_KEYS = {

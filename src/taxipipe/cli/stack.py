@@ -81,8 +81,8 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 def add_stack(commands: Any) -> None:
     stack = command(commands, "stack", cmd_stack,
-                    "PostgreSQL, MLflow, Airflow, Prefect and Dagster servers, and workers on other hosts "
-                    "(docs/production.md)",
+                    "PostgreSQL, MLflow, Airflow, Prefect and Dagster servers on 127.0.0.1, or for workers "
+                    "on other hosts with --listen; workers of such a stack (docs/production.md)",
                     description="Run the shared stack in the background, with state and logs in HOME/stack.")
     stack.add_argument("action", choices=["up", "down", "status", "env", "join"],
                        help="up: start what is missing; down: stop everything; status: health of each "

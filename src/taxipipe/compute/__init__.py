@@ -4,8 +4,8 @@
 - `external` (local, when compute.external_memory is set or the estimate from the parquet
   metadata exceeds compute.memory_gb): row groups stream through XGBoost's
   ExtMemQuantileDMatrix, so memory is bounded by a row group plus the validation month.
-- `dask` (compute.engine = dask): dask.dataframe reads the encoded window and
-  xgboost.dask trains on the cluster at compute.dask_scheduler (empty: a LocalCluster).
+- `dask` (compute.engine = dask): this process sends the encoded window to the cluster at
+  compute.dask_scheduler (empty: a LocalCluster) a row group at a time, xgboost.dask trains.
 
 Every mode yields the same kind of booster, logged in the same pyfunc model.
 """
@@ -39,6 +39,10 @@ def check(settings: Settings) -> None:
     if mode != "categorical" and compute.engine == "dask":
         raise ConfigError("compute.engine = dask trains on categorical features only; use --features "
                           "categorical or --engine local")
+    if compute.engine == "dask":
+        from taxipipe.compute.dask import tls_paths
+
+        tls_paths(settings)
     if mode != "categorical" and compute.external_memory:
         raise ConfigError("compute.external_memory streams categorical features only; use --features "
                           "categorical or set compute.external_memory = false")

@@ -1,10 +1,11 @@
-"""Training on a Dask cluster: dask.dataframe reads the encoded window, xgboost.dask trains.
+"""Training on a Dask cluster: the encoded window goes to the workers, xgboost.dask trains.
 
-The cluster is the scheduler at compute.dask_scheduler (tcp://HOST:PORT), or, when that is
-empty, a LocalCluster sized to this machine that lives as long as the training. Workers
-read the encoded window from the run's home, so on several machines the home must be
-shared storage (as for Airflow's Celery workers). The booster comes back to this process
-and is saved and served like one trained in memory. (Imported only to train.)
+The cluster is the scheduler at compute.dask_scheduler (tcp://HOST:PORT, or tls://HOST:PORT
+with the certificates in compute.dask_tls_dir), or, when that is empty, a LocalCluster sized
+to this machine that lives as long as the training. This process reads the encoded window a
+row group at a time and sends each to the cluster, so workers on other hosts need no shared
+disk. The booster comes back to this process and is saved and served like one trained in
+memory. (Imported only to train.)
 """
 
 from __future__ import annotations
@@ -34,15 +35,69 @@ def connect(settings: Settings) -> Iterator[Any]:
                 client.run(quiet_xgboost_console)
             yield client
         return
+    security = tls_security(settings)
     try:
-        client = Client(address, timeout="10s")
-    except (OSError, TimeoutError):
-        raise ComputeError(
-            f"cannot reach the Dask scheduler at {address}; start it (`dask scheduler`) or point "
-            "compute.dask_scheduler (--scheduler) at a running one, or leave it empty for a local cluster"
-        ) from None
+        client = Client(address, timeout="10s", security=security)
+    except OSError as exc:
+        if security is not None and ("TLS" in str(exc) or "SSL" in str(exc)):
+            raise ComputeError(
+                f"the Dask scheduler at {address} refused the TLS handshake: the certificates in "
+                f"compute.dask_tls_dir ({settings.compute.dask_tls_dir}) are not its stack's; copy them "
+                "again from the stack's HOME/stack/tls (or its join file)") from None
+        raise unreachable(address) from None
+    except TimeoutError:
+        raise unreachable(address) from None
     with client:
         yield client
+
+
+def unreachable(address: str) -> ComputeError:
+    return ComputeError(
+        f"cannot reach the Dask scheduler at {address}; start it (`dask scheduler`) or point "
+        "compute.dask_scheduler (--scheduler) at a running one, or leave it empty for a local cluster")
+
+
+#: What compute.dask_tls_dir holds: the stack's certificate authority, the client's certificate and key.
+TLS_FILES = ("ca.pem", "client.pem", "client-key.pem")
+
+
+def tls_paths(settings: Settings) -> tuple[Path, Path, Path] | None:
+    """The files of compute.dask_tls_dir for a tls:// scheduler (None for another cluster); a
+    tls:// address without the folder, or a folder that lacks a file, is one sentence."""
+    address, folder = settings.compute.dask_scheduler, settings.compute.dask_tls_dir
+    if not address.startswith("tls://"):
+        return None
+    if folder is None:
+        raise ComputeError(
+            f"the Dask scheduler {address} speaks TLS: set compute.dask_tls_dir "
+            "(TAXIPIPE_COMPUTE__DASK_TLS_DIR) to a folder holding its ca.pem, client.pem and client-key.pem "
+            "(a listening stack's HOME/stack/tls; `taxipipe stack env` exports it)")
+    ca, cert, key = (folder / name for name in TLS_FILES)
+    missing = [path.name for path in (ca, cert, key) if not path.is_file()]
+    if missing:
+        raise ComputeError(f"compute.dask_tls_dir ({folder}) lacks {', '.join(missing)}: copy ca.pem, "
+                           "client.pem and client-key.pem from the stack's HOME/stack/tls")
+    return ca, cert, key
+
+
+def tls_security(settings: Settings) -> Any:
+    """The mutual-TLS `Security` of a tls:// scheduler, None for a tcp:// one."""
+    paths = tls_paths(settings)
+    if paths is None:
+        return None
+    import ssl
+
+    from distributed.security import Security
+
+    ca, cert, key = paths
+    security = Security(tls_ca_file=str(ca), tls_client_cert=str(cert), tls_client_key=str(key),
+                        require_encryption=True)
+    try:
+        security.get_connection_args("client")
+    except (ssl.SSLError, ValueError) as exc:
+        raise ComputeError(f"the certificates in compute.dask_tls_dir ({ca.parent}) cannot be read ({exc}); "
+                           "copy them again from the stack's HOME/stack/tls") from None
+    return security
 
 
 def quiet_xgboost_console() -> None:
@@ -71,7 +126,6 @@ def quiet_xgboost_console() -> None:
 
 def train_on_cluster(settings: Settings, encoder: Any, train_path: Path, validation_path: Path) -> Trained:
     """xgboost.dask on the window, early stopping on the validation month, scored here."""
-    import dask.dataframe as dd
     import pyarrow.parquet as pq
     import xgboost.dask as dxgb
 
@@ -84,8 +138,8 @@ def train_on_cluster(settings: Settings, encoder: Any, train_path: Path, validat
     model, names = settings.model, encoder.feature_names
     kinds = {"feature_types": encoder.feature_types, "enable_categorical": True}
     with connect(settings) as client:
-        window = dd.read_parquet(str(train_path))
-        validation = dd.read_parquet(str(validation_path))
+        window = send_encoded(client, train_path)
+        validation = send_encoded(client, validation_path)
         dtrain = dxgb.DaskQuantileDMatrix(client, window[names], window[TARGET], **kinds)
         dvalid = dxgb.DaskDMatrix(client, validation[names], validation[TARGET], **kinds)
         output = dxgb.train(client, booster_params(model.params), dtrain, num_boost_round=model.params.n_estimators,
@@ -98,3 +152,59 @@ def train_on_cluster(settings: Settings, encoder: Any, train_path: Path, validat
         **metrics, "dask_workers": len(workers),
         "dask_workers_peak_rss_mb": round(sum(workers.values()) / 2**20, 1)})
     return Trained(fit, target, pq.ParquetFile(train_path).metadata.num_rows)
+
+
+def send_encoded(client: Any, path: Path) -> Any:
+    """An encoded file as a dask DataFrame held by the workers, sent from here a row group at a time.
+
+    Row groups form the partitions `dask.dataframe.read_parquet` would make of the file, so the
+    booster is the one workers reading the file from a shared disk would train; partition i
+    goes to the i-th worker (round robin), and its row groups are joined there.
+    """
+    import dask.dataframe as dd
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(path)
+    workers = sorted(client.scheduler_info()["workers"])
+    if not workers:
+        raise ComputeError(f"the Dask scheduler at {client.scheduler.address} has no workers; start "
+                           "`dask worker` (or `taxipipe stack join`) on the worker hosts")
+    parts = []
+    sizes = [source.metadata.row_group(index).total_byte_size for index in range(source.num_row_groups)]
+    for number, groups in enumerate(partition_row_groups(sizes)):
+        worker = [workers[number % len(workers)]]
+        pieces = [client.scatter(source.read_row_group(index).to_pandas(), workers=worker, hash=False)
+                  for index in groups]
+        parts.append(client.submit(join_row_groups, pieces, workers=worker))
+    return dd.from_delayed(parts, meta=source.schema_arrow.empty_table().to_pandas(), verify_meta=False)
+
+
+#: dask.dataframe.read_parquet's default partition size (its pyarrow engine's `blocksize`).
+PARTITION_BYTES = 256 << 20
+
+
+def partition_row_groups(sizes: list[int], limit: int = PARTITION_BYTES) -> list[list[int]]:
+    """The row groups (by their uncompressed bytes) that make each partition, as read_parquet
+    groups them: one partition while the file is at most twice `limit`; otherwise consecutive
+    row groups while their sum stays within `limit`."""
+    if not sizes:
+        return []
+    if sum(sizes) <= 2 * limit:
+        return [list(range(len(sizes)))]
+    partitions, current, total = [], [0], sizes[0]
+    for index, size in enumerate(sizes[1:], start=1):
+        if total + size <= limit:
+            current.append(index)
+            total += size
+        else:
+            partitions.append(current)
+            current, total = [index], size
+    partitions.append(current)
+    return partitions
+
+
+def join_row_groups(pieces: list[Any]) -> Any:
+    """On a worker: one partition of the row groups sent to the cluster."""
+    import pandas as pd
+
+    return pd.concat(pieces, ignore_index=True) if len(pieces) > 1 else pieces[0]

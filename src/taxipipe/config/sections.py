@@ -118,7 +118,10 @@ class ValidationSettings(Section):
 
 class ComputeSettings(Section):
     engine: Literal["local", "dask"] = "local"
-    dask_scheduler: str = Field(default="", description="tcp://HOST:PORT; empty: a LocalCluster")
+    dask_scheduler: str = Field(default="", description="tcp://HOST:PORT (tls:// with dask_tls_dir); "
+                                "empty: a LocalCluster")
+    dask_tls_dir: Path | None = Field(default=None, description="ca.pem, client.pem and client-key.pem for a "
+                                      "tls:// scheduler (a listening stack's HOME/stack/tls)")
     external_memory: bool = Field(default=False, description="stream the window through XGBoost's "
                                   "external memory even when it would fit")
     memory_gb: float | None = Field(default=None, gt=0, description="None: half the available memory")
@@ -140,7 +143,7 @@ class ComputeSettings(Section):
         if parts is None or parts.scheme not in ("tcp", "tls") or not parts.hostname or port is None:
             raise PydanticCustomError("sentence", "{sentence}", {"sentence": (
                 f"compute.dask_scheduler '{address}' is not a Dask scheduler address: give tcp://HOST:PORT "
-                "(such as tcp://127.0.0.1:8786), or leave it empty for a local cluster")})
+                "(such as tcp://127.0.0.1:8786) or tls://HOST:PORT, or leave it empty for a local cluster")})
         return address
 
 

@@ -93,8 +93,9 @@ def make(directory: Path, address: str) -> TlsFiles:
     ca_key = _key()
     ca = _certificate(CA_NAME, ca_key, ca_key, ca=True)
     scheduler_key, client_key = _key(), _key()
+    # the scheduler also connects to the workers (client.run, a worker's status), as a TLS client
     scheduler = _certificate("dask-scheduler", scheduler_key, ca_key, address=address,
-                             usage=[ExtendedKeyUsageOID.SERVER_AUTH])
+                             usage=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
     # workers also accept connections (from the scheduler and each other) with this one
     client = _certificate("dask-client", client_key, ca_key,
                           usage=[ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH])

@@ -4,6 +4,9 @@ PostgreSQL and MLflow are the stack's own; every other service belongs to an eng
 declares it in its folder (`runners/NAME/services.py`); the caller passes the engines to run
 (`runners/engines.py`).
 
+With `stack.listen` (`up --listen ADDRESS`) the stack also runs a Dask scheduler, and `up`
+ends by writing the join file a worker host needs (`stack/join_file.py`).
+
 Every command first says which home's stack it speaks for. `up` records the running stack's
 home (and the settings its runs get) outside any home, so `env`, `status` and `down` from a
 shell without that home still find it; a shell whose own home has a stack speaks for that one
@@ -161,10 +164,11 @@ def up(settings: Settings, engines: Sequence[Engine], runner_env: Mapping[str, s
     recorded = state.read_running()
     elsewhere = recorded is not None and Path(recorded["home"]) != settings.home
     say(f"🏠 stack home {settings.home}" + (f" (the running stack's home is {recorded['home']})" if elsewhere else ""))
+    if new_credentials:
+        _renew_credentials(Stack(settings, engines))
     stack = Stack(settings, engines, runner_env)
     paths = stack.paths
-    if new_credentials:
-        _renew_credentials(stack)
+    _require_same_listen(stack, recorded)
     services = _services(stack)
     names = service_names(engines, stack.listening)
     missing = {name for name in names if _running(paths, name) is None}
@@ -210,16 +214,30 @@ def up(settings: Settings, engines: Sequence[Engine], runner_env: Mapping[str, s
     say('👉 eval "$(taxipipe stack env)" points this shell and its runners at the stack')
 
 
+def _running_names(stack: Stack) -> list[str]:
+    return [name for name in service_names(stack.engines, listening=True) if _running(stack.paths, name)]
+
+
+def _require_same_listen(stack: Stack, recorded: dict | None) -> None:
+    """Refuse to change where a running stack listens: its servers would stay where they are."""
+    if recorded is None or Path(recorded["home"]) != stack.settings.home:
+        return
+    listening = recorded.get("stack", {}).get("listen", "")
+    if listening != stack.settings.stack.listen and _running_names(stack):
+        where = f"on {listening}" if listening else "on 127.0.0.1 only"
+        raise StackError(f"the running stack listens {where}: `taxipipe stack down` first to change --listen")
+
+
 def _renew_credentials(stack: Stack) -> None:
     """Forget every login, signing key and certificate of a stopped stack (made anew on start)."""
-    running = [name for name in service_names(stack.engines, listening=True) if _running(stack.paths, name)]
+    running = _running_names(stack)
     if running:
-        raise StackError(f"--new-credentials needs a stopped stack, and {', '.join(running)} {'runs' if len(running) == 1 else 'run'}: "
+        verb = "runs" if len(running) == 1 else "run"
+        raise StackError(f"--new-credentials needs a stopped stack, and {', '.join(running)} {verb}: "
                          "`taxipipe stack down` first")
     state.forget_secrets(stack.paths, stack.credentials)
     auth_database(stack.paths).unlink(missing_ok=True)
     shutil.rmtree(stack.paths.tls, ignore_errors=True)
-    stack.__dict__.pop("secrets", None)
     say("🔑 new credentials: join files written before no longer work")
 
 

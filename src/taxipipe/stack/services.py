@@ -3,10 +3,11 @@
 Each service is a command, its environment and a health check: an API call that reads the
 service's store in PostgreSQL, so a server whose database went away is not healthy. Database
 URLs and keys go through environment variables, never the command line, so `ps` shows no password.
-Every process listens on 127.0.0.1 only, unless `stack.listen` names an address: then the servers a
-worker host reaches (MLflow, Airflow's API server, Prefect's server, the Dask scheduler) listen
-there instead, each demanding credentials, and the rest stays on 127.0.0.1. Each engine's services are defined in its folder
-(`runners/NAME/services.py`) as an `Engine`; `runners/engines.py` lists the engines the stack runs.
+Every process listens on 127.0.0.1 only, unless `stack.listen` names an address: then the servers
+a worker host reaches (MLflow, Airflow's API server, Prefect's server, the Dask scheduler) listen
+there instead, each demanding credentials, and the rest stays on 127.0.0.1. Each engine's
+services are defined in its folder (`runners/NAME/services.py`) as an `Engine`;
+`runners/engines.py` lists the engines the stack runs.
 """
 
 from __future__ import annotations
@@ -140,10 +141,11 @@ class Stack:
     @cached_property
     def secrets(self) -> dict[str, str]:
         """Generated on the first `up` (after `paths.create()`), read afterwards."""
-        return load_secrets(self.paths, self.databases, self._engine_secrets)
+        return load_secrets(self.paths, self.databases, self._generated_secrets)
 
-    def _engine_secrets(self) -> dict[str, str]:
-        return {"stack_id": token(6), **mlflow_secrets(),
+    def _generated_secrets(self) -> dict[str, str]:
+        """The stack's id, MLflow's login and key, and what each engine needs."""
+        return {"stack_id": token(12), **mlflow_secrets(),
                 **{key: value for engine in self.engines for key, value in engine.secrets().items()}}
 
     @property

@@ -1,0 +1,55 @@
+"""A Dask worker on a host that joins a listening stack: mutual TLS to the stack's scheduler with
+the certificates the join file carries, TLS on every port it listens on, no dashboard, and its
+files under the host's home (HOME/join/dask), so it needs no disk shared with the stack.
+
+A run's train step sends the window to the workers (`compute/dask.py`), so a worker reads no
+file of the run's home.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+from taxipipe.safety.atomic import write_private
+from taxipipe.stack.join_file import JoinFile
+
+#: The files of the stack's certificates under the worker's TLS folder, as the scheduler's are named.
+CA, CERT, KEY = "ca.pem", "client.pem", "client-key.pem"
+
+
+def worker_home(home: Path) -> Path:
+    """HOME/join/dask: the worker's TLS files and its local directory (spilled data, packages)."""
+    return home / "join" / "dask"
+
+
+def write_tls(join: JoinFile, folder: Path) -> tuple[Path, Path, Path]:
+    """The join file's CA, certificate and key as files in `folder` (0600, written atomically)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths = folder / CA, folder / CERT, folder / KEY
+    for path, pem in zip(paths, (join.dask_ca_pem, join.dask_cert_pem, join.dask_key_pem)):
+        write_private(path, pem)
+    return paths
+
+
+def worker_command(join: JoinFile, home: Path, hostname: str | None = None,
+                   nthreads: int | None = None) -> tuple[list[str], dict[str, str]]:
+    """The `dask worker` command (and its environment) that serves `join`'s scheduler from this host.
+
+    It is named after the host (`hostname`, default this machine's), runs `nthreads` threads
+    (default: one per core), and listens with TLS only; its HTTP routes (health, metrics) stay on
+    127.0.0.1.
+    """
+    folder = worker_home(home)
+    ca, cert, key = write_tls(join, folder / "tls")
+    local = folder / "work"
+    local.mkdir(mode=0o700, parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "distributed.cli.dask_worker", join.dask_scheduler,
+               "--name", hostname or socket.gethostname(), "--nthreads", str(nthreads or os.cpu_count() or 1),
+               "--protocol", "tls", "--tls-ca-file", str(ca), "--tls-cert", str(cert), "--tls-key", str(key),
+               "--no-dashboard", "--dashboard-address", "127.0.0.1:0", "--local-directory", str(local)]
+    env = {**os.environ, "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+           "DASK_TEMPORARY_DIRECTORY": str(local)}
+    return command, env

@@ -207,6 +207,16 @@ def free_port() -> int:
     raise RuntimeError("no free port outside the ephemeral range")
 
 
+def stop(process: subprocess.Popen) -> str:
+    """Stop a server the test started, by its pid (SIGTERM, then SIGKILL after 20 s); its output."""
+    process.terminate()
+    try:
+        return process.communicate(timeout=20)[0] or ""
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()[0] or ""
+
+
 @contextlib.contextmanager
 def running_ui(root: Path) -> Iterator[tuple[str, Path, subprocess.Popen]]:
     """`taxipipe ui` on a free port, serving the store of its own home under `root`; yields its
@@ -222,12 +232,7 @@ def running_ui(root: Path) -> Iterator[tuple[str, Path, subprocess.Popen]]:
         wait_healthy(url, process)
         yield url, server_home, process
     finally:
-        process.terminate()
-        try:
-            output = process.communicate(timeout=20)[0]
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output = process.communicate()[0]
+        output = stop(process)
     assert f"MLflow UI on {url}/#/experiments?workflowType=machine_learning" in output
     # the runs' requests leave no access-log lines, and no library warns on the console
     assert "HTTP/1.1" not in output and "Warning" not in output, output[-2000:]

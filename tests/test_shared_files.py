@@ -1,13 +1,15 @@
 """Steps on two hosts that share no disk: files go through a real MLflow server's artifact proxy.
 
 Two homes stand for two hosts; the steps of one run alternate between them against one
-`taxipipe ui` server (`--serve-artifacts`), so each step reads files the other host wrote.
+`mlflow server --serve-artifacts`, so each step reads files the other host wrote.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -15,11 +17,11 @@ import httpx
 import pytest
 
 from taxipipe.config import Settings, load_settings
-from taxipipe.errors import SharedFileError
+from taxipipe.errors import SharedFileError, TrackingError
 from taxipipe.pipeline import graph, run_step
 from taxipipe.steps import Record, StepContext
-from taxipipe.tracking import shared_files
-from tests.helpers import TlcServer, free_port, running_ui, store_uri, wait_healthy
+from taxipipe.tracking import server_command, server_env, shared_files
+from tests.helpers import TlcServer, free_port, stop, store_uri, wait_healthy
 
 WORKDIR = "partitions/green/2021-01"
 
@@ -35,11 +37,29 @@ def files_under(folder: Path) -> set[str]:
     return {path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()}
 
 
+@contextlib.contextmanager
+def mlflow_server(root: Path, *options: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`mlflow server --serve-artifacts` as `taxipipe` starts it, proxying to `root`/artifacts, on a
+    free port; yields its URL, then stops it by its pid."""
+    port = free_port()
+    environment = {**os.environ, **server_env(store_uri(root, "mlflow.db"), quiet=True), **(env or {})}
+    with (root / "server.log").open("w") as log:
+        process = subprocess.Popen([*server_command(port, str(root / "artifacts"), quiet=True), *options],
+                                   env=environment, cwd=root, stdout=log, stderr=log)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_healthy(url, process)
+            yield url
+        finally:
+            stop(process)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """One tracking server for the module: its URL and the folder its artifact proxy writes to."""
-    with running_ui(tmp_path_factory.mktemp("tracking")) as (url, server_home, _):
-        yield url, server_home / "mlflow" / "artifacts"
+    root = tmp_path_factory.mktemp("tracking")
+    with mlflow_server(root) as url:
+        yield url, root / "artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +135,12 @@ def test_cleanup_leaves_no_intermediate_on_the_server(two_hosts, server) -> None
     assert files_under(artifacts / shared_files.PREFIX) == set()
     # the run's model stays in the store
     assert any(name.endswith("MLmodel") for name in files_under(artifacts))
+    # a host that comes later finds no intermediate, and says so
+    late = hosts["B"].home / "late"
+    with pytest.raises(SharedFileError, match=rf"^intermediates/{WORKDIR}/model.bin is not in the tracking "
+                                              r"server's artifact store at \S+; run the pipeline again"):
+        shared_files.fetch(server[0], late, late / WORKDIR / "model.bin", records["deploy"]["shared_files"][
+            f"{WORKDIR}/model.bin"])
 
 
 def test_an_embedded_run_shares_nothing(tlc_server: TlcServer, tmp_path: Path) -> None:
@@ -129,45 +155,41 @@ def test_an_embedded_run_shares_nothing(tlc_server: TlcServer, tmp_path: Path) -
         "downloads/green_tripdata_2021-01.parquet", "downloads/green_tripdata_2021-01.parquet.source",
         "downloads/green_tripdata_2021-02.parquet", "downloads/green_tripdata_2021-02.parquet.source",
         f"{WORKDIR}/train_clean.parquet", f"{WORKDIR}/validation_clean.parquet"}
-    assert shared_files.upload(settings, [settings.home / WORKDIR / "train_clean.parquet"]) == {}
+    assert shared_files.upload(settings.tracking_uri(), settings.home, [settings.home / WORKDIR / "train_clean.parquet"]) == {}
 
 
 @pytest.mark.slow
-def test_files_move_with_mlflow_credentials_when_the_server_demands_them(tlc_server: TlcServer, tmp_path: Path,
+def test_files_move_with_mlflow_credentials_when_the_server_demands_them(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from taxipipe.errors import TrackingError
-    from taxipipe.tracking import server_command, server_env
-
-    port = free_port()
-    command = [*server_command(port, str(tmp_path / "artifacts")), "--app-name", "basic-auth"]
-    env = {**os.environ, **server_env(store_uri(tmp_path, "mlflow.db")),
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret", "MLFLOW_AUTH_ADMIN_PASSWORD": "s3cret-Passw0rd"}
-    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, process)
-        settings = settings_of(tmp_path / "home", tlc_server, url)
-        written = settings.home / WORKDIR / "encoder.json"
+    admin = ("admin", "s3cret-Passw0rd")
+    with mlflow_server(tmp_path, "--app-name", "basic-auth", env={
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret", "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1]}) as url:
+        writer, reader = tmp_path / "A", tmp_path / "B"
+        written = writer / WORKDIR / "encoder.json"
         written.parent.mkdir(parents=True)
         written.write_text('{"mode": "categorical"}')
         monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
-        with pytest.raises(TrackingError, match="refused access .* MLFLOW_TRACKING_USERNAME"):
-            shared_files.upload(settings, [written])
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret-Passw0rd")
-        manifest = shared_files.upload(settings, [written])
-        assert (tmp_path / "artifacts" / "intermediates" / WORKDIR / "encoder.json").read_bytes() == written.read_bytes()
-        elsewhere = settings_of(tmp_path / "other", tlc_server, url)
-        fetched = elsewhere.home / WORKDIR / "encoder.json"
-        assert shared_files.fetch(elsewhere, fetched, manifest[f"{WORKDIR}/encoder.json"])
+        with pytest.raises(TrackingError, match=r"^the tracking server \S+ refused access to its artifact store "
+                                                r"\(HTTP 401\); set MLFLOW_TRACKING_USERNAME"):
+            shared_files.upload(url, writer, [written])
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", admin[0])
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin[1])
+        manifest = shared_files.upload(url, writer, [written])
+        fetched = reader / WORKDIR / "encoder.json"
+        assert shared_files.fetch(url, reader, fetched, manifest[f"{WORKDIR}/encoder.json"])
         assert fetched.read_bytes() == written.read_bytes()
-        assert shared_files.remove(settings, [settings.home / WORKDIR]) == [f"intermediates/{WORKDIR}"]
+        assert shared_files.remove(url, writer, [writer / WORKDIR]) == [f"intermediates/{WORKDIR}"]
         assert not (tmp_path / "artifacts" / "intermediates" / WORKDIR).exists()
-    finally:
-        process.terminate()
-        try:
-            process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+
+
+@pytest.mark.slow
+def test_a_server_without_the_artifact_proxy_fails_at_once_in_one_sentence(tmp_path: Path) -> None:
+    with mlflow_server(tmp_path, "--no-serve-artifacts") as url:
+        written = tmp_path / "A" / WORKDIR / "encoder.json"
+        written.parent.mkdir(parents=True)
+        written.write_text("{}")
+        started = time.monotonic()
+        with pytest.raises(TrackingError, match=r"^the tracking server \S+ does not serve artifacts, .*; start it "
+                                                r"with --serve-artifacts$"):
+            shared_files.upload(url, tmp_path / "A", [written])
+        assert time.monotonic() - started < 10, "no retries of the disabled proxy's answer"

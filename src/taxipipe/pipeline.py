@@ -196,6 +196,11 @@ def run_step(step: Step, ctx: StepContext, upstream: Upstream,
     its work, so it is not reported as failed. A full disk or a read-only home becomes a StorageError of one sentence,
     an MLflow failure a TrackingError. A process's first step probes the tracking server, so
     an unreachable one fails the run before its downloads, under every runner.
+
+    When tracking is a server, the step's files move through its artifact store, so the steps
+    of a run may run on hosts that share no disk: what the step reads is fetched first (checked
+    against the digests the upstream records carry), what it writes is uploaded after, and the
+    record gains `shared_files` and `transfers` (`tracking.shared_files`).
     """
     from taxipipe import tracking
 
@@ -260,18 +265,19 @@ def _bring_reads(step: Step, ctx: StepContext, upstream: Upstream) -> Record | N
     """
     from taxipipe.tracking import shared_files
 
-    if shared_files.server(ctx.settings) is None:
+    uri, home = ctx.settings.tracking_uri(), ctx.settings.home
+    if shared_files.server(uri) is None:
         return None
     known: shared_files.Manifest = {}
     for previous in upstream.values():
         known.update(previous.get("shared_files", {}))
-    downloads = {ctx.layout.download(month): month for month in ctx.settings.months}
+    downloads = _downloads_by_path(ctx)
     moved: dict[str, dict[str, int]] = {"downloaded": {}, "fetched": {}}
     for path in step.reads(ctx):
-        name = shared_files.key(ctx.settings, path)
+        name = shared_files.key(home, path)
         if path in downloads and not path.exists():
             moved["downloaded"][name] = steps.extract_month(ctx, downloads[path])["bytes"]
-        elif name in known and shared_files.fetch(ctx.settings, path, known[name]):
+        elif name in known and shared_files.fetch(uri, home, path, known[name]):
             moved["fetched"][name] = known[name]["bytes"]
     return {"shared_files": known, "transfers": moved}
 
@@ -281,7 +287,13 @@ def _share_writes(step: Step, ctx: StepContext, shared: Record, record: Record) 
     host fetches those from their source) and record every shared file so far with its digest."""
     from taxipipe.tracking import shared_files
 
-    downloads = {ctx.layout.download(month) for month in ctx.settings.months}
-    sent = shared_files.upload(ctx.settings, [path for path in step.writes(ctx) if path not in downloads])
+    downloads = _downloads_by_path(ctx)
+    sent = shared_files.upload(ctx.settings.tracking_uri(), ctx.settings.home,
+                               [path for path in step.writes(ctx) if path not in downloads])
     record["shared_files"] = {**shared["shared_files"], **sent}
     record["transfers"] = {**shared["transfers"], "uploaded": {name: file["bytes"] for name, file in sent.items()}}
+
+
+def _downloads_by_path(ctx: StepContext) -> dict[Path, Partition]:
+    """The run's downloads and their months: files each host fetches from the source itself."""
+    return {ctx.layout.download(month): month for month in ctx.settings.months}

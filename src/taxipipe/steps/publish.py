@@ -126,10 +126,10 @@ def cleanup(ctx: StepContext, upstream: Upstream) -> CleanupRecord:
     tracking is a server, the files the run shared through its artifact store go too (the
     intermediates and the deployment record, whose verdict the registered version's tags keep).
     """
-    from taxipipe.tracking import shared_files
+    from taxipipe.tracking.shared_files import remove as remove_shared
 
     layout = ctx.layout
-    remote = shared_files.remove(ctx.settings, [layout.workdir, layout.deployment_record])
+    remote = remove_shared(ctx.settings.tracking_uri(), ctx.settings.home, [layout.workdir, layout.deployment_record])
     targets = [layout.workdir]
     if not ctx.settings.artifacts.keep_downloads:
         targets += layout.downloads(ctx.settings.months)

@@ -1,5 +1,6 @@
 """MLflow tracking: the client (connection), the SQLite store (store), run logging (runs), the
-model registry's plain calls (registry), and the command that starts `mlflow server` (server).
+model registry's plain calls (registry), the command that starts `mlflow server` (server), and
+the home's files a step hands the next through the server's artifact proxy (shared_files).
 How the champion is chosen and promoted lives in `taxipipe.champion`.
 
 The served model's pyfunc class lives in `taxipipe.pyfunc`, whose module path stored models name.

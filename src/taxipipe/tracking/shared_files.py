@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, TypedDict
 from urllib.parse import quote
 
-from taxipipe.config import Settings
 from taxipipe.errors import SharedFileError, TrackingError
 from taxipipe.hashing import FileHasher, FileState
 from taxipipe.safety.atomic import atomic_path
@@ -30,6 +29,8 @@ _ENDPOINT = "/api/2.0/mlflow-artifacts/artifacts"
 _CHUNK_BYTES = 1 << 20
 #: The digests of the files this process hashed or fetched, trusted while size and mtime stay.
 _HASHER = FileHasher({})
+#: The servers found serving artifacts (`_check_serving`).
+_SERVING: set[str] = set()
 
 
 class SharedFile(TypedDict):
@@ -43,15 +44,14 @@ class SharedFile(TypedDict):
 Manifest = dict[str, SharedFile]
 
 
-def server(settings: Settings) -> str | None:
+def server(tracking_uri: str) -> str | None:
     """The tracking server's URL, or None when tracking is embedded (nothing is shared)."""
-    uri = settings.tracking_uri()
-    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
+    return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else None
 
 
-def key(settings: Settings, path: Path) -> str:
-    """The name of a file of the home in a manifest: its path under the home."""
-    return path.relative_to(settings.home).as_posix()
+def key(home: Path, path: Path) -> str:
+    """The name of a file of `home` in a manifest: its path under the home."""
+    return path.relative_to(home).as_posix()
 
 
 def remote_path(name: str) -> str:
@@ -59,9 +59,10 @@ def remote_path(name: str) -> str:
     return f"{PREFIX}/{name}"
 
 
-def upload(settings: Settings, paths: Iterable[Path]) -> Manifest:
-    """Send each of `paths` that exists to the server's store; return their digests and sizes."""
-    uri = server(settings)
+def upload(tracking_uri: str, home: Path, paths: Iterable[Path]) -> Manifest:
+    """Send each of `paths` (files of `home`) that exists to the server's store; return their
+    digests and sizes."""
+    uri = server(tracking_uri)
     if uri is None:
         return {}
     sent: Manifest = {}
@@ -69,23 +70,23 @@ def upload(settings: Settings, paths: Iterable[Path]) -> Manifest:
         state = _HASHER.state(str(path), path)
         if state is None:
             continue
-        name = key(settings, path)
+        name = key(home, path)
         with open(path, "rb") as handle:
             _request(uri, name, "PUT", data=handle).close()
         sent[name] = {"sha256": state.sha256, "bytes": state.size}
     return sent
 
 
-def fetch(settings: Settings, path: Path, expected: SharedFile) -> bool:
-    """Make `path` the file `expected` describes: kept if the home holds it already, otherwise
-    fetched from the server's store and checked. True when it was fetched.
+def fetch(tracking_uri: str, home: Path, path: Path, expected: SharedFile) -> bool:
+    """Make `path` (a file of `home`) the file `expected` describes: kept if the home holds it
+    already, otherwise fetched from the server's store and checked. True when it was fetched.
 
     A file whose size or digest differs is never put in place: it fails in one sentence.
     """
-    uri = server(settings)
+    uri = server(tracking_uri)
     if uri is None or _holds(path, expected):
         return False
-    name = key(settings, path)
+    name = key(home, path)
     digest, size = hashlib.sha256(), 0
     with atomic_path(path) as tmp:
         with _request(uri, name, "GET", stream=True) as answer, open(tmp, "wb") as out:
@@ -101,14 +102,14 @@ def fetch(settings: Settings, path: Path, expected: SharedFile) -> bool:
     return True
 
 
-def remove(settings: Settings, paths: Iterable[Path]) -> list[str]:
-    """Delete files or folders of the home from the server's store; return their remote paths."""
-    uri = server(settings)
+def remove(tracking_uri: str, home: Path, paths: Iterable[Path]) -> list[str]:
+    """Delete files or folders of `home` from the server's store; return their remote paths."""
+    uri = server(tracking_uri)
     if uri is None:
         return []
     removed = []
     for path in paths:
-        name = key(settings, path)
+        name = key(home, path)
         _request(uri, name, "DELETE").close()
         removed.append(remote_path(name))
     return removed
@@ -126,13 +127,16 @@ def _holds(path: Path, expected: SharedFile) -> bool:
 
 
 def _request(uri: str, name: str, method: str, **kwargs: Any) -> Response:
-    """One request to the artifact proxy with MLflow's credentials and retries; a refusal or a
-    missing file is one sentence."""
+    """One request to the artifact proxy with MLflow's credentials and retries; a server without
+    the proxy, a refusal or a missing file is one sentence."""
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
     where = remote_path(name)
-    answer = http_request(get_default_host_creds(uri), f"{_ENDPOINT}/{quote(where)}", method, **kwargs)
+    credentials = get_default_host_creds(uri)
+    if uri not in _SERVING:
+        _check_serving(uri, credentials)
+    answer = http_request(credentials, f"{_ENDPOINT}/{quote(where)}", method, **kwargs)
     if answer.ok:
         return answer
     answer.close()
@@ -144,3 +148,15 @@ def _request(uri: str, name: str, method: str, **kwargs: Any) -> Response:
                               "run the pipeline again from the step that writes it")
     raise TrackingError(f"the tracking server {uri} answered HTTP {answer.status_code} to {method} {where}; "
                         "check it and run again")
+
+
+def _check_serving(uri: str, credentials: Any) -> None:
+    """Fail at once, with the fix, when the server runs with `--no-serve-artifacts` (MLflow would
+    retry its 503 answer for seconds to minutes); one unretried probe per server."""
+    from mlflow.utils.rest_utils import http_request
+
+    probe = http_request(credentials, _ENDPOINT, "GET", params={"path": PREFIX}, max_retries=0, raise_on_status=False)
+    if probe.status_code == 503 and "--serve-artifacts" in probe.text:
+        raise TrackingError(f"the tracking server {uri} does not serve artifacts, and the steps hand each other "
+                            "files through it; start it with --serve-artifacts")
+    _SERVING.add(uri)

@@ -322,18 +322,11 @@ def test_a_task_whose_worker_is_killed_is_retried_on_the_other_host(cluster: Clu
     run_id = cluster.airflow("POST", DAG_RUNS, {"logical_date": logical_date})["dag_run_id"]
     instances = f"{DAG_RUNS}/{run_id}/taskInstances"
 
-    def training() -> str | None:
-        """The worker host whose edge worker supervises the run's train task now."""
-        title = f"task_id=train run_id={run_id} "
-        for name in workers:
-            for pid in cluster.hosts.pids(cluster.hosts[name]):
-                with contextlib.suppress(psutil.Error):
-                    if title in " ".join(psutil.Process(pid).cmdline()):
-                        return name
-        return None
+    def training() -> dict[str, Any] | None:
+        train = cluster.airflow("GET", f"{instances}/train")
+        return train if train["state"] == "running" and train["hostname"] in workers else None
 
-    # found from the processes (the API is seconds slower), so the kill lands inside the task
-    killed_on = wait_for(training, "the train task running on a worker host", seconds=900, interval=0.2)
+    killed_on = wait_for(training, "the train task running on a worker host", seconds=900, interval=3)["hostname"]
     edge_worker(cluster.hosts, cluster.hosts[killed_on]).kill()
     output, errors = workers[killed_on].communicate(timeout=120)
     assert workers[killed_on].returncode == 1, output + errors

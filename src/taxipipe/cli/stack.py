@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taxipipe.cli.parsing import command
@@ -43,6 +44,17 @@ def cmd_stack(args: argparse.Namespace) -> int:
     from taxipipe.stack import control
 
     settings = stack_settings(args)
+    if (args.action == "join") != (args.file is not None):
+        raise StackError("`taxipipe stack join FILE` takes a join file; up, down, status and env take none"
+                         if args.action != "join" else "`taxipipe stack join` needs the join file: "
+                         "taxipipe stack join FILE")
+    if args.action != "join" and args.engines is not None:
+        raise StackError(f"--engines goes with `taxipipe stack join`, not `{args.action}`")
+    if args.action == "join":
+        from taxipipe.stack import joining
+
+        names = [name.strip() for name in args.engines.split(",")] if args.engines is not None else None
+        return joining.join(settings, args.file, ENGINES, names)
     if args.action == "up":
         control.up(settings, ENGINES, stack_runner_env(args), new_credentials=args.new_credentials)
     elif args.action == "down":
@@ -57,6 +69,12 @@ def cmd_stack(args: argparse.Namespace) -> int:
         for state in states:
             pid = f"pid {state.pid}" if state.pid else "-"
             print(f"{state.name:<{width}}  {state.state:<9}  {state.url or '-':<32}  {pid}")
+        workers = control.joined(located.settings, ENGINES)
+        if workers:
+            width = max(len(worker.host) for worker in workers)
+            print("joined workers:")
+            for worker in workers:
+                print(f"  {worker.host:<{width}}  {worker.engine:<8}  {'alive' if worker.alive else 'gone'}")
         return 0 if all(state.state == "healthy" for state in states) else 1
     return 0
 
@@ -64,11 +82,18 @@ def cmd_stack(args: argparse.Namespace) -> int:
 def add_stack(commands: Any) -> None:
     stack = command(commands, "stack", cmd_stack,
                     "PostgreSQL, MLflow, Airflow, Prefect and Dagster servers on 127.0.0.1, or for workers "
-                    "on other hosts with --listen (docs/production.md)",
+                    "on other hosts with --listen; workers of such a stack (docs/production.md)",
                     description="Run the shared stack in the background, with state and logs in HOME/stack.")
-    stack.add_argument("action", choices=["up", "down", "status", "env"],
+    stack.add_argument("action", choices=["up", "down", "status", "env", "join"],
                        help="up: start what is missing; down: stop everything; status: health of each "
-                            "service (exit 1 if one is not healthy); env: export lines for a shell")
+                            "service and the joined workers (exit 1 if a service is not healthy); env: export "
+                            "lines for a shell; join FILE: run this host's workers for the stack of a join "
+                            "file, until SIGTERM or Ctrl-C")
+    stack.add_argument("file", nargs="?", type=Path, metavar="FILE",
+                       help="join: the join file `stack up --listen` wrote on the server host")
+    stack.add_argument("--engines", metavar="NAMES",
+                       help="join: the engines whose workers to run, comma-separated (default: every engine "
+                            "with a worker: airflow,prefect)")
     stack.add_argument("--listen", metavar="ADDRESS",
                        help="up: the servers workers reach (MLflow, Airflow's API, Prefect, a Dask scheduler) "
                             "listen on this address of the host, with credentials, and a join file for "

@@ -190,6 +190,10 @@ class StackSettings(Section):
     dask_port: int = Field(default=8786, ge=1, le=65535, description="the Dask scheduler's, with --listen")
     airflow_parallelism: int = Field(default=4, ge=1, description="task slots of the LocalExecutor")
     start_timeout_seconds: float = Field(default=300, gt=0)
+    join_timeout_seconds: float = Field(
+        default=300, gt=0, description="how long `stack join` tries to reach the servers before it gives up"
+    )
+    worker_concurrency: int = Field(default=2, ge=1, description="task slots of each worker `stack join` starts")
     project_dir: Path | None = Field(
         default=None, description="holds dags/ and prefect.yaml; None: the checkout of the package"
     )

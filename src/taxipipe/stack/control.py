@@ -28,11 +28,12 @@ from typing import Callable, Mapping, Sequence
 
 from taxipipe.config import DEFAULT_URL_TEMPLATE, Settings
 from taxipipe.errors import StackError
-from taxipipe.stack import dask_scheduler, join_file, postgres, processes, state
+from taxipipe.stack import dask_scheduler, join_file, joining, postgres, processes, state
 from taxipipe.stack.join_file import JoinFile, code_version
 from taxipipe.stack.processes import PidRecord
 from taxipipe.stack.services import MLFLOW_ADMIN, Engine, Service, Stack, auth_database
 from taxipipe.stack.state import StackPaths
+from taxipipe.stack.workers import JoinedWorker
 
 _print_lock = threading.Lock()
 
@@ -241,7 +242,10 @@ def _renew_credentials(stack: Stack) -> None:
 
 
 def write_join_file(stack: Stack, runner_env: Mapping[str, str]) -> Path:
-    """What a worker host needs to join the listening `stack`, in HOME/stack/join-<stack id>.json."""
+    """What a worker host needs to join the listening `stack`, in HOME/stack/join-<stack id>.json;
+    MLflow's server is tagged with the stack's id, which a joining host checks."""
+    assert stack.mlflow_auth is not None
+    joining.publish_stack_id(stack.mlflow_url, stack.mlflow_auth, stack.secrets["stack_id"])
     files = dask_scheduler.tls_files(stack)
     engine_fields = {key: value for engine in stack.engines for key, value in engine.join(stack).items()}
     join = JoinFile(stack_id=stack.secrets["stack_id"], taxipipe_version=code_version(), address=stack.host,
@@ -317,6 +321,14 @@ def status(settings: Settings, engines: Sequence[Engine]) -> list[ServiceState]:
         state = "healthy" if healthy else ("unhealthy" if record else "down")
         states.append(ServiceState(name, state, url, record.pid if record else None))
     return states
+
+
+def joined(settings: Settings, engines: Sequence[Engine]) -> list[JoinedWorker]:
+    """The workers other hosts run for a listening stack (`stack join`), by host and engine."""
+    stack = Stack(settings, engines)
+    if not stack.listening or not stack.paths.secrets.exists():
+        return []
+    return sorted(worker for engine in engines if engine.worker is not None for worker in engine.worker.joined(stack))
 
 
 def environment(located: Located, engines: Sequence[Engine]) -> str:

@@ -76,12 +76,18 @@ def write_record(paths: StackPaths, record: PidRecord) -> None:
 def start(paths: StackPaths, service: str, command: Sequence[str], env: Mapping[str, str],
           cwd: Path | None = None, url: str | None = None, port: int | None = None) -> PidRecord:
     """Start `command` in a new session, output appended to logs/{service}.log."""
-    with open(paths.log(service), "ab") as log:
-        process = subprocess.Popen(list(command), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    record = PidRecord(service, process.pid, psutil.Process(process.pid).create_time(), url, port)
+    record = spawn(service, command, env, paths.log(service), cwd, url, port)
     write_record(paths, record)
     return record
+
+
+def spawn(name: str, command: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path | None = None,
+          url: str | None = None, port: int | None = None) -> PidRecord:
+    """Start `command` in a session of its own, output appended to `log`; its record."""
+    with open(log, "ab") as output:
+        process = subprocess.Popen(list(command), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
+                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    return PidRecord(name, process.pid, psutil.Process(process.pid).create_time(), url, port)
 
 
 def stop(paths: StackPaths, service: str, grace_seconds: float = 3) -> None:
@@ -99,7 +105,12 @@ def stop(paths: StackPaths, service: str, grace_seconds: float = 3) -> None:
 
 def stop_members(record: PidRecord, grace_seconds: float) -> None:
     """End every process left in the record's session: SIGTERM, then SIGKILL."""
-    members = record.members()
+    stop_sessions([record], grace_seconds)
+
+
+def stop_sessions(records: Sequence[PidRecord], grace_seconds: float) -> None:
+    """End every process left in the records' sessions at once: SIGTERM, then SIGKILL."""
+    members = [process for record in records for process in record.members()]
     for process in members:
         _signal(process.pid, signal.SIGTERM)
     _, alive = psutil.wait_procs(members, timeout=grace_seconds)

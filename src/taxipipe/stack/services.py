@@ -23,7 +23,9 @@ from taxipipe.config import Settings
 from taxipipe.errors import StackError
 from taxipipe.stack import postgres
 from taxipipe.safety.atomic import write_private
+from taxipipe.stack.join_file import JoinFile
 from taxipipe.stack.state import MLFLOW_DATABASE, StackPaths, load_secrets, token
+from taxipipe.stack.workers import JoinedWorker, Probe, Worker, WorkerHost
 from taxipipe.tracking.server import server_command, server_env
 
 
@@ -54,6 +56,18 @@ def _none(stack: Stack) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class WorkerKind:
+    """An engine's worker on the hosts that join a listening stack (`taxipipe stack join`)."""
+
+    #: an authenticated call to the engine's server with the join file's credentials
+    probe: Callable[[JoinFile], Probe]
+    #: the worker process of a joining host
+    worker: Callable[[WorkerHost], Worker]
+    #: the workers the server knows, for `taxipipe stack status` on the server host
+    joined: Callable[[Stack], list[JoinedWorker]]
+
+
+@dataclass(frozen=True)
 class Engine:
     """One engine's part of the stack, declared in its folder (`runners/NAME/services.py`).
 
@@ -81,6 +95,8 @@ class Engine:
     stale: tuple[str, ...] = ()
     #: a clause added to the line `up` ends with, e.g. where a login's password is
     ready_note: Callable[[Stack], str] | None = None
+    #: its worker on other hosts, if it has one
+    worker: WorkerKind | None = None
 
 
 def project_dir(settings: Settings) -> Path:

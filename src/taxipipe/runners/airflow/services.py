@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from taxipipe.runners.airflow.environment import airflow_environment
+from taxipipe.runners.airflow.worker import EDGE_EXECUTOR, WORKER
 from taxipipe.stack import processes
 from taxipipe.stack.control import say, start_together
 from taxipipe.stack.services import Engine, Service, Stack, get_json
@@ -29,9 +30,6 @@ from taxipipe.stack.state import token
 NAME = "airflow"
 ADMIN = "admin"
 SERVICES = ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor")
-
-
-EDGE_EXECUTOR = "airflow.providers.edge3.executors.EdgeExecutor"
 
 
 def url(stack: Stack) -> str:
@@ -187,4 +185,5 @@ def ready_note(stack: Stack) -> str:
 ENGINE = Engine(NAME, SERVICES, services, start, databases=("airflow",), secrets=secrets,
                 credentials=("airflow_admin", "airflow_jwt_secret", "airflow_secret_key"), shell_env=shell_env,
                 join=join, stale=("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD", "AIRFLOW__CORE__EXECUTOR",
-                                  "AIRFLOW__EDGE__API_ENABLED", "AIRFLOW__EDGE__API_URL"), ready_note=ready_note)
+                                  "AIRFLOW__EDGE__API_ENABLED", "AIRFLOW__EDGE__API_URL"), ready_note=ready_note,
+                worker=WORKER)

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Mapping
 
 from taxipipe.errors import StackError
+from taxipipe.runners.prefect.access import AUTH_USER, api, auth, pool
 from taxipipe.runners.prefect.environment import prefect_environment
+from taxipipe.runners.prefect.worker import WORKER
 from taxipipe.stack import processes
 from taxipipe.stack.control import say, start_missing
 from taxipipe.stack.services import Engine, Service, Stack, get_json
@@ -23,38 +25,14 @@ WORKER_NAME = "taxipipe-stack"
 SERVICES = ("prefect-server", "prefect-worker")
 
 
-#: The user name of the auth string (Prefect checks the whole `user:password` string).
-AUTH_USER = "taxipipe"
-
-
-def api(stack: Stack) -> str:
-    return f"http://{stack.host}:{stack.ports.prefect_port}/api"
-
-
 def secrets() -> dict[str, str]:
     return {"prefect_auth": f"{AUTH_USER}:{token()}"}
-
-
-def auth(stack: Stack) -> tuple[str, str] | None:
-    """The basic-auth login a listening stack's server demands; None on 127.0.0.1."""
-    if not stack.listening:
-        return None
-    user, _, password = stack.secrets["prefect_auth"].partition(":")
-    return user, password
 
 
 def client_env(stack: Stack) -> dict[str, str]:
     """What a Prefect client needs: the API's URL, and the auth string of a listening stack."""
     return {"PREFECT_API_URL": api(stack),
             **({"PREFECT_API_AUTH_STRING": stack.secrets["prefect_auth"]} if stack.listening else {})}
-
-
-def pool(project: Path) -> str:
-    """The work pool prefect.yaml deploys to."""
-    import yaml
-
-    declared = yaml.safe_load((project / "prefect.yaml").read_text())
-    return declared["deployments"][0]["work_pool"]["name"]
 
 
 def join(stack: Stack) -> dict[str, str]:
@@ -136,4 +114,4 @@ def start(stack: Stack, services: Mapping[str, Service], missing: set[str], data
 
 ENGINE = Engine(NAME, SERVICES, services, start, databases=("prefect",), secrets=secrets,
                 credentials=("prefect_auth",), shell_env=client_env, join=join,
-                stale=("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING"))
+                stale=("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING"), worker=WORKER)

@@ -301,6 +301,11 @@ def test_an_airflow_run_lands_on_the_worker_hosts_and_registers_a_champion(clust
     found = json.loads(cluster.on_server(MLFLOW_RUNS).stdout)
     assert found["hosts"] and set(found["hosts"]) <= {WORKER_A, WORKER_B}, found
     assert found["champion_run"] in found["run_ids"], found
+    assert [path for path in (cluster.server.home / "partitions").rglob("*") if path.is_file()] == [], \
+        "no intermediate of any run is on the server host"
+    artifacts = StackPaths.of(cluster.server.home).artifacts
+    left = [path for path in artifacts.rglob("*") if path.is_file() and "intermediates" in path.parts]
+    assert left == [], f"cleanup removed every intermediate from the server's artifact store: {left}"
 
 
 def edge_worker(hosts: Hosts, host: Host) -> psutil.Process:
@@ -319,7 +324,9 @@ def test_a_task_whose_worker_is_killed_is_retried_on_the_other_host(cluster: Clu
     from taxipipe.runners.airflow.adapter import logical_date_for
 
     logical_date = logical_date_for(Partition("green", 2021, 1)).isoformat()
-    run_id = cluster.airflow("POST", DAG_RUNS, {"logical_date": logical_date})["dag_run_id"]
+    # a train of many slow rounds that early stopping cannot end sooner, so the kill lands inside it
+    slow = {"model": {"params": {"n_estimators": 3000, "learning_rate": 0.001}, "early_stopping_rounds": 3000}}
+    run_id = cluster.airflow("POST", DAG_RUNS, {"logical_date": logical_date, "conf": {"settings": slow}})["dag_run_id"]
     instances = f"{DAG_RUNS}/{run_id}/taskInstances"
 
     def training() -> dict[str, Any] | None:
@@ -357,3 +364,20 @@ def test_sigterm_stops_a_hosts_workers_and_status_says_it_is_gone(cluster: Clust
     assert hosts.pids(hosts[name]) == [], "every worker process of the host ended"
     wait_for(lambda: (name, "airflow", "gone") in _joined(cluster.status()),
              "the stopped host's Airflow worker listed as gone", seconds=120, interval=2)
+
+
+PREFECT_RUN = textwrap.dedent("""
+    import subprocess, sys
+    sys.exit(subprocess.call([sys.executable, "-m", "prefect", "deployment", "run", "ml-pipeline/monthly",
+                              "--param", "latest=false", "--param", "year=2021", "--param", "month=1",
+                              "--watch", "--watch-timeout", "1200"]))
+""")
+PREFECT_HOSTS = MLFLOW_RUNS.replace("airflow-taxi-duration", "prefect-taxi-duration")
+
+
+def test_the_listening_stack_runs_no_prefect_worker_and_a_joined_host_takes_the_run(cluster: Cluster, workers):
+    assert "prefect-worker" not in cluster.status(), "the server host runs no task, so no Prefect worker"
+    result = cluster.on_server(PREFECT_RUN)
+    assert "Completed" in result.stdout, result.stdout
+    found = json.loads(cluster.on_server(PREFECT_HOSTS).stdout)
+    assert found["hosts"] and set(found["hosts"]) <= {WORKER_A, WORKER_B}, found

@@ -31,7 +31,7 @@ import pytest
 
 from taxipipe.stack import postgres
 from taxipipe.runners.engines import ENGINES
-from taxipipe.stack.control import service_names
+from taxipipe.stack.control import any_service_names, service_names
 from taxipipe.stack.processes import PidRecord, read_record
 from taxipipe.stack.state import StackPaths
 from taxipipe.cli import build_parser, stack_runner_env
@@ -79,7 +79,7 @@ class RunningStack:
         return json.loads(self.paths.secrets.read_text())
 
     def records(self) -> list[PidRecord]:
-        found = [read_record(self.paths, name) for name in service_names(ENGINES, listening=True)[1:]]
+        found = [read_record(self.paths, name) for name in any_service_names(ENGINES)[1:]]
         found.append(postgres.running(self.paths))
         return [record for record in found if record is not None]
 

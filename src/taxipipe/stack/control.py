@@ -113,13 +113,21 @@ def _running(paths: StackPaths, name: str) -> PidRecord | None:
 
 def service_names(engines: Sequence[Engine], listening: bool = False) -> tuple[str, ...]:
     """Every service of a stack running `engines`, in start order; a listening stack's
-    (`stack.listen`) also has a Dask scheduler."""
-    return (postgres.SERVICE, "mlflow", *(name for engine in engines for name in engine.service_names),
+    (`stack.listen`) has a Dask scheduler but none of the engines' `local_only` services."""
+    return (postgres.SERVICE, "mlflow",
+            *(name for engine in engines for name in engine.service_names
+              if not (listening and name in engine.local_only)),
             *((dask_scheduler.SERVICE,) if listening else ()))
 
 
+def any_service_names(engines: Sequence[Engine]) -> tuple[str, ...]:
+    """Every service a stack running `engines` may have, listening or not."""
+    return tuple(dict.fromkeys(service_names(engines) + service_names(engines, listening=True)))
+
+
 def _services(stack: Stack) -> dict[str, Service]:
-    services = [stack.mlflow(), *(service for engine in stack.engines for service in engine.services(stack)),
+    services = [stack.mlflow(), *(service for engine in stack.engines for service in engine.services(stack)
+                                  if not (stack.listening and service.name in engine.local_only)),
                 *([dask_scheduler.service(stack)] if stack.listening else [])]
     return {service.name: service for service in services}
 
@@ -215,7 +223,7 @@ def up(settings: Settings, engines: Sequence[Engine], runner_env: Mapping[str, s
 
 
 def _running_names(stack: Stack) -> list[str]:
-    return [name for name in service_names(stack.engines, listening=True) if _running(stack.paths, name)]
+    return [name for name in any_service_names(stack.engines) if _running(stack.paths, name)]
 
 
 def _require_same_listen(stack: Stack, recorded: dict | None) -> None:
@@ -277,7 +285,7 @@ def down(settings: Settings, engines: Sequence[Engine]) -> None:
     if not paths.root.exists():
         say(f"⏭️  no stack in {settings.home}")
         return
-    present = [name for name in service_names(engines, listening=True)
+    present = [name for name in any_service_names(engines)
                if name != postgres.SERVICE and processes.read_record(paths, name)]
     with ThreadPoolExecutor(max(len(present), 1)) as pool:
         for future in [pool.submit(_stop, paths, name) for name in present]:

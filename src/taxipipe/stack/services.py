@@ -97,6 +97,9 @@ class Engine:
     ready_note: Callable[[Stack], str] | None = None
     #: its worker on other hosts, if it has one
     worker: WorkerKind | None = None
+    #: of its services, those that run tasks on this host, which a listening stack does not start
+    #: (the workers of the hosts that join it run them)
+    local_only: tuple[str, ...] = ()
 
 
 def project_dir(settings: Settings) -> Path:

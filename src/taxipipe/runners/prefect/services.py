@@ -2,7 +2,8 @@
 on a work pool, and a process worker that runs them.
 
 On a listening stack (`stack.listen`) the server listens on that address and its whole API
-demands the stack's auth string (basic auth), which every client here sends too.
+demands the stack's auth string (basic auth), which every client here sends too; that stack
+starts no worker: the Prefect workers of the hosts that join it (`stack join`) take the pool's runs.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def services(stack: Stack) -> list[Service]:
 
 
 def start(stack: Stack, services: Mapping[str, Service], missing: set[str], databases: Mapping[str, int]) -> None:
-    """The server, then the work pool and prefect.yaml's deployments when missing, then the worker."""
+    """The server, then the work pool and prefect.yaml's deployments when missing, then the worker
+    (none on a listening stack)."""
     import httpx
 
     start_missing(stack, services["prefect-server"], missing)
@@ -109,9 +111,11 @@ def start(stack: Stack, services: Mapping[str, Service], missing: set[str], data
         processes.run_checked(stack.python("prefect", "--no-prompt", "deploy", "--all"), environment(stack),
                               "prefect deploy --all", stack.paths.log("prefect-deploy"), cwd=stack.project)
         say(f"✅ prefect.yaml deployed to work pool '{work_pool}' in {time.monotonic() - started:.1f}s")
-    start_missing(stack, services["prefect-worker"], missing)
+    if "prefect-worker" in services:
+        start_missing(stack, services["prefect-worker"], missing)
 
 
 ENGINE = Engine(NAME, SERVICES, services, start, databases=("prefect",), secrets=secrets,
                 credentials=("prefect_auth",), shell_env=client_env, join=join,
-                stale=("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING"), worker=WORKER)
+                stale=("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING"), worker=WORKER,
+                local_only=("prefect-worker",))

@@ -357,3 +357,9 @@ def test_sigterm_stops_a_hosts_workers_and_status_says_it_is_gone(cluster: Clust
     assert hosts.pids(hosts[name]) == [], "every worker process of the host ended"
     wait_for(lambda: (name, "airflow", "gone") in _joined(cluster.status()),
              "the stopped host's Airflow worker listed as gone", seconds=120, interval=2)
+
+
+def test_both_worker_hosts_dask_workers_are_listed_by_host(cluster: Cluster, workers):
+    expected = {(name, "dask", "alive") for name in (WORKER_A, WORKER_B)}
+    wait_for(lambda: expected <= _joined(cluster.status()), "both worker hosts' Dask workers listed",
+             seconds=300, interval=2)

@@ -93,7 +93,7 @@ def add_stack(commands: Any) -> None:
                        help="join: the join file `stack up --listen` wrote on the server host")
     stack.add_argument("--engines", metavar="NAMES",
                        help="join: the engines whose workers to run, comma-separated (default: every engine "
-                            "with a worker: airflow,prefect)")
+                            "with a worker, and dask: airflow,prefect,dask)")
     stack.add_argument("--listen", metavar="ADDRESS",
                        help="up: the servers workers reach (MLflow, Airflow's API, Prefect, a Dask scheduler) "
                             "listen on this address of the host, with credentials, and a join file for "

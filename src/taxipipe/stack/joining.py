@@ -23,7 +23,7 @@ from taxipipe import console
 from taxipipe.config import Settings
 from taxipipe.errors import StackError
 from taxipipe.safety.interrupts import INTERRUPTIONS, deferred
-from taxipipe.stack import join_file, processes
+from taxipipe.stack import dask_worker, join_file, processes
 from taxipipe.stack.join_file import JoinFile
 from taxipipe.stack.processes import PidRecord
 from taxipipe.stack.services import Engine, WorkerKind, project_dir
@@ -92,7 +92,8 @@ def reach(probe: Probe, timeout: float, path: Path) -> None:
 
 def choose(engines: Sequence[Engine], names: Sequence[str] | None) -> dict[str, WorkerKind]:
     """The workers of every engine that has one, or of the engines named (each must have one)."""
-    workers = {engine.name: engine.worker for engine in engines if engine.worker is not None}
+    workers = {**{engine.name: engine.worker for engine in engines if engine.worker is not None},
+               dask_worker.NAME: dask_worker.WORKER}
     if names is None:
         return workers
     unknown = [name for name in names if name not in workers]

@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from taxipipe.stack.state import StackPaths
-from tests.helpers import wait_for
+from tests.helpers import RIDE, wait_for
 from tests.hosts import Host, Hosts, unavailable_reason
 
 pytestmark = pytest.mark.slow
@@ -64,6 +64,11 @@ MLFLOW_RUNS = textwrap.dedent("""
 """)
 
 
+def _exports(text: str) -> dict[str, str]:
+    """The variables of `export NAME=VALUE` lines."""
+    return {key: " ".join(shlex.split(value)) for key, value in re.findall(r"^export (\w+)=(.*)$", text, re.M)}
+
+
 @dataclasses.dataclass
 class Cluster:
     hosts: Hosts
@@ -93,8 +98,7 @@ class Cluster:
         """A Python script on the server host, in a shell pointed at the stack (`stack env`)."""
         exported = self.hosts.taxipipe(self.server, "stack", "env", timeout=120)
         assert exported.returncode == 0, exported.stderr
-        env = {**self.server.env(), **{key: " ".join(shlex.split(value)) for key, value
-                                       in re.findall(r"^export (\w+)=(.*)$", exported.stdout, re.M)}}
+        env = {**self.server.env(), **_exports(exported.stdout)}
         result = self.hosts.run(self.server, [sys.executable, "-c", script, *args], timeout=300, env=env)
         assert result.returncode == 0, result.stdout + result.stderr[-3000:]
         return result
@@ -308,6 +312,73 @@ def test_an_airflow_run_lands_on_the_worker_hosts_and_registers_a_champion(clust
     assert left == [], f"cleanup removed every intermediate from the server's artifact store: {left}"
 
 
+#: The newest run with a `dask_workers` metric, of every experiment: that metric.
+DASK_WORKERS_METRIC = textwrap.dedent("""
+    import mlflow
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="metrics.dask_workers > 0",
+                              order_by=["attributes.start_time DESC"], output_format="list")
+    print(int(runs[0].data.metrics["dask_workers"]))
+""")
+
+
+def test_a_joined_host_serves_the_champion_with_stack_env_join(cluster: Cluster, workers):
+    """On worker-a, `stack env --join` points `taxipipe serve` at the stack's registry."""
+    hosts, host = cluster.hosts, cluster.hosts[WORKER_A]
+    exported = hosts.taxipipe(host, "stack", "env", "--join", str(cluster.copy_join_file(host, "env.json")),
+                              timeout=300)
+    assert exported.returncode == 0, exported.stderr
+    env = {**host.env(), **_exports(exported.stdout)}
+    assert env["MLFLOW_TRACKING_URI"].startswith(f"http://{cluster.server.address}:"), env
+    port = "8590"
+    server = hosts.start(host, [sys.executable, "-m", "taxipipe", "serve", "--port", port], env=env)
+    ask = textwrap.dedent(f"""
+        import httpx, json
+        answer = httpx.post("http://127.0.0.1:{port}/predict", json={RIDE!r}, timeout=30)
+        print(json.dumps([answer.status_code, answer.json()]))
+    """)
+    try:
+        def answered() -> list | None:
+            result = hosts.run(host, [sys.executable, "-c", ask], timeout=120)
+            return json.loads(result.stdout) if result.returncode == 0 else None
+
+        status, body = wait_for(answered, "the joined host's server answered /predict", seconds=300, interval=2)
+        assert status == 200 and body["duration_minutes"] > 0, body
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=120)
+
+
+def test_a_dask_run_from_the_server_host_trains_on_both_worker_hosts(cluster: Cluster, workers):
+    expected = {(name, "dask", "alive") for name in (WORKER_A, WORKER_B)}
+    wait_for(lambda: expected <= _joined(cluster.status()), "both worker hosts' Dask workers listed",
+             seconds=300, interval=2)
+    hosts, server = cluster.hosts, cluster.server
+    exported = hosts.taxipipe(server, "stack", "env", timeout=120)
+    assert exported.returncode == 0, exported.stderr
+    env = {**server.env(), **_exports(exported.stdout)}
+    assert env["TAXIPIPE_COMPUTE__DASK_SCHEDULER"].startswith("tls://"), env
+    run = hosts.taxipipe(server, "run", "--engine", "dask", "--year", "2021", "--month", "1", timeout=1200, env=env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert cluster.on_server(DASK_WORKERS_METRIC).stdout.strip() == "2"
+
+
+PREFECT_RUN = textwrap.dedent("""
+    import subprocess, sys
+    sys.exit(subprocess.call([sys.executable, "-m", "prefect", "deployment", "run", "ml-pipeline/monthly",
+                              "--param", "latest=false", "--param", "year=2021", "--param", "month=1",
+                              "--watch", "--watch-timeout", "1200"]))
+""")
+PREFECT_HOSTS = MLFLOW_RUNS.replace("airflow-taxi-duration", "prefect-taxi-duration")
+
+
+def test_the_listening_stack_runs_no_prefect_worker_and_a_joined_host_takes_the_run(cluster: Cluster, workers):
+    assert "prefect-worker" not in cluster.status(), "the server host runs no task, so no Prefect worker"
+    result = cluster.on_server(PREFECT_RUN)
+    assert "Completed" in result.stdout, result.stdout
+    found = json.loads(cluster.on_server(PREFECT_HOSTS).stdout)
+    assert found["hosts"] and set(found["hosts"]) <= {WORKER_A, WORKER_B}, found
+
+
 def edge_worker(hosts: Hosts, host: Host) -> psutil.Process:
     """The `airflow edge worker` process `stack join` started on `host` (its session's leader)."""
     for pid in hosts.pids(host):
@@ -364,20 +435,3 @@ def test_sigterm_stops_a_hosts_workers_and_status_says_it_is_gone(cluster: Clust
     assert hosts.pids(hosts[name]) == [], "every worker process of the host ended"
     wait_for(lambda: (name, "airflow", "gone") in _joined(cluster.status()),
              "the stopped host's Airflow worker listed as gone", seconds=120, interval=2)
-
-
-PREFECT_RUN = textwrap.dedent("""
-    import subprocess, sys
-    sys.exit(subprocess.call([sys.executable, "-m", "prefect", "deployment", "run", "ml-pipeline/monthly",
-                              "--param", "latest=false", "--param", "year=2021", "--param", "month=1",
-                              "--watch", "--watch-timeout", "1200"]))
-""")
-PREFECT_HOSTS = MLFLOW_RUNS.replace("airflow-taxi-duration", "prefect-taxi-duration")
-
-
-def test_the_listening_stack_runs_no_prefect_worker_and_a_joined_host_takes_the_run(cluster: Cluster, workers):
-    assert "prefect-worker" not in cluster.status(), "the server host runs no task, so no Prefect worker"
-    result = cluster.on_server(PREFECT_RUN)
-    assert "Completed" in result.stdout, result.stdout
-    found = json.loads(cluster.on_server(PREFECT_HOSTS).stdout)
-    assert found["hosts"] and set(found["hosts"]) <= {WORKER_A, WORKER_B}, found

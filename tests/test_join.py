@@ -53,7 +53,7 @@ def test_a_join_file_of_other_code_and_an_engine_without_a_worker_are_one_senten
     path = a_join_file(tmp_path / "join.json", free_port())
     result = run_cli("stack", "join", str(path), "--engines", "airflow,dagster", env=home)
     assert result.returncode == 1
-    assert result.stderr.strip() == "❌ no worker for dagster: --engines takes airflow, prefect"
+    assert result.stderr.strip() == "❌ no worker for dagster: --engines takes airflow, prefect, dask"
     assert not (tmp_path / "home").exists()
 
 

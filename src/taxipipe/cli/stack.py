@@ -50,6 +50,8 @@ def cmd_stack(args: argparse.Namespace) -> int:
                          "taxipipe stack join FILE")
     if args.action != "join" and args.engines is not None:
         raise StackError(f"--engines goes with `taxipipe stack join`, not `{args.action}`")
+    if args.action != "env" and args.join is not None:
+        raise StackError(f"--join goes with `taxipipe stack env`, not `{args.action}`")
     if args.action == "join":
         from taxipipe.stack import joining
 
@@ -59,6 +61,10 @@ def cmd_stack(args: argparse.Namespace) -> int:
         control.up(settings, ENGINES, stack_runner_env(args), new_credentials=args.new_credentials)
     elif args.action == "down":
         control.down(settings, ENGINES)
+    elif args.action == "env" and args.join is not None:
+        from taxipipe.stack import joining
+
+        print(joining.environment(settings, args.join, ENGINES))
     elif args.action == "env":
         print(control.environment(control.locate(settings), ENGINES))
     else:
@@ -93,7 +99,10 @@ def add_stack(commands: Any) -> None:
                        help="join: the join file `stack up --listen` wrote on the server host")
     stack.add_argument("--engines", metavar="NAMES",
                        help="join: the engines whose workers to run, comma-separated (default: every engine "
-                            "with a worker: airflow,prefect)")
+                            "with a worker, and dask: airflow,prefect,dask)")
+    stack.add_argument("--join", metavar="FILE", type=Path,
+                       help="env, on a joined host: export lines for the stack of this join file (after "
+                            "the checks `join` makes)")
     stack.add_argument("--listen", metavar="ADDRESS",
                        help="up: the servers workers reach (MLflow, Airflow's API, Prefect, a Dask scheduler) "
                             "listen on this address of the host, with credentials, and a join file for "

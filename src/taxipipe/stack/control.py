@@ -28,7 +28,7 @@ from typing import Callable, Mapping, Sequence
 
 from taxipipe.config import DEFAULT_URL_TEMPLATE, Settings
 from taxipipe.errors import StackError
-from taxipipe.stack import dask_scheduler, join_file, joining, postgres, processes, state
+from taxipipe.stack import dask_scheduler, dask_worker, join_file, joining, postgres, processes, state
 from taxipipe.stack.join_file import JoinFile, code_version
 from taxipipe.stack.processes import PidRecord
 from taxipipe.stack.services import MLFLOW_ADMIN, Engine, Service, Stack, auth_database
@@ -336,7 +336,8 @@ def joined(settings: Settings, engines: Sequence[Engine]) -> list[JoinedWorker]:
     stack = Stack(settings, engines)
     if not stack.listening or not stack.paths.secrets.exists():
         return []
-    return sorted(worker for engine in engines if engine.worker is not None for worker in engine.worker.joined(stack))
+    kinds = [engine.worker for engine in engines if engine.worker is not None] + [dask_worker.WORKER]
+    return sorted(worker for kind in kinds for worker in kind.joined(stack))
 
 
 def environment(located: Located, engines: Sequence[Engine]) -> str:

@@ -27,28 +27,34 @@ def tls_files(stack: Stack) -> TlsFiles:
     return certificates.make(stack.paths.tls, stack.host)
 
 
-def answers(scheduler: str, files: TlsFiles, timeout: float = 10) -> bool:
-    """Whether the scheduler at `scheduler` answers an identity call from a client presenting
-    the stack's client certificate."""
+def identity(scheduler: str, files: TlsFiles, timeout: float = 10) -> dict | None:
+    """The scheduler's answer to an identity call (its workers among it) from a client presenting
+    the certificate in `files`, or None when it does not answer or refuses the certificate."""
     from distributed import Security
     from distributed.comm import connect
 
     security = Security(tls_ca_file=str(files.ca), tls_client_cert=str(files.client_cert),
                         tls_client_key=str(files.client_key), require_encryption=True)
 
-    async def identity() -> bool:
+    async def call() -> dict | None:
         comm = await connect(scheduler, timeout=timeout, **security.get_connection_args("client"))
         try:
             await comm.write({"op": "identity", "reply": True})
             answer = await comm.read()
         finally:
             await comm.close()
-        return isinstance(answer, dict) and answer.get("type") == "Scheduler"
+        return answer if isinstance(answer, dict) and answer.get("type") == "Scheduler" else None
 
     try:
-        return asyncio.run(identity())
+        return asyncio.run(call())
     except (OSError, asyncio.TimeoutError, RuntimeError):
-        return False
+        return None
+
+
+def answers(scheduler: str, files: TlsFiles, timeout: float = 10) -> bool:
+    """Whether the scheduler at `scheduler` answers an identity call from a client presenting
+    the stack's client certificate."""
+    return identity(scheduler, files, timeout) is not None
 
 
 def shell_env(stack: Stack) -> dict[str, str]:

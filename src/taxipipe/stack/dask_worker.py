@@ -14,7 +14,13 @@ import sys
 from pathlib import Path
 
 from taxipipe.safety.atomic import write_private
+from taxipipe.stack import dask_scheduler
+from taxipipe.stack.certificates import TlsFiles
 from taxipipe.stack.join_file import JoinFile
+from taxipipe.stack.services import Stack, WorkerKind
+from taxipipe.stack.workers import JoinedWorker, Probe, Worker, WorkerHost
+
+NAME = "dask"
 
 #: The files of the stack's certificates under the worker's TLS folder, as the scheduler's are named.
 CA, CERT, KEY = "ca.pem", "client.pem", "client-key.pem"
@@ -53,3 +59,32 @@ def worker_command(join: JoinFile, home: Path, hostname: str | None = None,
     env = {**os.environ, "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
            "DASK_TEMPORARY_DIRECTORY": str(local)}
     return command, env
+
+
+def probe(join: JoinFile) -> Probe:
+    """An identity call to the scheduler with the join file's certificate (in a folder of its own)."""
+    import tempfile
+
+    def call() -> int | None:
+        with tempfile.TemporaryDirectory() as folder:
+            write_tls(join, Path(folder))
+            return 200 if dask_scheduler.answers(join.dask_scheduler, TlsFiles(Path(folder))) else None
+
+    return Probe("Dask's scheduler", join.dask_scheduler, call)
+
+
+def worker(host: WorkerHost) -> Worker:
+    command, env = worker_command(host.join, host.home, host.hostname, host.concurrency)
+    return Worker(NAME, command, env)
+
+
+def joined(stack: Stack) -> list[JoinedWorker]:
+    """The workers the scheduler lists (named after their hosts), asked with the stack's client certificate."""
+    answer = dask_scheduler.identity(dask_scheduler.address(stack), TlsFiles(stack.paths.tls))
+    if answer is None:
+        return []
+    return sorted(JoinedWorker(str(info.get("name", address)), NAME, True)
+                  for address, info in answer.get("workers", {}).items())
+
+
+WORKER = WorkerKind(probe, worker, joined)

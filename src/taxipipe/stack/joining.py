@@ -14,6 +14,7 @@ every worker (SIGTERM, SIGKILL after a grace time) and ends it with exit 0.
 
 from __future__ import annotations
 
+import shlex
 import socket
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from taxipipe import console
 from taxipipe.config import Settings
 from taxipipe.errors import StackError
 from taxipipe.safety.interrupts import INTERRUPTIONS, deferred
-from taxipipe.stack import join_file, processes
+from taxipipe.stack import dask_worker, join_file, processes
 from taxipipe.stack.join_file import JoinFile
 from taxipipe.stack.processes import PidRecord
 from taxipipe.stack.services import Engine, WorkerKind, project_dir
@@ -92,7 +93,8 @@ def reach(probe: Probe, timeout: float, path: Path) -> None:
 
 def choose(engines: Sequence[Engine], names: Sequence[str] | None) -> dict[str, WorkerKind]:
     """The workers of every engine that has one, or of the engines named (each must have one)."""
-    workers = {engine.name: engine.worker for engine in engines if engine.worker is not None}
+    workers = {**{engine.name: engine.worker for engine in engines if engine.worker is not None},
+               dask_worker.NAME: dask_worker.WORKER}
     if names is None:
         return workers
     unknown = [name for name in names if name not in workers]
@@ -113,14 +115,35 @@ def check(join: JoinFile, path: Path, workers: Mapping[str, WorkerKind], timeout
         reach(worker.probe(join), timeout, path)
 
 
-def join(settings: Settings, path: Path, engines: Sequence[Engine], names: Sequence[str] | None = None) -> int:
-    """Check `path`, start this host's workers and watch them until a signal or a worker's exit."""
+def read_checked(settings: Settings, path: Path, workers: Mapping[str, WorkerKind]) -> tuple[Path, JoinFile]:
+    """The join file at `path` (absolute) after every check `join` makes for `workers`."""
     path = path.expanduser().absolute()
     joined = join_file.read(path)
     join_file.check_version(joined, path)
+    check(joined, path, workers, settings.stack.join_timeout_seconds)
+    return path, joined
+
+
+def environment(settings: Settings, path: Path, engines: Sequence[Engine]) -> str:
+    """`export` lines that point a shell on this host (and all it runs) at the stack of the join
+    file: MLflow with its login, the settings the stack's runs get, and the Dask scheduler with the
+    file's certificates written under this host's home; after the checks `join` makes."""
+    path, joined = read_checked(settings, path, choose(engines, None))
+    tls = dask_worker.worker_home(settings.home) / "tls"
+    dask_worker.write_tls(joined, tls)
+    exported = {**joined.runner_env, "MLFLOW_TRACKING_URI": joined.mlflow_url,
+                "MLFLOW_TRACKING_USERNAME": joined.mlflow_username, "MLFLOW_TRACKING_PASSWORD": joined.mlflow_password,
+                "TAXIPIPE_MLFLOW__TRACKING_URI": joined.mlflow_url,
+                "TAXIPIPE_COMPUTE__DASK_SCHEDULER": joined.dask_scheduler, "TAXIPIPE_COMPUTE__DASK_TLS_DIR": str(tls)}
+    return "\n".join([f"# stack {joined.stack_id} at {joined.address}, from {path}"]
+                     + [f"export {key}={shlex.quote(value)}" for key, value in exported.items()])
+
+
+def join(settings: Settings, path: Path, engines: Sequence[Engine], names: Sequence[str] | None = None) -> int:
+    """Check `path`, start this host's workers and watch them until a signal or a worker's exit."""
     chosen = choose(engines, names)
-    console.say(f"🏠 worker home {settings.home}, joining stack {joined.stack_id} at {joined.address}")
-    check(joined, path, chosen, settings.stack.join_timeout_seconds)
+    console.say(f"🏠 worker home {settings.home}, joining with {path}")
+    path, joined = read_checked(settings, path, chosen)
     host = WorkerHost(joined, socket.gethostname(), settings.home, project_dir(settings),
                       settings.stack.worker_concurrency)
     host.create(list(chosen))

@@ -429,8 +429,8 @@ def test_sigterm_stops_a_hosts_workers_and_status_says_it_is_gone(cluster: Clust
     stopping.send_signal(signal.SIGTERM)
     output, errors = stopping.communicate(timeout=120)
     assert stopping.returncode == 0, output + errors
-    assert "⏹️  2 workers stopped" in output
-    for engine in ("airflow", "prefect"):
+    assert "⏹️  3 workers stopped" in output
+    for engine in ("airflow", "prefect", "dask"):
         assert re.search(rf"✅ {engine} worker {name} started \(pid \d+, log \S+\)", output), output
     assert hosts.pids(hosts[name]) == [], "every worker process of the host ended"
     wait_for(lambda: (name, "airflow", "gone") in _joined(cluster.status()),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -178,9 +179,14 @@ HEADER_SECONDS, KEEP_ALIVE_SECONDS, BODY_SECONDS = 2, 1, 2
 
 
 @pytest.fixture(scope="module")
-def server(champion_home: Path) -> Iterator[Server]:
-    """One real `taxipipe serve --port 0` for the module's hostile clients; it must stop cleanly after them."""
-    process = start_serve(champion_home, 0, env={"TAXIPIPE_SERVE__BODY_TIMEOUT_SECONDS": str(BODY_SECONDS),
+def server(trained_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real `taxipipe serve --port 0` for the module's hostile clients; it must stop cleanly after them.
+
+    It serves its own copy of the trained home: the tests that move the alias to a broken version on the
+    shared home never reach its watcher."""
+    home = tmp_path_factory.mktemp("hostile-clients") / "home"
+    shutil.copytree(trained_home, home, copy_function=shutil.copy2)
+    process = start_serve(home, 0, env={"TAXIPIPE_SERVE__BODY_TIMEOUT_SECONDS": str(BODY_SECONDS),
                                                  "TAXIPIPE_SERVE__HEADER_TIMEOUT_SECONDS": str(HEADER_SECONDS),
                                                  "TAXIPIPE_SERVE__KEEP_ALIVE_SECONDS": str(KEEP_ALIVE_SECONDS)})
     try:

@@ -24,6 +24,8 @@ from taxipipe.tracking import server_command, server_env, shared_files
 from tests.helpers import TlcServer, free_port, stop, store_uri, wait_healthy
 
 WORKDIR = "partitions/green/2021-01"
+#: The run key of the module's run.
+RUN = "run-a"
 
 
 def settings_of(home: Path, tlc_server: TlcServer, tracking_uri: str | None = None) -> Settings:
@@ -66,7 +68,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
 def two_hosts(server: tuple[str, Path], tlc_server: TlcServer,
               tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Settings], dict[str, Record], dict[str, str]]:
     """The run's nodes up to deploy: the downloads on host A, then each node on the other host than
-    the one before it. Returns the settings of each host, the records by node, and where each ran."""
+    the one before it, as one run (`RUN`). Returns the settings of each host, the records by node,
+    and where each ran."""
     root = tmp_path_factory.mktemp("hosts")
     hosts = {name: settings_of(root / name, tlc_server, server[0]) for name in ("A", "B")}
     records: dict[str, Record] = {}
@@ -74,7 +77,8 @@ def two_hosts(server: tuple[str, Path], tlc_server: TlcServer,
     nodes = [node for node in graph(hosts["A"]) if node.name != "cleanup"]
     for index, node in enumerate(nodes):
         host = "A" if node.per_month else "AB"[(index - len(hosts["A"].months) + 1) % 2]
-        records[node.name] = run_step(node, StepContext(hosts[host]), {name: records[name] for name in node.upstream})
+        records[node.name] = run_step(node, StepContext(hosts[host], run_key=RUN),
+                                      {name: records[name] for name in node.upstream})
         ran_on[node.name] = host
     return hosts, records, ran_on
 
@@ -107,7 +111,7 @@ def test_a_tampered_file_in_the_store_is_refused(two_hosts, server, tlc_server: 
     hosts, records, ran_on = two_hosts
     url, _ = server
     name = f"{WORKDIR}/model.bin"
-    answer = httpx.put(f"{url}/api/2.0/mlflow-artifacts/artifacts/{shared_files.remote_path(name)}",
+    answer = httpx.put(f"{url}/api/2.0/mlflow-artifacts/artifacts/{shared_files.remote_path(RUN, name)}",
                        content=b"not the model", timeout=60)
     assert answer.status_code == 200, answer.text
     third = settings_of(tmp_path / "C", tlc_server, url)
@@ -117,30 +121,49 @@ def test_a_tampered_file_in_the_store_is_refused(two_hosts, server, tlc_server: 
     encoder.write_bytes(b"x" * records["features"]["shared_files"][f"{WORKDIR}/encoder.json"]["bytes"])
     save = next(node for node in graph(third) if node.name == "save")
     with pytest.raises(SharedFileError) as refused:
-        run_step(save, StepContext(third), {"train": records["train"], "validate_model": records["validate_model"]})
+        run_step(save, StepContext(third, run_key=RUN), {"train": records["train"], "validate_model": records["validate_model"]})
     message = str(refused.value)
-    assert "\n" not in message and f"intermediates/{name}" in message and "13 bytes" in message, message
+    assert "\n" not in message and f"intermediates/{RUN}/{name}" in message and "13 bytes" in message, message
     assert not (third.home / name).exists()
     assert encoder.read_bytes() == (hosts[ran_on["features"]].home / WORKDIR / "encoder.json").read_bytes()
 
 
 @pytest.mark.slow
-def test_cleanup_leaves_no_intermediate_on_the_server(two_hosts, server) -> None:
+def test_cleanup_deletes_its_runs_files_and_leaves_another_runs(two_hosts, server) -> None:
     hosts, records, _ = two_hosts
-    _, artifacts = server
-    assert f"{WORKDIR}/model.bin" in files_under(artifacts / shared_files.PREFIX)
+    url, artifacts = server
+    assert f"{RUN}/{WORKDIR}/model.bin" in files_under(artifacts / shared_files.PREFIX)
+    # another run of the same window, on another host, whose files must outlive this run's cleanup
+    other = hosts["B"].home / "other"
+    encoder = other / WORKDIR / "encoder.json"
+    encoder.parent.mkdir(parents=True)
+    encoder.write_text('{"mode": "categorical"}')
+    kept = shared_files.upload(url, other, [encoder], "run-b")
     cleanup = next(node for node in graph(hosts["A"]) if node.name == "cleanup")
-    record = run_step(cleanup, StepContext(hosts["A"]), {"deploy": records["deploy"]})
-    assert record["removed_remote"] == [f"intermediates/{WORKDIR}", "intermediates/deployments/green_2021-01.json"]
-    assert files_under(artifacts / shared_files.PREFIX) == set()
+    record = run_step(cleanup, StepContext(hosts["A"], run_key=RUN), {"deploy": records["deploy"]})
+    assert record["removed_remote"] == [f"intermediates/{RUN}"]
+    assert files_under(artifacts / shared_files.PREFIX) == {f"run-b/{WORKDIR}/encoder.json"}
     # the run's model stays in the store
     assert any(name.endswith("MLmodel") for name in files_under(artifacts))
-    # a host that comes later finds no intermediate, and says so
+    # a host that comes later finds no intermediate of the run, and says so; the other run's file is whole
     late = hosts["B"].home / "late"
-    with pytest.raises(SharedFileError, match=rf"^intermediates/{WORKDIR}/model.bin is not in the tracking "
+    with pytest.raises(SharedFileError, match=rf"^intermediates/{RUN}/{WORKDIR}/model.bin is not in the tracking "
                                               r"server's artifact store at \S+; run the pipeline again"):
-        shared_files.fetch(server[0], late, late / WORKDIR / "model.bin", records["deploy"]["shared_files"][
-            f"{WORKDIR}/model.bin"])
+        shared_files.fetch(url, late / WORKDIR / "model.bin", records["deploy"]["shared_files"][f"{WORKDIR}/model.bin"])
+    assert shared_files.fetch(url, late / WORKDIR / "encoder.json", kept[f"{WORKDIR}/encoder.json"])
+
+
+@pytest.mark.slow
+def test_a_cleanup_deletes_the_files_of_earlier_runs_it_reused(server, tmp_path: Path) -> None:
+    """A run that reused a cached record (make, Prefect's cache) reused that run's files too."""
+    url, artifacts = server
+    written = tmp_path / "A" / WORKDIR / "train_clean.parquet"
+    written.parent.mkdir(parents=True)
+    written.write_bytes(b"rides")
+    reused = shared_files.upload(url, tmp_path / "A", [written], "earlier")
+    assert shared_files.remove(url, "later", reused) == ["intermediates/later",
+                                                           f"intermediates/earlier/{WORKDIR}/train_clean.parquet"]
+    assert not any(name.startswith(("earlier/", "later/")) for name in files_under(artifacts / shared_files.PREFIX))
 
 
 def test_an_embedded_run_shares_nothing(tlc_server: TlcServer, tmp_path: Path) -> None:
@@ -155,7 +178,8 @@ def test_an_embedded_run_shares_nothing(tlc_server: TlcServer, tmp_path: Path) -
         "downloads/green_tripdata_2021-01.parquet", "downloads/green_tripdata_2021-01.parquet.source",
         "downloads/green_tripdata_2021-02.parquet", "downloads/green_tripdata_2021-02.parquet.source",
         f"{WORKDIR}/train_clean.parquet", f"{WORKDIR}/validation_clean.parquet"}
-    assert shared_files.upload(settings.tracking_uri(), settings.home, [settings.home / WORKDIR / "train_clean.parquet"]) == {}
+    assert shared_files.upload(settings.tracking_uri(), settings.home, [settings.home / WORKDIR / "train_clean.parquet"],
+                               RUN) == {}
 
 
 @pytest.mark.slow
@@ -171,15 +195,15 @@ def test_files_move_with_mlflow_credentials_when_the_server_demands_them(tmp_pat
         monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
         with pytest.raises(TrackingError, match=r"^the tracking server \S+ refused access to its artifact store "
                                                 r"\(HTTP 401\); set MLFLOW_TRACKING_USERNAME"):
-            shared_files.upload(url, writer, [written])
+            shared_files.upload(url, writer, [written], RUN)
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", admin[0])
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin[1])
-        manifest = shared_files.upload(url, writer, [written])
+        manifest = shared_files.upload(url, writer, [written], RUN)
         fetched = reader / WORKDIR / "encoder.json"
-        assert shared_files.fetch(url, reader, fetched, manifest[f"{WORKDIR}/encoder.json"])
+        assert shared_files.fetch(url, fetched, manifest[f"{WORKDIR}/encoder.json"])
         assert fetched.read_bytes() == written.read_bytes()
-        assert shared_files.remove(url, writer, [writer / WORKDIR]) == [f"intermediates/{WORKDIR}"]
-        assert not (tmp_path / "artifacts" / "intermediates" / WORKDIR).exists()
+        assert shared_files.remove(url, RUN, manifest) == [f"intermediates/{RUN}"]
+        assert not (tmp_path / "artifacts" / "intermediates" / RUN).exists()
 
 
 @pytest.mark.slow
@@ -191,5 +215,5 @@ def test_a_server_without_the_artifact_proxy_fails_at_once_in_one_sentence(tmp_p
         started = time.monotonic()
         with pytest.raises(TrackingError, match=r"^the tracking server \S+ does not serve artifacts, .*; start it "
                                                 r"with --serve-artifacts$"):
-            shared_files.upload(url, tmp_path / "A", [written])
+            shared_files.upload(url, tmp_path / "A", [written], RUN)
         assert time.monotonic() - started < 10, "no retries of the disabled proxy's answer"

@@ -277,7 +277,7 @@ def _bring_reads(step: Step, ctx: StepContext, upstream: Upstream) -> Record | N
         name = shared_files.key(home, path)
         if path in downloads and not path.exists():
             moved["downloaded"][name] = steps.extract_month(ctx, downloads[path])["bytes"]
-        elif name in known and shared_files.fetch(uri, home, path, known[name]):
+        elif name in known and shared_files.fetch(uri, path, known[name]):
             moved["fetched"][name] = known[name]["bytes"]
     return {"shared_files": known, "transfers": moved}
 
@@ -289,7 +289,7 @@ def _share_writes(step: Step, ctx: StepContext, shared: Record, record: Record) 
 
     downloads = _downloads_by_path(ctx)
     sent = shared_files.upload(ctx.settings.tracking_uri(), ctx.settings.home,
-                               [path for path in step.writes(ctx) if path not in downloads])
+                               [path for path in step.writes(ctx) if path not in downloads], ctx.run_key)
     record["shared_files"] = {**shared["shared_files"], **sent}
     record["transfers"] = {**shared["transfers"], "uploaded": {name: file["bytes"] for name, file in sent.items()}}
 

@@ -9,7 +9,7 @@ runner (simple, make, Airflow, Prefect, Dagster) can carry the records.
 """
 
 from taxipipe.steps.context import (ROLES, STEP_LIBRARIES, VOLATILE_FIELDS, Record, StepContext, StepRecord,
-                                    Upstream)
+                                    Upstream, run_key_of)
 from taxipipe.steps.data import (CleanRecord, ExtractRecord, FeaturesRecord, TransformRecord, ValidateDataRecord,
                                  extract, extract_month, features, transform, validate_data)
 from taxipipe.steps.publish import (CleanupRecord, DeployRecord, SaveRecord, VerdictRecord, cleanup, deploy, save,
@@ -19,5 +19,5 @@ from taxipipe.steps.train import TrainRecord, train
 __all__ = ["ROLES", "STEP_LIBRARIES", "VOLATILE_FIELDS", "CleanRecord", "CleanupRecord", "DeployRecord",
            "ExtractRecord", "FeaturesRecord", "Record", "SaveRecord", "StepContext", "StepRecord", "TrainRecord",
            "TransformRecord", "Upstream", "ValidateDataRecord", "VerdictRecord", "cleanup",
-           "deploy", "extract", "extract_month", "features", "save", "train", "transform", "validate_data",
-           "validate_model"]
+           "deploy", "extract", "extract_month", "features", "run_key_of", "save", "train", "transform",
+           "validate_data", "validate_model"]

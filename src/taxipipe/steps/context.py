@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, TypedDict
@@ -44,13 +46,16 @@ STEP_LIBRARIES = ("pandas", "pyarrow.parquet", "pandera.pandas", "xgboost", "mlf
 
 @dataclass(frozen=True)
 class StepContext:
-    """What every step needs: the settings, which runner runs it, extra run tags and the month
-    of a per-month node."""
+    """What every step needs: the settings, which runner runs it, extra run tags, the month of a
+    per-month node, and the key that names the run's files in the tracking server's artifact
+    store (`tracking.shared_files`): an engine whose steps run in several processes gives its own
+    run id (`run_key_of`), so every step of one run, and every retry, uses the same key."""
 
     settings: Settings
     runner: str = "simple"
     tags: Mapping[str, str] = field(default_factory=dict)
     month: Partition | None = None
+    run_key: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
 
     @property
     def layout(self) -> Layout:
@@ -67,3 +72,9 @@ class StepContext:
 
     def features_path(self, role: str) -> Path:
         return self.layout.train_features if role == "train" else self.layout.validation_features
+
+
+def run_key_of(*run_ids: str) -> str:
+    """The run key of the engine run named by `run_ids` (such as a DAG id and a run id): the same
+    in every process, and a plain folder name whatever characters the ids hold."""
+    return hashlib.sha256("\0".join(run_ids).encode()).hexdigest()[:16]

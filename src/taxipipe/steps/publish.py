@@ -124,18 +124,20 @@ def cleanup(ctx: StepContext, upstream: Upstream) -> CleanupRecord:
 
     Waits for the home's run lock, so it never deletes what a run holding it is using. When
     tracking is a server, the files the run shared through its artifact store go too (the
-    intermediates and the deployment record, whose verdict the registered version's tags keep).
+    intermediates and the deployment record, whose verdict the registered version's tags keep),
+    with those of earlier runs whose records it reused; another run's files stay.
     """
     from taxipipe.tracking.shared_files import remove as remove_shared
 
     layout = ctx.layout
-    remote = remove_shared(ctx.settings.tracking_uri(), ctx.settings.home, [layout.workdir, layout.deployment_record])
+    shared = {name: file for record in upstream.values() for name, file in record.get("shared_files", {}).items()}
+    remote = remove_shared(ctx.settings.tracking_uri(), ctx.run_key, shared)
     targets = [layout.workdir]
     if not ctx.settings.artifacts.keep_downloads:
         targets += layout.downloads(ctx.settings.months)
     with hold_home(ctx.settings.home, f"cleanup of {ctx.settings.partition} ({ctx.runner})", wait=True):
         removed = remove(targets)
     freed = sum(removed.values())
-    shared = f"; {len(remote)} path(s) from the tracking server's artifact store" if remote else ""
+    said = f"; {len(remote)} path(s) from the tracking server's artifact store" if remote else ""
     return {"removed": [str(path) for path in removed], "bytes_freed": freed, "removed_remote": remote,
-            "summary": f"removed {len(removed)} file(s), {freed:,} bytes{shared}"}
+            "summary": f"removed {len(removed)} file(s), {freed:,} bytes{said}"}

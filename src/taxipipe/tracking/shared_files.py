@@ -2,8 +2,10 @@
 
 When the tracking URI is a server (http or https), a file one step writes and a later step
 reads, perhaps on another host, goes to the server's proxied artifact store
-(`mlflow server --serve-artifacts`) under `intermediates/<its path under the home>`, and comes
-back only if it matches the digest its writer recorded. Both ways are streamed a chunk at a
+(`mlflow server --serve-artifacts`) under `intermediates/<run key>/<its path under the home>`,
+and comes back only if it matches the digest its writer recorded. The run key (the engine's run
+id, `StepContext.run_key`) keeps two runs of one window apart: each run's cleanup deletes its own
+files and the ones it reused, never another run's. Both ways are streamed a chunk at a
 time; credentials are MLflow's own (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or
 MLFLOW_TRACKING_TOKEN), so a worker needs no bucket credentials. With any other tracking URI
 (the embedded SQLite store) every call does nothing.
@@ -34,10 +36,11 @@ _SERVING: set[str] = set()
 
 
 class SharedFile(TypedDict):
-    """What the step that wrote a file recorded of it."""
+    """What the step that wrote a file recorded of it, and where it sent it (`remote_path`)."""
 
     sha256: str
     bytes: int
+    remote: str
 
 
 #: Shared files by their path under the home (`partitions/green/2021-01/model.bin`).
@@ -54,14 +57,15 @@ def key(home: Path, path: Path) -> str:
     return path.relative_to(home).as_posix()
 
 
-def remote_path(name: str) -> str:
-    """Where the server's artifact store keeps the file `name` (a manifest key)."""
-    return f"{PREFIX}/{name}"
+def remote_path(run_key: str, name: str = "") -> str:
+    """Where the server's artifact store keeps run `run_key`'s file `name` (a manifest key), or
+    all of that run's files."""
+    return f"{PREFIX}/{run_key}/{name}".rstrip("/")
 
 
-def upload(tracking_uri: str, home: Path, paths: Iterable[Path]) -> Manifest:
-    """Send each of `paths` (files of `home`) that exists to the server's store; return their
-    digests and sizes."""
+def upload(tracking_uri: str, home: Path, paths: Iterable[Path], run_key: str) -> Manifest:
+    """Send each of `paths` (files of `home`) that exists to the server's store, as run
+    `run_key`'s; return their digests, sizes and remote paths."""
     uri = server(tracking_uri)
     if uri is None:
         return {}
@@ -71,14 +75,15 @@ def upload(tracking_uri: str, home: Path, paths: Iterable[Path]) -> Manifest:
         if state is None:
             continue
         name = key(home, path)
+        where = remote_path(run_key, name)
         with open(path, "rb") as handle:
-            _request(uri, name, "PUT", data=handle).close()
-        sent[name] = {"sha256": state.sha256, "bytes": state.size}
+            _request(uri, where, "PUT", data=handle).close()
+        sent[name] = {"sha256": state.sha256, "bytes": state.size, "remote": where}
     return sent
 
 
-def fetch(tracking_uri: str, home: Path, path: Path, expected: SharedFile) -> bool:
-    """Make `path` (a file of `home`) the file `expected` describes: kept if the home holds it
+def fetch(tracking_uri: str, path: Path, expected: SharedFile) -> bool:
+    """Make `path` (a file of the home) the file `expected` describes: kept if the home holds it
     already, otherwise fetched from the server's store and checked. True when it was fetched.
 
     A file whose size or digest differs is never put in place: it fails in one sentence.
@@ -86,32 +91,32 @@ def fetch(tracking_uri: str, home: Path, path: Path, expected: SharedFile) -> bo
     uri = server(tracking_uri)
     if uri is None or _holds(path, expected):
         return False
-    name = key(home, path)
+    where = expected["remote"]
     digest, size = hashlib.sha256(), 0
     with atomic_path(path) as tmp:
-        with _request(uri, name, "GET", stream=True) as answer, open(tmp, "wb") as out:
+        with _request(uri, where, "GET", stream=True) as answer, open(tmp, "wb") as out:
             for chunk in answer.iter_content(_CHUNK_BYTES):
                 digest.update(chunk)
                 size += out.write(chunk)
         if (digest.hexdigest(), size) != (expected["sha256"], expected["bytes"]):
             raise SharedFileError(
-                f"{remote_path(name)} in the tracking server's artifact store ({size:,} bytes) is not the file "
+                f"{where} in the tracking server's artifact store ({size:,} bytes) is not the file "
                 f"the run recorded ({expected['bytes']:,} bytes, sha256 {expected['sha256'][:12]}); "
                 "run the pipeline again from the step that writes it")
     _HASHER.known[str(path)] = FileState(expected["sha256"], size, path.stat().st_mtime_ns)
     return True
 
 
-def remove(tracking_uri: str, home: Path, paths: Iterable[Path]) -> list[str]:
-    """Delete files or folders of `home` from the server's store; return their remote paths."""
+def remove(tracking_uri: str, run_key: str, reused: Manifest) -> list[str]:
+    """Delete run `run_key`'s files from the server's store, and the files of other runs it
+    reused (`reused`: cached records' files); return the remote paths deleted."""
     uri = server(tracking_uri)
     if uri is None:
         return []
-    removed = []
-    for path in paths:
-        name = key(home, path)
-        _request(uri, name, "DELETE").close()
-        removed.append(remote_path(name))
+    own = remote_path(run_key)
+    removed = [own, *sorted({file["remote"] for file in reused.values() if not file["remote"].startswith(f"{own}/")})]
+    for where in removed:
+        _request(uri, where, "DELETE").close()
     return removed
 
 
@@ -126,13 +131,12 @@ def _holds(path: Path, expected: SharedFile) -> bool:
     return state is not None and state.sha256 == expected["sha256"]
 
 
-def _request(uri: str, name: str, method: str, **kwargs: Any) -> Response:
-    """One request to the artifact proxy with MLflow's credentials and retries; a server without
-    the proxy, a refusal or a missing file is one sentence."""
+def _request(uri: str, where: str, method: str, **kwargs: Any) -> Response:
+    """One request about `where` (a remote path) to the artifact proxy with MLflow's credentials
+    and retries; a server without the proxy, a refusal or a missing file is one sentence."""
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
-    where = remote_path(name)
     credentials = get_default_host_creds(uri)
     if uri not in _SERVING:
         _check_serving(uri, credentials)

@@ -23,7 +23,7 @@ from taxipipe.partition import PUBLICATION_LAG_MONTHS, Partition, scheduled_trai
 from taxipipe.pipeline import STEPS, Step, per_month_records
 from taxipipe.runners.airflow.environment import airflow_environment
 from taxipipe.runners.session import Session, run_task
-from taxipipe.steps import Record, StepContext, Upstream
+from taxipipe.steps import Record, StepContext, Upstream, run_key_of
 
 if TYPE_CHECKING:
     from airflow.models.dagrun import DagRun
@@ -66,7 +66,7 @@ def step_context() -> StepContext:
     logical_date = context.get("logical_date") or context["dag_run"].run_after
     return StepContext(settings_for(context["params"], logical_date), runner=RUNNER, tags={
         "airflow.dag_id": ti.dag_id, "airflow.run_id": ti.run_id, "airflow.try_number": str(ti.try_number),
-    })
+    }, run_key=run_key_of(ti.dag_id, ti.run_id))
 
 
 def run_node(step: Step, upstream: Upstream, ctx: StepContext | None = None) -> Record:

@@ -46,7 +46,7 @@ from taxipipe.errors import PERMANENT_ERRORS, TaxipipeError
 from taxipipe.partition import PUBLICATION_LAG_MONTHS, Partition
 from taxipipe.pipeline import STEPS, Step, by_node, month_node
 from taxipipe.runners.session import Session, run_task
-from taxipipe.steps import STEP_LIBRARIES, Record, StepContext
+from taxipipe.steps import STEP_LIBRARIES, Record, StepContext, run_key_of
 
 RUNNER = "dagster"
 JOB_NAME = "taxi_duration_pipeline"
@@ -79,7 +79,8 @@ def step_context(context: OpExecutionContext) -> StepContext:
     key = context.partition_key if context.has_partition_key else None
     settings = context.resources.taxipipe.for_partition(key)
     return StepContext(settings, runner=RUNNER, tags={"dagster.run_id": context.run_id,
-                                                      "dagster.job": context.job_name})
+                                                      "dagster.job": context.job_name},
+                       run_key=run_key_of(context.run_id))
 
 
 def _run(step: Step, ctx: StepContext, upstream: dict[str, Record]) -> Record:

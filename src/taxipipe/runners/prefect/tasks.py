@@ -21,7 +21,7 @@ from taxipipe.config import Settings
 from taxipipe.partition import Partition
 from taxipipe.pipeline import BY_NAME, by_node, month_node, run_step
 from taxipipe.runners.prefect.policies import StepInputs, retryable
-from taxipipe.steps import Record, StepContext
+from taxipipe.steps import Record, StepContext, run_key_of
 
 RUNNER = "prefect"
 CACHED: dict[str, Any] = {"cache_policy": StepInputs(), "persist_result": True, "result_serializer": "json"}
@@ -30,7 +30,7 @@ CACHED: dict[str, Any] = {"cache_policy": StepInputs(), "persist_result": True, 
 def _context(settings: Settings) -> StepContext:
     """The steps' context; the MLflow run gets this flow run's id and name as tags."""
     tags = {"prefect_flow_run_id": str(flow_run.id), "prefect_flow_run_name": str(flow_run.name)}
-    return StepContext(settings, runner=RUNNER, tags=tags)
+    return StepContext(settings, runner=RUNNER, tags=tags, run_key=run_key_of(str(flow_run.id)))
 
 
 def _run(name: str, settings: Settings, **upstream: Any) -> Record:

@@ -433,5 +433,5 @@ def test_sigterm_stops_a_hosts_workers_and_status_says_it_is_gone(cluster: Clust
     for engine in ("airflow", "prefect", "dask"):
         assert re.search(rf"✅ {engine} worker {name} started \(pid \d+, log \S+\)", output), output
     assert hosts.pids(hosts[name]) == [], "every worker process of the host ended"
-    wait_for(lambda: (name, "airflow", "gone") in _joined(cluster.status()),
-             "the stopped host's Airflow worker listed as gone", seconds=120, interval=2)
+    wait_for(lambda: {(name, "airflow", "gone"), (name, "dask", "gone")} <= _joined(cluster.status()),
+             "the stopped host's Airflow and Dask workers listed as gone", seconds=120, interval=2)

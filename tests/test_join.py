@@ -69,3 +69,20 @@ def test_join_takes_a_file_and_the_other_actions_none(tmp_path: Path):
         1, "❌ `taxipipe stack join FILE` takes a join file; up, down, status and env take none")
     result = run_cli("stack", "join", str(tmp_path / "missing.json"), env=home)
     assert result.returncode == 1 and result.stderr.startswith(f"❌ no join file at {tmp_path / 'missing.json'}")
+
+
+def test_the_schedulers_roster_keeps_every_worker_that_joined(tmp_path: Path, monkeypatch) -> None:
+    """`stack status` lists a Dask worker that left as gone: the scheduler's preload kept its name."""
+    from distributed import LocalCluster
+
+    from taxipipe.stack import dask_roster
+
+    roster = tmp_path / "dask-workers.json"
+    monkeypatch.setenv(dask_roster.ROSTER_ENV, str(roster))
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None,
+                      scheduler_kwargs={"preload": [dask_roster.PRELOAD]}) as cluster:
+        assert dask_roster.read(roster) == []
+        cluster.scale(2)
+        cluster.wait_for_workers(2, timeout=120)
+        cluster.scale(1)
+    assert dask_roster.read(roster) == ["0", "1"]

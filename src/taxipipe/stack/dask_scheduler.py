@@ -11,7 +11,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from taxipipe.stack import certificates
+from taxipipe.stack import certificates, dask_roster
 from taxipipe.stack.certificates import TlsFiles
 from taxipipe.stack.services import LOOPBACK, Service, Stack
 
@@ -69,11 +69,11 @@ def service(stack: Stack) -> Service:
                # no dashboard; its other HTTP routes (health, metrics) on a free loopback port
                "--no-dashboard", "--dashboard-address", f"{LOOPBACK}:0",
                "--tls-ca-file", str(files.ca), "--tls-cert", str(files.scheduler_cert),
-               "--tls-key", str(files.scheduler_key)]
+               "--tls-key", str(files.scheduler_key), "--preload", dask_roster.PRELOAD]
 
     def env() -> dict[str, str]:
         tls_files(stack)
-        return stack.base_env()
+        return {**stack.base_env(), dask_roster.ROSTER_ENV: str(stack.paths.dask_roster)}
 
     return Service(SERVICE, command, env, lambda: answers(address(stack), files), stack.ports.dask_port,
                    address(stack), "dask_port", host=stack.host)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from taxipipe.safety.atomic import write_private
-from taxipipe.stack import dask_scheduler
+from taxipipe.stack import dask_roster, dask_scheduler
 from taxipipe.stack.certificates import TlsFiles
 from taxipipe.stack.join_file import JoinFile
 from taxipipe.stack.services import Stack, WorkerKind
@@ -79,12 +79,12 @@ def worker(host: WorkerHost) -> Worker:
 
 
 def joined(stack: Stack) -> list[JoinedWorker]:
-    """The workers the scheduler lists (named after their hosts), asked with the stack's client certificate."""
-    answer = dask_scheduler.identity(dask_scheduler.address(stack), TlsFiles(stack.paths.tls))
-    if answer is None:
-        return []
-    return sorted(JoinedWorker(str(info.get("name", address)), NAME, True)
-                  for address, info in answer.get("workers", {}).items())
+    """Every worker that joined the scheduler (named after its host), alive when the scheduler
+    lists it now (asked with the stack's client certificate)."""
+    answer = dask_scheduler.identity(dask_scheduler.address(stack), TlsFiles(stack.paths.tls)) or {}
+    present = {str(info.get("name", address)) for address, info in answer.get("workers", {}).items()}
+    return sorted(JoinedWorker(name, NAME, name in present)
+                  for name in present | set(dask_roster.read(stack.paths.dask_roster)))
 
 
 WORKER = WorkerKind(probe, worker, joined)

@@ -72,6 +72,11 @@ class StackPaths:
         return self.root / "tls"
 
     @property
+    def dask_roster(self) -> Path:
+        """The names of every Dask worker that joined the scheduler (`stack.dask_roster`)."""
+        return self.root / "dask-workers.json"
+
+    @property
     def mlflow(self) -> Path:
         """MLflow's own files beside its database: the basic-auth app's config and user store."""
         return self.root / "mlflow"

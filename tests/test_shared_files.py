@@ -121,7 +121,8 @@ def test_a_tampered_file_in_the_store_is_refused(two_hosts, server, tlc_server: 
     encoder.write_bytes(b"x" * records["features"]["shared_files"][f"{WORKDIR}/encoder.json"]["bytes"])
     save = next(node for node in graph(third) if node.name == "save")
     with pytest.raises(SharedFileError) as refused:
-        run_step(save, StepContext(third, run_key=RUN), {"train": records["train"], "validate_model": records["validate_model"]})
+        run_step(save, StepContext(third, run_key=RUN),
+                 {"train": records["train"], "validate_model": records["validate_model"]})
     message = str(refused.value)
     assert "\n" not in message and f"intermediates/{RUN}/{name}" in message and "13 bytes" in message, message
     assert not (third.home / name).exists()
@@ -178,8 +179,8 @@ def test_an_embedded_run_shares_nothing(tlc_server: TlcServer, tmp_path: Path) -
         "downloads/green_tripdata_2021-01.parquet", "downloads/green_tripdata_2021-01.parquet.source",
         "downloads/green_tripdata_2021-02.parquet", "downloads/green_tripdata_2021-02.parquet.source",
         f"{WORKDIR}/train_clean.parquet", f"{WORKDIR}/validation_clean.parquet"}
-    assert shared_files.upload(settings.tracking_uri(), settings.home, [settings.home / WORKDIR / "train_clean.parquet"],
-                               RUN) == {}
+    clean = settings.home / WORKDIR / "train_clean.parquet"
+    assert shared_files.upload(settings.tracking_uri(), settings.home, [clean], RUN) == {}
 
 
 @pytest.mark.slow

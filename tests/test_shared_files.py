@@ -21,7 +21,7 @@ from taxipipe.errors import SharedFileError, TrackingError
 from taxipipe.pipeline import graph, run_step
 from taxipipe.steps import Record, StepContext
 from taxipipe.tracking import server_command, server_env, shared_files
-from tests.helpers import TlcServer, free_port, stop, store_uri, wait_healthy
+from tests.helpers import TlcServer, free_port, run_cli, stop, store_uri, wait_healthy
 
 WORKDIR = "partitions/green/2021-01"
 #: The run key of the module's run.
@@ -162,7 +162,7 @@ def test_a_cleanup_deletes_the_files_of_earlier_runs_it_reused(server, tmp_path:
     written.parent.mkdir(parents=True)
     written.write_bytes(b"rides")
     reused = shared_files.upload(url, tmp_path / "A", [written], "earlier")
-    assert shared_files.remove(url, "later", reused) == ["intermediates/later",
+    assert shared_files.remove(url, reused, "later") == ["intermediates/later",
                                                            f"intermediates/earlier/{WORKDIR}/train_clean.parquet"]
     assert not any(name.startswith(("earlier/", "later/")) for name in files_under(artifacts / shared_files.PREFIX))
 
@@ -203,7 +203,7 @@ def test_files_move_with_mlflow_credentials_when_the_server_demands_them(tmp_pat
         fetched = reader / WORKDIR / "encoder.json"
         assert shared_files.fetch(url, fetched, manifest[f"{WORKDIR}/encoder.json"])
         assert fetched.read_bytes() == written.read_bytes()
-        assert shared_files.remove(url, RUN, manifest) == [f"intermediates/{RUN}"]
+        assert shared_files.remove(url, manifest, RUN) == [f"intermediates/{RUN}"]
         assert not (tmp_path / "artifacts" / "intermediates" / RUN).exists()
 
 
@@ -218,3 +218,20 @@ def test_a_server_without_the_artifact_proxy_fails_at_once_in_one_sentence(tmp_p
                                                 r"with --serve-artifacts$"):
             shared_files.upload(url, tmp_path / "A", [written], RUN)
         assert time.monotonic() - started < 10, "no retries of the disabled proxy's answer"
+
+
+@pytest.mark.slow
+def test_make_clean_removes_what_the_partitions_steps_shared(server, tlc_server: TlcServer, tmp_path: Path) -> None:
+    url, artifacts = server
+    env = {"TAXIPIPE_HOME": str(tmp_path / "home"), "TAXIPIPE_MLFLOW__TRACKING_URI": url,
+           "TAXIPIPE_DATA__URL_TEMPLATE": tlc_server.url_template}
+    before = files_under(artifacts / shared_files.PREFIX)
+    built = run_cli("make", "--year", "2021", "--month", "1", env=env)
+    assert built.returncode == 0, built.stdout + built.stderr
+    shared = files_under(artifacts / shared_files.PREFIX) - before
+    assert {name.split("/", 1)[1] for name in shared} >= {f"{WORKDIR}/model.bin", "deployments/green_2021-01.json"}
+    cleaned = run_cli("make", "--clean", "--year", "2021", "--month", "1", env=env)
+    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+    said = {line.split()[1] for line in cleaned.stdout.splitlines() if "from the tracking server's artifact" in line}
+    assert said == {f"{shared_files.PREFIX}/{name}" for name in shared}
+    assert files_under(artifacts / shared_files.PREFIX) == before, "only the partition's files went"

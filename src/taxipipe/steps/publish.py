@@ -131,7 +131,7 @@ def cleanup(ctx: StepContext, upstream: Upstream) -> CleanupRecord:
 
     layout = ctx.layout
     shared = {name: file for record in upstream.values() for name, file in record.get("shared_files", {}).items()}
-    remote = remove_shared(ctx.settings.tracking_uri(), ctx.run_key, shared)
+    remote = remove_shared(ctx.settings.tracking_uri(), shared, ctx.run_key)
     targets = [layout.workdir]
     if not ctx.settings.artifacts.keep_downloads:
         targets += layout.downloads(ctx.settings.months)

@@ -107,14 +107,15 @@ def fetch(tracking_uri: str, path: Path, expected: SharedFile) -> bool:
     return True
 
 
-def remove(tracking_uri: str, run_key: str, reused: Manifest) -> list[str]:
-    """Delete run `run_key`'s files from the server's store, and the files of other runs it
-    reused (`reused`: cached records' files); return the remote paths deleted."""
+def remove(tracking_uri: str, files: Manifest, run_key: str | None = None) -> list[str]:
+    """Delete from the server's store the files `files` names (a run's own or ones it reused from
+    earlier runs' records) and, given `run_key`, all of that run's; return the remote paths."""
     uri = server(tracking_uri)
     if uri is None:
         return []
-    own = remote_path(run_key)
-    removed = [own, *sorted({file["remote"] for file in reused.values() if not file["remote"].startswith(f"{own}/")})]
+    own = [remote_path(run_key)] if run_key else []
+    removed = [*own, *sorted({file["remote"] for file in files.values()
+                              if not any(file["remote"].startswith(f"{folder}/") for folder in own)})]
     for where in removed:
         _request(uri, where, "DELETE").close()
     return removed

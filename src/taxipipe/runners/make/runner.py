@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from taxipipe import console
 from taxipipe.config import Settings
-from taxipipe.errors import StepFailed, TaxipipeError, UsageError
+from taxipipe.errors import PipelineStateError, StepFailed, TaxipipeError, UsageError
 from taxipipe.fingerprint import essential, fingerprint, home_key
 from taxipipe.hashing import FileHasher, FileState, value_fingerprint
 from taxipipe.layout import Layout, remove
@@ -59,21 +59,37 @@ def list_targets() -> None:
 
 
 def clean(settings: Settings, wait_for_lock: bool = True) -> dict[Path, int]:
-    """Remove the partition's downloads, intermediates, deployment record and lock file.
+    """Remove the partition's downloads, intermediates, deployment record and lock file, and
+    the files its recorded steps shared through the tracking server's artifact store.
 
     The MLflow store and the model registry stay as they are; the temporary files of killed
     writers anywhere in the home go too (see `hold_home`).
     """
+    from taxipipe.tracking.shared_files import remove as remove_shared
+
     layout = Layout(settings.home, settings.partition, settings.data.train_months)
+    lock = lock_path(settings.home, settings.partition, settings.data.train_months)
     with hold_home(settings.home, f"`taxipipe make --clean`, {settings.partition}", wait_for_lock):
-        removed = remove([*layout.downloads(settings.months), layout.workdir,
-                          layout.deployment_record, lock_path(settings.home, settings.partition, settings.data.train_months)])
+        remote = remove_shared(settings.tracking_uri(), _shared_files(settings, lock))
+        removed = remove([*layout.downloads(settings.months), layout.workdir, layout.deployment_record, lock])
     console.say(f"🧹 Cleaning {settings.partition} in {settings.home}")
     for path, size in removed.items():
         console.say(f"   removed {path.relative_to(settings.home)} ({size:,} bytes)")
+    for where in remote:
+        console.say(f"   removed {where} from the tracking server's artifact store")
     console.say(f"🧹 Removed {len(removed)} file(s), {sum(removed.values()):,} bytes"
                 if removed else "🧹 Nothing to remove")
     return removed
+
+
+def _shared_files(settings: Settings, lock: Path) -> dict[str, Any]:
+    """The files the partition's recorded steps shared through the tracking server (none when
+    its state file is unreadable: cleaning is how a user gets past that)."""
+    try:
+        state = MakeState.load(lock, settings.partition)
+    except PipelineStateError:
+        return {}
+    return {name: file for entry in state.steps.values() for name, file in entry.record.get("shared_files", {}).items()}
 
 
 @dataclass

@@ -268,9 +268,7 @@ def _bring_reads(step: Step, ctx: StepContext, upstream: Upstream) -> Record | N
     uri, home = ctx.settings.tracking_uri(), ctx.settings.home
     if shared_files.server(uri) is None:
         return None
-    known: shared_files.Manifest = {}
-    for previous in upstream.values():
-        known.update(previous.get("shared_files", {}))
+    known = shared_files.manifest_of(upstream.values())
     downloads = _downloads_by_path(ctx)
     moved: dict[str, dict[str, int]] = {"downloaded": {}, "fetched": {}}
     for path in step.reads(ctx):

@@ -127,11 +127,11 @@ def cleanup(ctx: StepContext, upstream: Upstream) -> CleanupRecord:
     intermediates and the deployment record, whose verdict the registered version's tags keep),
     with those of earlier runs whose records it reused; another run's files stay.
     """
-    from taxipipe.tracking.shared_files import remove as remove_shared
+    from taxipipe.tracking import shared_files
 
     layout = ctx.layout
-    shared = {name: file for record in upstream.values() for name, file in record.get("shared_files", {}).items()}
-    remote = remove_shared(ctx.settings.tracking_uri(), shared, ctx.run_key)
+    remote = shared_files.remove(ctx.settings.tracking_uri(), shared_files.manifest_of(upstream.values()),
+                                 ctx.run_key)
     targets = [layout.workdir]
     if not ctx.settings.artifacts.keep_downloads:
         targets += layout.downloads(ctx.settings.months)

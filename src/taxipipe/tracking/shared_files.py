@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, TypedDict
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, TypedDict
 from urllib.parse import quote
 
 from taxipipe.errors import SharedFileError, TrackingError
@@ -55,6 +55,11 @@ def server(tracking_uri: str) -> str | None:
 def key(home: Path, path: Path) -> str:
     """The name of a file of `home` in a manifest: its path under the home."""
     return path.relative_to(home).as_posix()
+
+
+def manifest_of(records: Iterable[Mapping[str, Any]]) -> Manifest:
+    """Every shared file that `records` (steps' records, later ones last) name."""
+    return {name: file for record in records for name, file in record.get("shared_files", {}).items()}
 
 
 def remote_path(run_key: str, name: str = "") -> str:
@@ -113,9 +118,9 @@ def remove(tracking_uri: str, files: Manifest, run_key: str | None = None) -> li
     uri = server(tracking_uri)
     if uri is None:
         return []
-    own = [remote_path(run_key)] if run_key else []
-    removed = [*own, *sorted({file["remote"] for file in files.values()
-                              if not any(file["remote"].startswith(f"{folder}/") for folder in own)})]
+    own = remote_path(run_key) if run_key else None
+    reused = {file["remote"] for file in files.values() if own is None or not file["remote"].startswith(f"{own}/")}
+    removed = ([own] if own else []) + sorted(reused)
     for where in removed:
         _request(uri, where, "DELETE").close()
     return removed

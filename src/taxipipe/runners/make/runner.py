@@ -65,12 +65,12 @@ def clean(settings: Settings, wait_for_lock: bool = True) -> dict[Path, int]:
     The MLflow store and the model registry stay as they are; the temporary files of killed
     writers anywhere in the home go too (see `hold_home`).
     """
-    from taxipipe.tracking.shared_files import remove as remove_shared
+    from taxipipe.tracking import shared_files
 
     layout = Layout(settings.home, settings.partition, settings.data.train_months)
     lock = lock_path(settings.home, settings.partition, settings.data.train_months)
     with hold_home(settings.home, f"`taxipipe make --clean`, {settings.partition}", wait_for_lock):
-        remote = remove_shared(settings.tracking_uri(), _shared_files(settings, lock))
+        remote = shared_files.remove(settings.tracking_uri(), shared_files.manifest_of(_records(settings, lock)))
         removed = remove([*layout.downloads(settings.months), layout.workdir, layout.deployment_record, lock])
     console.say(f"🧹 Cleaning {settings.partition} in {settings.home}")
     for path, size in removed.items():
@@ -82,14 +82,14 @@ def clean(settings: Settings, wait_for_lock: bool = True) -> dict[Path, int]:
     return removed
 
 
-def _shared_files(settings: Settings, lock: Path) -> dict[str, Any]:
-    """The files the partition's recorded steps shared through the tracking server (none when
-    its state file is unreadable: cleaning is how a user gets past that)."""
+def _records(settings: Settings, lock: Path) -> list[Record]:
+    """The records of the partition's finished steps (none when its state file is unreadable:
+    cleaning is how a user gets past that)."""
     try:
         state = MakeState.load(lock, settings.partition)
     except PipelineStateError:
-        return {}
-    return {name: file for entry in state.steps.values() for name, file in entry.record.get("shared_files", {}).items()}
+        return []
+    return [entry.record for entry in state.steps.values()]
 
 
 @dataclass

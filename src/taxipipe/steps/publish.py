@@ -127,11 +127,10 @@ def cleanup(ctx: StepContext, upstream: Upstream) -> CleanupRecord:
     intermediates and the deployment record, whose verdict the registered version's tags keep),
     with those of earlier runs whose records it reused; another run's files stay.
     """
-    from taxipipe.tracking import shared_files
+    from taxipipe.tracking.shared_files import manifest_of, remove as remove_shared
 
     layout = ctx.layout
-    remote = shared_files.remove(ctx.settings.tracking_uri(), shared_files.manifest_of(upstream.values()),
-                                 ctx.run_key)
+    remote = remove_shared(ctx.settings.tracking_uri(), manifest_of(upstream.values()), ctx.run_key)
     targets = [layout.workdir]
     if not ctx.settings.artifacts.keep_downloads:
         targets += layout.downloads(ctx.settings.months)
